@@ -1,0 +1,107 @@
+"""Opening the database, and creating or upgrading its schema with Alembic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from .errors import CampaignError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain postgresql:// URLs."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def open_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        raise CampaignError(f"CAMPAIGN_DB: {url!r} is not a database URL") from None
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": 30}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except Exception as exc:  # a missing driver or unknown dialect
+        raise CampaignError(f"CAMPAIGN_DB: cannot use {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the web pages read while a command writes; NORMAL is durable under WAL
+    # except for the last transactions on power loss, which re-running recovers.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise CampaignError(f"database: cannot open {engine.url!r}: {exc.orig}") from None
+
+
+def init_db(engine: Engine) -> tuple[str | None, str]:
+    """Create the schema, or upgrade it to this version; returns (before, after)."""
+    before = current_revision(engine)
+    command.upgrade(_alembic_config(engine), "head")
+    return before, head_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to work on a database that `campaign init` has not prepared."""
+    current = current_revision(engine)
+    if current is None:
+        raise CampaignError(
+            f"database {engine.url.render_as_string(hide_password=True)} is not initialised: "
+            "run `campaign init` first"
+        )
+    if current != head_revision():
+        raise CampaignError(
+            f"database schema is at {current}, this version needs {head_revision()}: "
+            "run `campaign init` to upgrade (no data is lost)"
+        )
+
+
+def replace_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, replacing any with the same key; portable across SQLite and PostgreSQL."""
+    if not rows:
+        return
+    column = table.c[key]
+    keys = [row[key] for row in rows]
+    for start in range(0, len(keys), 500):
+        conn.execute(table.delete().where(column.in_(keys[start : start + 500])))
+    conn.execute(table.insert(), rows)

@@ -1,0 +1,68 @@
+"""Settings read once from the environment; nothing else reads os.environ."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from .errors import CampaignError
+
+DEFAULT_DB = "sqlite:///campaign.db"
+DEFAULT_POSTCODES_IO = "https://api.postcodes.io"
+DEFAULT_MEMBERS_API = "https://members-api.parliament.uk"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str = DEFAULT_DB
+    postcodes_io_url: str = DEFAULT_POSTCODES_IO
+    members_api_url: str = DEFAULT_MEMBERS_API
+    http_timeout: float = 10.0
+    http_tries: int = 5
+    http_backoff: float = 0.5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            db_url=env.get("CAMPAIGN_DB") or DEFAULT_DB,
+            postcodes_io_url=env.get("POSTCODES_IO_URL") or DEFAULT_POSTCODES_IO,
+            members_api_url=env.get("MEMBERS_API_URL") or DEFAULT_MEMBERS_API,
+            http_timeout=_number(env, "CAMPAIGN_HTTP_TIMEOUT", 10.0),
+            http_tries=int(_number(env, "CAMPAIGN_HTTP_TRIES", 5)),
+            http_backoff=_number(env, "CAMPAIGN_HTTP_BACKOFF", 0.5),
+        )
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name, url in (
+            ("POSTCODES_IO_URL", self.postcodes_io_url),
+            ("MEMBERS_API_URL", self.members_api_url),
+        ):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise CampaignError(f"{name}: {url!r} is not an http(s) URL")
+        if "://" not in self.db_url:
+            raise CampaignError(
+                f"CAMPAIGN_DB: {self.db_url!r} is not a database URL "
+                "(try sqlite:///campaign.db or postgresql://user@host/dbname)"
+            )
+        if self.http_tries < 1:
+            raise CampaignError("CAMPAIGN_HTTP_TRIES: must be at least 1")
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise CampaignError(f"{name}: {raw!r} is not a number") from None
+    if value < 0:
+        raise CampaignError(f"{name}: must not be negative")
+    return value
