@@ -48,6 +48,11 @@ class App:
             check_schema(self._engine)
         return self._engine
 
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     def client(self, service: str, base_url: str) -> JsonClient:
         s = self.settings
         return JsonClient(
@@ -105,12 +110,10 @@ def echo_json(data: Any) -> None:
 
 def echo_json_array(items: Iterable[Any]) -> None:
     """Stream a JSON array item by item, so a 450,000-member list never sits in memory."""
-    out = click.get_text_stream("stdout")
-    out.write("[")
+    click.echo("[", nl=False)
     for i, item in enumerate(items):
-        out.write(",\n" if i else "\n")
-        out.write(json.dumps(item, default=str, ensure_ascii=False))
-    out.write("\n]\n")
+        click.echo(("," if i else "") + "\n" + json.dumps(item, default=str, ensure_ascii=False), nl=False)
+    click.echo("\n]")
 
 
 def echo_table(rows: Iterable[dict[str, Any]], columns: list[tuple[str, str, int]]) -> int:
@@ -144,6 +147,7 @@ def main(ctx: click.Context, db: str | None) -> None:
         ctx.obj = App(Settings.from_env(db_url=db))
     except CampaignError as exc:
         raise UserError(str(exc)) from None
+    ctx.call_on_close(ctx.obj.close)
 
 
 @main.command()

@@ -49,8 +49,27 @@ def detect_encoding(path: Path) -> str:
                 decoder.decode(chunk)
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
+            _check_cp1252(path, f)
             return "cp1252"
     return "utf-8-sig"
+
+
+# Bytes Windows-1252 leaves undefined: a file holding them is neither UTF-8 nor Excel's ANSI.
+_NOT_CP1252 = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+
+
+def _check_cp1252(path: Path, f: io.BufferedReader) -> None:
+    f.seek(0)
+    line = 1
+    while chunk := f.read(_CHUNK):
+        bad = _NOT_CP1252.search(chunk)
+        if bad:
+            line += chunk.count(b"\n", 0, bad.start())
+            raise CampaignError(
+                f"{path}:{line}: neither UTF-8 nor Windows-1252 (byte 0x{chunk[bad.start()]:02x}); "
+                "save it as 'CSV UTF-8' or pass --encoding"
+            )
+        line += chunk.count(b"\n")
 
 
 @dataclass
