@@ -71,7 +71,9 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
-        raise CampaignError(f"database: cannot open {engine.url!r}: {exc.orig}") from None
+        reason = " ".join(str(exc.orig).split())
+        where = engine.url.render_as_string(hide_password=True)
+        raise CampaignError(f"database: cannot open {where}: {reason}") from None
 
 
 def init_db(engine: Engine) -> tuple[str | None, str]:

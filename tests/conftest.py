@@ -103,7 +103,9 @@ def cli(db_url: str) -> Cli:
     return Cli(db_url)
 
 
-MEMBER_HEADER = "membership_no,first_name,last_name,email,postcode,school_urn,address_line1,town,role,branch,region"
+MEMBER_HEADER = (
+    "membership_no,first_name,last_name,email,postcode,school_urn,address_line1,town,role,branch,region"
+)
 
 
 @pytest.fixture

@@ -124,7 +124,9 @@ def test_utf8_with_bom(engine, write_csv):
 
 def test_file_that_is_neither_utf8_nor_1252_gets_a_clear_error(engine, write_csv, tmp_path):
     path = tmp_path / "bad.csv"
-    path.write_bytes((MEMBER_HEADER + "\nM1,A\x81,B,a@members.example.org,SW1A 0AA,1,,,,,\n").encode("latin-1"))
+    path.write_bytes(
+        (MEMBER_HEADER + "\nM1,A\x81,B,a@members.example.org,SW1A 0AA,1,,,,,\n").encode("latin-1")
+    )
     with pytest.raises(CampaignError, match=r"bad.csv:2: neither UTF-8 nor Windows-1252 \(byte 0x81\)"):
         import_members(engine, path)
     assert count(engine) == 0
@@ -134,8 +136,9 @@ def test_sample_members_file_has_the_deliberate_bad_rows(engine, tmp_path):
     with pytest.raises(RowErrors) as caught:
         import_members(engine, DATA / "members.csv")
     assert len(caught.value.problems) == 4
-    result = import_members(engine, DATA / "members.csv", skip_invalid=True,
-                            rejects_path=tmp_path / "rejects.csv")
+    result = import_members(
+        engine, DATA / "members.csv", skip_invalid=True, rejects_path=tmp_path / "rejects.csv"
+    )
     assert result.created == 56
 
 
@@ -162,5 +165,7 @@ def test_cli_list_and_show_json(cli, write_csv):
 def test_iter_members_filters_by_status(engine, write_csv):
     import_members(engine, write_csv("m.csv", GOOD))
     with engine.begin() as conn:
-        conn.execute(member_table.update().where(member_table.c.membership_no == "M1").values(mp_status="terminated"))
+        conn.execute(
+            member_table.update().where(member_table.c.membership_no == "M1").values(mp_status="terminated")
+        )
     assert [m["membership_no"] for m in iter_members(engine, mp_status="terminated")] == ["M1"]

@@ -31,8 +31,16 @@ def test_bulk_lookup_matches_on_query_not_position():
         f"{BASE}/postcodes",
         match=[matchers.json_params_matcher({"postcodes": ["BR8 7RE", "EX16 5BL", "ZZ1 1ZZ"]})],
         json=bulk_reply(
-            ("EX16 5BL", postcode_result("EX16 5BL", "E14001495", "Tiverton and Minehead",
-                                         code_2010="E14000996", name_2010="Tiverton and Honiton")),
+            (
+                "EX16 5BL",
+                postcode_result(
+                    "EX16 5BL",
+                    "E14001495",
+                    "Tiverton and Minehead",
+                    code_2010="E14000996",
+                    name_2010="Tiverton and Honiton",
+                ),
+            ),
             ("ZZ1 1ZZ", None),
             ("BR8 7RE", postcode_result("BR8 7RE", "E14001465", "Sevenoaks")),
         ),
@@ -75,9 +83,16 @@ def test_invalid_postcode_is_a_bad_postcode():
 
 @responses.activate(assert_all_requests_are_fired=True)
 def test_429_then_success_retries_after_the_servers_delay():
-    responses.post(f"{BASE}/postcodes", status=429, headers={"Retry-After": "2"},
-                   json={"status": 429, "error": "Too many requests"})
-    responses.post(f"{BASE}/postcodes", json=bulk_reply(("BR8 7RE", postcode_result("BR8 7RE", "E14001465", "Sevenoaks"))))
+    responses.post(
+        f"{BASE}/postcodes",
+        status=429,
+        headers={"Retry-After": "2"},
+        json={"status": 429, "error": "Too many requests"},
+    )
+    responses.post(
+        f"{BASE}/postcodes",
+        json=bulk_reply(("BR8 7RE", postcode_result("BR8 7RE", "E14001465", "Sevenoaks"))),
+    )
     client = make_client()
     assert client.lookup(["BR8 7RE"])["BR8 7RE"].constituency_code == "E14001465"
     assert client.requests_made == 2
@@ -104,8 +119,14 @@ def test_persistent_500s_raise_network_unavailable_naming_the_service():
 
 @responses.activate(assert_all_requests_are_fired=True)
 def test_400_is_not_retried_and_says_what_the_service_said():
-    responses.post(f"{BASE}/postcodes", status=400, json={
-        "status": 400, "error": "Too many postcodes submitted. Up to 100 postcodes can be bulk requested at a time"})
+    responses.post(
+        f"{BASE}/postcodes",
+        status=400,
+        json={
+            "status": 400,
+            "error": "Too many postcodes submitted. Up to 100 postcodes can be bulk requested at a time",
+        },
+    )
     client = make_client()
     with pytest.raises(CampaignError, match="Too many postcodes submitted"):
         client.lookup(["BR8 7RE"])

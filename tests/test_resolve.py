@@ -64,11 +64,21 @@ def reference_data(engine):
 
 
 def test_resolve_fills_constituency_mp_and_employer(engine, http, write_csv, reference_data):
-    members(write_csv, engine, row("M1", "BR8 7RE"), row("M2", "BR8 7RE", "137621"), row("M3", "EX16 5BL", "113512"))
+    members(
+        write_csv,
+        engine,
+        row("M1", "BR8 7RE"),
+        row("M2", "BR8 7RE", "137621"),
+        row("M3", "EX16 5BL", "113512"),
+    )
     http.add_callback(responses.POST, f"{BASE}/postcodes", callback=answer_known)
     summary = resolve_members(engine, client())
     m1 = get_member(engine, "M1")
-    assert (m1["mp_status"], m1["constituency_code"], m1["constituency_name"]) == ("resolved", "E14001465", "Sevenoaks")
+    assert (m1["mp_status"], m1["constituency_code"], m1["constituency_name"]) == (
+        "resolved",
+        "E14001465",
+        "Sevenoaks",
+    )
     assert (m1["employer_status"], m1["employer_key"], m1["employer_name"]) == ("resolved", "la:886", "Kent")
     assert get_member(engine, "M2")["employer_key"] == "trust:TR00412"
     assert get_member(engine, "M3")["constituency_code"] == "E14001495"
@@ -103,7 +113,10 @@ def test_vacant_seat_and_seat_with_no_mp_on_record_are_no_mp(engine, http, write
     http.add_callback(responses.POST, f"{BASE}/postcodes", callback=answer_known)
     resolve_members(engine, client())
     vacant, missing = get_member(engine, "M1"), get_member(engine, "M2")
-    assert (vacant["mp_status"], vacant["mp_detail"]) == ("no_mp", "seat vacant: Hackney North and Stoke Newington")
+    assert (vacant["mp_status"], vacant["mp_detail"]) == (
+        "no_mp",
+        "seat vacant: Hackney North and Stoke Newington",
+    )
     assert (missing["mp_status"], missing["mp_detail"]) == ("no_mp", "no MP on record for Preston")
     assert missing["constituency_code"] == "E14001437"
 
@@ -146,7 +159,11 @@ def test_postcodes_are_asked_once_each_in_batches_of_100(engine, http, write_csv
     def reply(request):
         asked = json.loads(request.body)["postcodes"]
         seen.append(len(asked))
-        return 200, {}, json.dumps(bulk_reply(*[(pc, postcode_result(pc, "E14001465", "Sevenoaks")) for pc in asked]))
+        return (
+            200,
+            {},
+            json.dumps(bulk_reply(*[(pc, postcode_result(pc, "E14001465", "Sevenoaks")) for pc in asked])),
+        )
 
     http.add_callback(responses.POST, f"{BASE}/postcodes", callback=reply)
     summary = resolve_members(engine, client())
@@ -159,18 +176,30 @@ def test_refresh_asks_again_and_replaces_the_cached_answer(engine, http, write_c
     http.add_callback(responses.POST, f"{BASE}/postcodes", callback=answer_known)
     resolve_members(engine, client())
     http.reset()
-    http.post(f"{BASE}/postcodes", json=bulk_reply(("BR8 7RE", postcode_result("BR8 7RE", "E14001495", "Tiverton and Minehead"))))
+    http.post(
+        f"{BASE}/postcodes",
+        json=bulk_reply(("BR8 7RE", postcode_result("BR8 7RE", "E14001495", "Tiverton and Minehead"))),
+    )
     resolve_members(engine, client(), refresh=True)
     assert get_member(engine, "M1")["constituency_code"] == "E14001495"
 
 
 def test_unknown_and_closed_schools_are_reported(engine, http, write_csv, reference_data):
-    members(write_csv, engine, row("M1", "BR8 7RE", "999999"), row("M2", "BR8 7RE", "107120"),
-            row("M3", "BR8 7RE", "112050"), row("M4", "BR8 7RE", "148101"))
+    members(
+        write_csv,
+        engine,
+        row("M1", "BR8 7RE", "999999"),
+        row("M2", "BR8 7RE", "107120"),
+        row("M3", "BR8 7RE", "112050"),
+        row("M4", "BR8 7RE", "148101"),
+    )
     http.add_callback(responses.POST, f"{BASE}/postcodes", callback=answer_known)
     summary = resolve_members(engine, client())
     unknown = get_member(engine, "M1")
-    assert (unknown["employer_status"], unknown["employer_detail"]) == ("unknown_urn", "URN 999999 is not in the schools list")
+    assert (unknown["employer_status"], unknown["employer_detail"]) == (
+        "unknown_urn",
+        "URN 999999 is not in the schools list",
+    )
     assert get_member(engine, "M2")["employer_status"] == "closed"
     assert get_member(engine, "M3")["employer_status"] == "independent"
     assert get_member(engine, "M4")["employer_status"] == "no_trust"
@@ -188,12 +217,17 @@ def test_cli_resolve_reads_postcodes_io_url_and_prints_summary(cli, http, write_
     assert "postcodes.io: 2 postcode(s) asked in 2 request(s)." in result.stdout
 
 
-def test_cli_resolve_without_network_says_what_happened_in_one_line(cli, http, write_csv, engine, reference_data):
+def test_cli_resolve_without_network_says_what_happened_in_one_line(
+    cli, http, write_csv, engine, reference_data
+):
     members(write_csv, engine, row("M1", "BR8 7RE"))
     for _ in range(2):
         http.post(f"{BASE}/postcodes", body=requests.ConnectionError("unreachable"))
-    result = cli("resolve", "--json", env={"POSTCODES_IO_URL": BASE, "CAMPAIGN_HTTP_TRIES": "2",
-                                           "CAMPAIGN_HTTP_BACKOFF": "0"})
+    result = cli(
+        "resolve",
+        "--json",
+        env={"POSTCODES_IO_URL": BASE, "CAMPAIGN_HTTP_TRIES": "2", "CAMPAIGN_HTTP_BACKOFF": "0"},
+    )
     summary = json.loads(result.stdout)
     assert (summary["network"], summary["mp"]) == ("unavailable", {"pending": 1})
     text = cli("resolve", "--offline")

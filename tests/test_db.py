@@ -1,0 +1,79 @@
+"""Opening, creating and upgrading the database."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+from conftest import MEMBER_HEADER
+
+from engine.cli import main
+from engine.db import check_schema, current_revision, head_revision, init_db, open_engine
+from engine.errors import CampaignError
+from engine.members import count_members, import_members
+
+
+def test_uninitialised_database_gets_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path}/new.db", "members", "list"])
+    assert result.exit_code == 2
+    assert "is not initialised: run `campaign init` first" in result.stderr
+
+
+def test_init_creates_then_reports_up_to_date_and_keeps_data(tmp_path, write_csv):
+    url = f"sqlite:///{tmp_path}/c.db"
+    runner = CliRunner()
+    first = runner.invoke(main, ["--db", url, "init"])
+    assert first.stdout.startswith("Created database")
+    engine = open_engine(url)
+    import_members(
+        engine, write_csv("m.csv", MEMBER_HEADER + "\nM1,A,B,a@members.example.org,BR8 7RE,1,,,,,\n")
+    )
+    second = runner.invoke(main, ["--db", url, "init"])
+    assert "is up to date" in second.stdout
+    assert count_members(engine) == 1
+    engine.dispose()
+
+
+def test_database_from_campaign_db_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAMPAIGN_DB", f"sqlite:///{tmp_path}/env.db")
+    assert CliRunner().invoke(main, ["init"]).exit_code == 0
+    assert (tmp_path / "env.db").exists()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path}/c.db")
+    init_db(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+    # WAL mode is stored in the file: any other reader sees it too.
+    assert sqlite3.connect(tmp_path / "c.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_schema_behind_head_asks_for_init(engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
+    with pytest.raises(CampaignError, match="run `campaign init` to upgrade"):
+        check_schema(engine)
+
+
+def test_migrated_schema_is_at_head(engine):
+    assert current_revision(engine) == head_revision()
+
+
+def test_bad_database_url_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["--db", "nonsense", "init"])
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip()
+        == "Error: CAMPAIGN_DB: 'nonsense' is not a database URL (try sqlite:///campaign.db or postgresql://user@host/dbname)"
+    )
+
+
+def test_unreachable_postgres_is_one_line():
+    result = CliRunner().invoke(main, ["--db", "postgresql://nobody@127.0.0.1:1/none", "init"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: database: cannot open")
+    assert len(result.stderr.strip().splitlines()) == 1
