@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Engine, func, select
 
 from .csvfile import CsvSource
+from .emails import EmailNotValidError, normalise_email
 from .db import replace_rows
 from .errors import RowErrors
 from .events import record_event
@@ -64,7 +64,7 @@ def import_contacts(engine: Engine, path: str | Path, *, encoding: str | None = 
         email = v.get("email") or None
         if email:
             try:
-                email = validate_email(email, check_deliverability=False).normalized
+                email = normalise_email(email)
             except EmailNotValidError as exc:
                 problems.append(f"{where}: email: not an address ({exc})")
         # Addresses are one cell; people separate lines with newlines or "|" or ";".

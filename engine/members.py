@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, Engine, bindparam, func, select
 
 from .csvfile import CsvRow, CsvSource, header_key
+from .emails import EmailNotValidError, normalise_email
 from .errors import CampaignError, RowErrors
 from .events import record_event
 from .models import member_table, utcnow
@@ -90,7 +90,7 @@ def _check_row(row: CsvRow, custom_fields: list[str]) -> tuple[dict[str, Any] | 
     email = values.get("email")
     if email:
         try:
-            email = validate_email(email, check_deliverability=False).normalized
+            email = normalise_email(email)
         except EmailNotValidError as exc:
             problems.append(("email", f"not an address ({exc})"))
     raw_postcode = values.get("postcode")

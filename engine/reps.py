@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Engine, select
 
 from .csvfile import CsvSource
+from .emails import EmailNotValidError, normalise_email
 from .db import replace_rows
 from .errors import NetworkUnavailable, RowErrors
 from .events import record_event
@@ -66,7 +66,7 @@ def import_mps(engine: Engine, path: str | Path, *, encoding: str | None = None)
         email = v.get("email") or None
         if email:
             try:
-                email = validate_email(email, check_deliverability=False).normalized
+                email = normalise_email(email)
             except EmailNotValidError as exc:
                 problems.append(f"{where}: email: not an address ({exc})")
         name = v.get("name") or None
