@@ -29,10 +29,68 @@ from engine.members import import_members
 from engine.postcodes_io import PostcodesIO
 from engine.resolve import resolve_members
 
-AREAS = ["AL", "B", "BA", "BD", "BH", "BL", "BN", "BR", "BS", "CB", "CF", "CH", "CM", "CO", "CR", "CV", "DE",
-         "DH", "DN", "DT", "E", "EH", "EX", "G", "GL", "GU", "HA", "HP", "HU", "IP", "KT", "L", "LE", "LS", "M",
-         "ME", "MK", "N", "NE", "NG", "NR", "OX", "PE", "PL", "PO", "PR", "RG", "S", "SA", "SE", "SK", "SO", "ST",
-         "SW", "TN", "TR", "W", "WF", "WR", "YO"]
+AREAS = [
+    "AL",
+    "B",
+    "BA",
+    "BD",
+    "BH",
+    "BL",
+    "BN",
+    "BR",
+    "BS",
+    "CB",
+    "CF",
+    "CH",
+    "CM",
+    "CO",
+    "CR",
+    "CV",
+    "DE",
+    "DH",
+    "DN",
+    "DT",
+    "E",
+    "EH",
+    "EX",
+    "G",
+    "GL",
+    "GU",
+    "HA",
+    "HP",
+    "HU",
+    "IP",
+    "KT",
+    "L",
+    "LE",
+    "LS",
+    "M",
+    "ME",
+    "MK",
+    "N",
+    "NE",
+    "NG",
+    "NR",
+    "OX",
+    "PE",
+    "PL",
+    "PO",
+    "PR",
+    "RG",
+    "S",
+    "SA",
+    "SE",
+    "SK",
+    "SO",
+    "ST",
+    "SW",
+    "TN",
+    "TR",
+    "W",
+    "WF",
+    "WR",
+    "YO",
+]
 LETTERS = "ABDEFGHJLNPQRSTUWXYZ"
 
 
@@ -51,13 +109,40 @@ def write_members(path: Path, n: int, distinct_ratio: float) -> int:
     rng = random.Random(7)
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
-        out.writerow(["membership_no", "first_name", "last_name", "email", "postcode", "school_urn",
-                      "address_line1", "town", "role", "branch", "region", "years_in_post"])
+        out.writerow(
+            [
+                "membership_no",
+                "first_name",
+                "last_name",
+                "email",
+                "postcode",
+                "school_urn",
+                "address_line1",
+                "town",
+                "role",
+                "branch",
+                "region",
+                "years_in_post",
+            ]
+        )
         for i in range(n):
             pc = postcode(i if i < distinct else rng.randrange(distinct))
-            out.writerow([f"M{i:07d}", "Sam", f"Member{i}", f"member{i}@members.example.org", pc,
-                          str(100000 + i % 20000), f"{i % 200} High Street", "Town", "Teacher",
-                          f"Branch {i % 90}", "Region", str(i % 30)])
+            out.writerow(
+                [
+                    f"M{i:07d}",
+                    "Sam",
+                    f"Member{i}",
+                    f"member{i}@members.example.org",
+                    pc,
+                    str(100000 + i % 20000),
+                    f"{i % 200} High Street",
+                    "Town",
+                    "Teacher",
+                    f"Branch {i % 90}",
+                    "Region",
+                    str(i % 30),
+                ]
+            )
     return distinct
 
 
@@ -80,12 +165,22 @@ def serve_fake_postcodes_io(port_queue: multiprocessing.Queue, latency: float) -
             results = []
             for pc in asked:
                 code = f"E1400{1063 + hash(pc.split()[0]) % 540:04d}"
-                results.append({"query": pc, "result": {
-                    "postcode": pc, "quality": 1, "country": "England",
-                    "parliamentary_constituency": f"Seat {code}",
-                    "parliamentary_constituency_2024": f"Seat {code}",
-                    "codes": {"parliamentary_constituency": code, "parliamentary_constituency_2024": code},
-                }})
+                results.append(
+                    {
+                        "query": pc,
+                        "result": {
+                            "postcode": pc,
+                            "quality": 1,
+                            "country": "England",
+                            "parliamentary_constituency": f"Seat {code}",
+                            "parliamentary_constituency_2024": f"Seat {code}",
+                            "codes": {
+                                "parliamentary_constituency": code,
+                                "parliamentary_constituency_2024": code,
+                            },
+                        },
+                    }
+                )
             self._reply(200, {"status": 200, "result": results})
 
         def do_GET(self) -> None:
@@ -102,7 +197,9 @@ def peak_mb() -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--distinct", type=float, default=0.6, help="share of distinct postcodes")
     parser.add_argument("--latency", type=float, default=0.02, help="fake postcodes.io latency, seconds")
@@ -113,8 +210,10 @@ def main() -> int:
     csv_path = work / "members.csv"
     t = time.perf_counter()
     distinct = write_members(csv_path, args.members, args.distinct)
-    print(f"generated {args.members:,} members ({distinct:,} distinct postcodes, "
-          f"{csv_path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
+    print(
+        f"generated {args.members:,} members ({distinct:,} distinct postcodes, "
+        f"{csv_path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s"
+    )
 
     queue: multiprocessing.Queue = multiprocessing.Queue()
     server = multiprocessing.Process(target=serve_fake_postcodes_io, args=(queue, args.latency), daemon=True)
@@ -136,13 +235,18 @@ def main() -> int:
     t = time.perf_counter()
     result = import_members(engine, csv_path)
     import_s = time.perf_counter() - t
-    print(f"import:          {result.created:,} created in {import_s:.2f} s = {args.members / import_s:,.0f} rows/s")
+    print(
+        f"import:          {result.created:,} created in {import_s:.2f} s = "
+        f"{args.members / import_s:,.0f} rows/s"
+    )
 
     t = time.perf_counter()
     again = import_members(engine, csv_path)
     reimport_s = time.perf_counter() - t
-    print(f"re-import:       {again.unchanged:,} unchanged in {reimport_s:.2f} s = "
-          f"{args.members / reimport_s:,.0f} rows/s")
+    print(
+        f"re-import:       {again.unchanged:,} unchanged in {reimport_s:.2f} s = "
+        f"{args.members / reimport_s:,.0f} rows/s"
+    )
 
     def client() -> PostcodesIO:
         return PostcodesIO(JsonClient("postcodes.io", f"http://127.0.0.1:{port}", tries=3, backoff=0.1))
@@ -151,9 +255,11 @@ def main() -> int:
     t = time.perf_counter()
     summary = resolve_members(engine, first)
     resolve_s = time.perf_counter() - t
-    print(f"resolve:         {summary.members:,} members, {summary.postcodes_asked:,} postcodes in "
-          f"{first.requests_made:,} requests ({first.requests_made / args.members:.2%} of members), "
-          f"{resolve_s:.2f} s")
+    print(
+        f"resolve:         {summary.members:,} members, {summary.postcodes_asked:,} postcodes in "
+        f"{first.requests_made:,} requests ({first.requests_made / args.members:.2%} of members), "
+        f"{resolve_s:.2f} s"
+    )
     second = client()
     t = time.perf_counter()
     resolve_members(engine, second)

@@ -45,6 +45,10 @@ class App:
         if self._engine is None:
             self._engine = open_engine(self.settings.db_url)
         if check:
+            database = self._engine.url.database
+            if self._engine.dialect.name == "sqlite" and database and not Path(database).exists():
+                # Connecting would create an empty file; say what to do instead.
+                raise CampaignError(f"database {database} does not exist: run `campaign init` first")
             check_schema(self._engine)
         return self._engine
 

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from .csvfile import CsvSource
-from .emails import EmailNotValidError, normalise_email
 from .db import replace_rows
+from .emails import EmailNotValidError, normalise_email
 from .errors import RowErrors
 from .events import record_event
 from .models import employer_table, member_table, utcnow

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from .csvfile import CsvSource
-from .emails import EmailNotValidError, normalise_email
 from .db import replace_rows
+from .emails import EmailNotValidError, normalise_email
 from .errors import NetworkUnavailable, RowErrors
 from .events import record_event
 from .models import mp_table, postcode_table, utcnow

@@ -17,7 +17,8 @@ from engine.members import count_members, import_members
 def test_uninitialised_database_gets_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path}/new.db", "members", "list"])
     assert result.exit_code == 2
-    assert "is not initialised: run `campaign init` first" in result.stderr
+    assert "new.db does not exist: run `campaign init` first" in result.stderr
+    assert not (tmp_path / "new.db").exists()
 
 
 def test_init_creates_then_reports_up_to_date_and_keeps_data(tmp_path, write_csv):
