@@ -540,7 +540,14 @@ def resolve(app: App, offline: bool, refresh: bool, as_json: bool) -> None:
     engine = app.engine()
     client = None if offline else PostcodesIO(app.client("postcodes.io", app.settings.postcodes_io_url))
     with Progress("Looking up postcodes") as bar:
-        summary = resolve_members(engine, client, refresh=refresh, progress=bar.update, on_start=bar.start)
+        summary = resolve_members(
+            engine,
+            client,
+            refresh=refresh,
+            concurrency=app.settings.http_concurrency,
+            progress=bar.update,
+            on_start=bar.start,
+        )
     if as_json:
         echo_json(summary.as_dict())
     else:

@@ -7,6 +7,7 @@ at once. The caller names the service so errors say where they came from.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ class JsonClient:
         self.session.headers.setdefault("User-Agent", USER_AGENT)
         self.sleep = sleep
         self.requests_made = 0
+        self._count_lock = threading.Lock()
 
     def call(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
@@ -52,7 +54,8 @@ class JsonClient:
             if attempt:
                 self.sleep(self._delay(attempt, retry_after))
                 retry_after = None
-            self.requests_made += 1
+            with self._count_lock:
+                self.requests_made += 1
             try:
                 response = self.session.request(method, url, json=json, params=params, timeout=self.timeout)
             except requests.Timeout:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ def store_answers(conn: Connection, answers: Iterable[PostcodeAnswer]) -> int:
     return len(rows)
 
 
-def postcodes_to_ask(engine: Engine, *, refresh: bool = False) -> Iterator[str]:
-    """Distinct member postcodes with no cached answer (every one with `refresh`), streamed."""
+def postcodes_to_ask(engine: Engine, *, refresh: bool = False) -> list[str]:
+    """Distinct member postcodes with no cached answer (every one with `refresh`)."""
     m, p = member_table.c, postcode_table.c
     stmt = select(m.postcode).distinct().order_by(m.postcode)
     if not refresh:
@@ -36,10 +36,9 @@ def postcodes_to_ask(engine: Engine, *, refresh: bool = False) -> Iterator[str]:
             .order_by(m.postcode)
         )
     with engine.connect() as conn:
-        # Materialise the list in one go: it is one short string per distinct
-        # postcode, and the caller writes to the same database while iterating.
-        postcodes = list(conn.execute(stmt).scalars())
-    yield from postcodes
+        # One short string per distinct postcode, read in one go because the
+        # caller writes to the same database while working through them.
+        return list(conn.execute(stmt).scalars())
 
 
 def load_cache_file(engine: Engine, path: str | Path) -> tuple[int, int]:

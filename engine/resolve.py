@@ -7,7 +7,9 @@ cost per member is a row write, never a request or a query.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -26,7 +28,7 @@ from .models import (
     utcnow,
 )
 from .postcode_cache import postcodes_to_ask, store_answers
-from .postcodes_io import BATCH, PostcodesIO
+from .postcodes_io import BATCH, PostcodeAnswer, PostcodesIO
 
 
 @dataclass
@@ -49,15 +51,19 @@ def resolve_members(
     postcodes_io: PostcodesIO | None,
     *,
     refresh: bool = False,
+    concurrency: int = 4,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> ResolveSummary:
-    """Look up uncached postcodes (none when `postcodes_io` is None), then resolve every member."""
+    """Look up uncached postcodes (none when `postcodes_io` is None), then resolve every member.
+
+    `concurrency` bulk requests are kept in flight at once.
+    """
     summary = ResolveSummary()
     if postcodes_io is None:
         summary.network = "offline"
     else:
-        _fetch_postcodes(engine, postcodes_io, summary, refresh, progress, on_start)
+        _fetch_postcodes(engine, postcodes_io, summary, refresh, progress, on_start, max(1, concurrency))
         summary.requests = postcodes_io.requests_made
     with engine.begin() as conn:
         now = utcnow()
@@ -77,27 +83,46 @@ def _fetch_postcodes(
     refresh: bool,
     progress: Callable[[int], None] | None,
     on_start: Callable[[int], None] | None,
+    concurrency: int,
 ) -> None:
-    postcodes = list(postcodes_to_ask(engine, refresh=refresh))
+    postcodes = postcodes_to_ask(engine, refresh=refresh)
     if on_start is not None:
         on_start(len(postcodes))
     batches = iter(postcodes)
-    try:
-        while batch := list(islice(batches, BATCH)):
-            found = client.lookup(batch)
-            answers = [a for a in found.values() if a is not None]
-            # Unknown postcodes are rare; asking why (retired? not a postcode?)
-            # turns "not found" into something a member can act on.
-            answers += [client.explain_unknown(pc) for pc, a in found.items() if a is None]
-            # Each batch is committed alone, so an interrupted run keeps its progress.
-            with engine.begin() as conn:
-                store_answers(conn, answers)
-            summary.postcodes_asked += len(batch)
-            if progress is not None:
-                progress(len(batch))
-    except NetworkUnavailable as exc:
-        summary.network = "unavailable"
-        summary.network_message = str(exc)
+
+    def ask(batch: list[str]) -> list[PostcodeAnswer]:
+        found = client.lookup(batch)
+        answers = [a for a in found.values() if a is not None]
+        # Unknown postcodes are rare; asking why (retired? not a postcode?)
+        # turns "not found" into something a member can act on.
+        answers += [client.explain_unknown(pc) for pc, a in found.items() if a is None]
+        return answers
+
+    def store(future: Future[list[PostcodeAnswer]], size: int) -> None:
+        answers = future.result()
+        # Each batch is committed alone, so an interrupted run keeps its progress.
+        with engine.begin() as conn:
+            store_answers(conn, answers)
+        summary.postcodes_asked += size
+        if progress is not None:
+            progress(size)
+
+    # A few requests in flight hide the service's latency; a bounded queue of
+    # them keeps memory flat whatever the number of postcodes.
+    in_flight: deque[tuple[Future[list[PostcodeAnswer]], int]] = deque()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="postcodes") as pool:
+        try:
+            while batch := list(islice(batches, BATCH)):
+                in_flight.append((pool.submit(ask, batch), len(batch)))
+                if len(in_flight) > concurrency:
+                    store(*in_flight.popleft())
+            while in_flight:
+                store(*in_flight.popleft())
+        except NetworkUnavailable as exc:
+            summary.network = "unavailable"
+            summary.network_message = str(exc)
+            for future, _ in in_flight:
+                future.cancel()
 
 
 def _mp_update(now: Any) -> Any:

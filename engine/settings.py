@@ -22,6 +22,7 @@ class Settings:
     http_timeout: float = 10.0
     http_tries: int = 5
     http_backoff: float = 0.5
+    http_concurrency: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -33,6 +34,7 @@ class Settings:
             http_timeout=_number(env, "CAMPAIGN_HTTP_TIMEOUT", 10.0),
             http_tries=int(_number(env, "CAMPAIGN_HTTP_TRIES", 5)),
             http_backoff=_number(env, "CAMPAIGN_HTTP_BACKOFF", 0.5),
+            http_concurrency=int(_number(env, "CAMPAIGN_HTTP_CONCURRENCY", 4)),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.validate()
@@ -53,6 +55,8 @@ class Settings:
             )
         if self.http_tries < 1:
             raise CampaignError("CAMPAIGN_HTTP_TRIES: must be at least 1")
+        if not 1 <= self.http_concurrency <= 16:
+            raise CampaignError("CAMPAIGN_HTTP_CONCURRENCY: must be between 1 and 16")
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
