@@ -234,7 +234,9 @@ def test_cli_resolve_without_network_says_what_happened_in_one_line(
     assert "Offline: 1 member(s) have uncached postcodes and wait for a run with network." in text.stdout
 
 
-def test_batches_that_fail_leave_their_members_pending_and_keep_the_rest(engine, http, write_csv, reference_data):
+def test_batches_that_fail_leave_their_members_pending_and_keep_the_rest(
+    engine, http, write_csv, reference_data
+):
     distinct = [f"TN{a} {b}{c}" for a in range(1, 10) for b in range(10) for c in ("AB", "AD", "AE")]
     members(write_csv, engine, *[row(f"M{i}", pc) for i, pc in enumerate(distinct)])
     failing = "TN6 5AB"  # in the second of three batches, in postcode order
@@ -243,7 +245,11 @@ def test_batches_that_fail_leave_their_members_pending_and_keep_the_rest(engine,
         asked = json.loads(request.body)["postcodes"]
         if failing in asked:
             raise requests.ConnectionError("connection reset")
-        return 200, {}, json.dumps(bulk_reply(*[(pc, postcode_result(pc, "E14001465", "Sevenoaks")) for pc in asked]))
+        return (
+            200,
+            {},
+            json.dumps(bulk_reply(*[(pc, postcode_result(pc, "E14001465", "Sevenoaks")) for pc in asked])),
+        )
 
     http.add_callback(responses.POST, f"{BASE}/postcodes", callback=reply)
     summary = resolve_members(engine, client(tries=2), concurrency=1)
