@@ -10,6 +10,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -99,8 +101,18 @@ def check_schema(engine: Engine) -> None:
 
 
 def replace_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
-    """Insert rows, replacing any with the same key; portable across SQLite and PostgreSQL."""
+    """Insert rows, replacing any with the same key (INSERT … ON CONFLICT DO UPDATE)."""
     if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert(table) if dialect == "sqlite" else pg_insert(table)
+        columns = [name for name in rows[0] if name != key]
+        stmt = insert.on_conflict_do_update(
+            index_elements=[table.c[key]],
+            set_={name: insert.excluded[name] for name in columns},
+        )
+        conn.execute(stmt, rows)
         return
     column = table.c[key]
     keys = [row[key] for row in rows]

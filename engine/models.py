@@ -41,7 +41,8 @@ class Member(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
-    # Written by `resolve`; reset to pending when the postcode or URN changes.
+    # Written by `resolve` (resolved_at: when the outcome last changed); reset to
+    # pending when the postcode or URN changes.
     mp_status: str = Field(default="pending", max_length=16, index=True)
     mp_detail: str | None = None
     constituency_code: str | None = Field(default=None, max_length=9)

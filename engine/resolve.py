@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Engine, case, exists, func, literal, select
+from sqlalchemy import Engine, case, exists, func, literal, null, or_, select
 from sqlalchemy import update as sql_update
 
 from .errors import NetworkUnavailable
@@ -153,17 +153,24 @@ def _mp_update(now: Any) -> Any:
         .subquery("outcome")
     )
     # Renders UPDATE … FROM (SELECT …): one statement for all members, on SQLite and PostgreSQL.
-    return (
-        sql_update(member_table)
-        .where(m.postcode == outcome.c.postcode)
-        .values(
-            mp_status=outcome.c.status,
-            mp_detail=outcome.c.detail,
-            constituency_code=outcome.c.constituency_code,
-            constituency_name=outcome.c.constituency_name,
-            resolved_at=now,
-        )
+    return _set_where_changed(
+        m.postcode == outcome.c.postcode,
+        now,
+        mp_status=outcome.c.status,
+        mp_detail=outcome.c.detail,
+        constituency_code=outcome.c.constituency_code,
+        constituency_name=outcome.c.constituency_name,
     )
+
+
+def _set_where_changed(condition: Any, now: Any, **values: Any) -> Any:
+    """UPDATE member rows matching `condition` whose values would change.
+
+    Skipping unchanged rows makes a repeat resolve nearly free, and on
+    PostgreSQL avoids writing a new version of every member each time.
+    """
+    changed = or_(*(member_table.c[name].is_distinct_from(value) for name, value in values.items()))
+    return sql_update(member_table).where(condition, changed).values(**values, resolved_at=now)
 
 
 def _pending_update(summary: ResolveSummary, now: Any) -> Any:
@@ -173,46 +180,37 @@ def _pending_update(summary: ResolveSummary, now: Any) -> Any:
         "offline": "not looked up yet (offline): run `campaign resolve` with network",
         "unavailable": "not looked up yet (postcodes.io unavailable): re-run `campaign resolve`",
     }.get(summary.network, "postcodes.io gave no answer: re-run `campaign resolve`")
-    return (
-        sql_update(member_table)
-        .where(~exists().where(p.postcode == m.postcode))
-        .values(
-            mp_status="pending",
-            mp_detail=why,
-            constituency_code=None,
-            constituency_name=None,
-            resolved_at=now,
-        )
+    return _set_where_changed(
+        ~exists().where(p.postcode == m.postcode),
+        now,
+        mp_status=literal("pending"),
+        mp_detail=literal(why),
+        constituency_code=null(),
+        constituency_name=null(),
     )
 
 
 def _employer_update(now: Any) -> Any:
     m, s = member_table.c, school_table.c
-    return (
-        sql_update(member_table)
-        .where(m.school_urn == s.urn)
-        .values(
-            employer_status=func.coalesce(s.employer_problem, "resolved"),
-            employer_detail=s.employer_detail,
-            employer_key=s.employer_key,
-            employer_name=s.employer_name,
-            resolved_at=now,
-        )
+    return _set_where_changed(
+        m.school_urn == s.urn,
+        now,
+        employer_status=func.coalesce(s.employer_problem, "resolved"),
+        employer_detail=s.employer_detail,
+        employer_key=s.employer_key,
+        employer_name=s.employer_name,
     )
 
 
 def _unknown_school_update(now: Any) -> Any:
     m, s = member_table.c, school_table.c
-    return (
-        sql_update(member_table)
-        .where(~exists().where(s.urn == m.school_urn))
-        .values(
-            employer_status="unknown_urn",
-            employer_detail=literal("URN ") + m.school_urn + literal(" is not in the schools list"),
-            employer_key=None,
-            employer_name=None,
-            resolved_at=now,
-        )
+    return _set_where_changed(
+        ~exists().where(s.urn == m.school_urn),
+        now,
+        employer_status=literal("unknown_urn"),
+        employer_detail=literal("URN ") + m.school_urn + literal(" is not in the schools list"),
+        employer_key=null(),
+        employer_name=null(),
     )
 
 
@@ -229,11 +227,3 @@ def _count(conn: Any, summary: ResolveSummary) -> None:
             ~exists().where(c.employer_key == m.employer_key),
         )
     ).scalar_one()
-
-
-def resolve_summary(engine: Engine) -> ResolveSummary:
-    """The counts as they stand, without resolving anything."""
-    summary = ResolveSummary(network="not run")
-    with engine.connect() as conn:
-        _count(conn, summary)
-    return summary

@@ -90,10 +90,13 @@ def test_second_resolve_makes_no_requests(engine, http, write_csv, reference_dat
     members(write_csv, engine, row("M1", "BR8 7RE"), row("M2", "EX16 5BL"))
     http.add_callback(responses.POST, f"{BASE}/postcodes", callback=answer_known)
     resolve_members(engine, client())
+    first_stamp = get_member(engine, "M1")["resolved_at"]
     again = client()
     summary = resolve_members(engine, again)
     assert again.requests_made == 0
     assert summary.mp == {"resolved": 2}
+    # Nothing changed, so nothing was rewritten.
+    assert get_member(engine, "M1")["resolved_at"] == first_stamp
 
 
 def test_unknown_postcodes_are_explained_terminated_or_not_found(engine, http, write_csv, reference_data):
