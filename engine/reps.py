@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from .csvfile import CsvSource
 from .db import replace_rows
 from .emails import EmailNotValidError, normalise_email
-from .errors import NetworkUnavailable, RowErrors
+from .errors import CampaignError, NetworkUnavailable, RowErrors
 from .events import record_event
 from .models import mp_table, postcode_table, utcnow
 from .parliament import COMMONS_ADDRESS, MembersAPI
@@ -123,6 +123,8 @@ def fetch_mps(
             .distinct()
             .order_by(p.constituency_code)
         ).all()
+    if not seats:
+        raise CampaignError("no constituencies known yet: run `campaign resolve` first to look up postcodes")
     result = RepsFetchResult(constituencies=len(seats))
     for code, name in seats:
         try:

@@ -168,3 +168,9 @@ def test_bulk_payload_helper_matches_the_recorded_shape():
     ]
     assert set(ours) <= set(recorded["result"])
     assert set(ours["codes"]) <= set(recorded["result"]["codes"])
+
+
+def test_cli_fetch_before_resolve_says_what_to_do(cli):
+    result = cli("reps", "fetch")
+    assert result.exit_code == 2
+    assert "no constituencies known yet: run `campaign resolve` first" in result.stderr
