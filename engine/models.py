@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -52,6 +52,8 @@ class Member(SQLModel, table=True):
     employer_key: str | None = Field(default=None, index=True)
     employer_name: str | None = None
     resolved_at: datetime | None = None
+    # Set when the member asks for no more campaign mail (unsubscribe, complaint).
+    mail_opt_out_at: datetime | None = None
 
 
 class PostcodeLookup(SQLModel, table=True):
@@ -134,9 +136,99 @@ class Event(SQLModel, table=True):
     __table_args__ = (Index("ix_event_action_at", "action", "at"),)
 
 
+WAVE_TARGETS = ("mp", "employer", "fixed")
+LETTER_STATES = (
+    "drafted",
+    "invited",
+    "confirmed",
+    "queued",
+    "sent",
+    "replied",
+    "followed_up",
+    "opted_out",
+    "self_sent",
+    "bounced",
+    "failed",
+    "overdue",
+)
+
+
+class Wave(SQLModel, table=True):
+    """One campaign action; editable until launched, when its templates are frozen."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=80)
+    target: str = Field(max_length=10)  # mp | employer | fixed
+    letter_template: str
+    invite_template: str
+    subject: str | None = None  # overrides the letter template's subject block
+    reply_days: int = 10
+    link_days: int = 30
+    filters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The one recipient of a `fixed` wave.
+    fixed_name: str | None = None
+    fixed_email: str | None = None
+    fixed_salutation: str | None = None
+    fixed_address: str | None = Field(default=None, sa_column=Column(Text))
+    status: str = Field(default="draft", max_length=10)  # draft | launched
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    launched_at: datetime | None = None
+    # Template sources as launched (CSS already inlined), so later edits to the
+    # files never change what this wave's members receive.
+    frozen: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Letter(SQLModel, table=True):
+    """One member's letter in one wave, with the merge and the target frozen at launch."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    wave_id: int = Field(foreign_key="wave.id", index=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    reference: str = Field(unique=True, max_length=16)
+    state: str = Field(default="drafted", max_length=12, index=True)
+    subject: str
+    body_text: str = Field(sa_column=Column(Text, nullable=False))
+    body_html: str = Field(sa_column=Column(Text, nullable=False))
+    target_kind: str = Field(max_length=10)
+    target_key: str | None = None
+    target_name: str
+    target_email: str | None = None
+    target_salutation: str | None = None
+    target_address: str | None = Field(default=None, sa_column=Column(Text))
+    # The member as merged and the letter date, for the address block and the emails.
+    merge_snapshot: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    token_hash: str = Field(unique=True, max_length=64)
+    token_expires_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    __table_args__ = (UniqueConstraint("wave_id", "member_id", name="uq_letter_wave_member"),)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One queued email; its body is built from the wave's frozen templates when sent."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    letter_id: int | None = Field(default=None, foreign_key="letter.id", index=True)
+    kind: str = Field(max_length=16)  # invitation | letter | receipt | follow_up_invitation
+    to_addr: str
+    subject: str
+    message_id: str = Field(unique=True)
+    status: str = Field(default="queued", max_length=10, index=True)  # queued | sending | sent | failed
+    attempts: int = 0
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
 member_table = Member.__table__
 postcode_table = PostcodeLookup.__table__
 mp_table = MP.__table__
 school_table = School.__table__
 employer_table = EmployerContact.__table__
 event_table = Event.__table__
+wave_table = Wave.__table__
+letter_table = Letter.__table__
+outbox_table = OutboxMessage.__table__

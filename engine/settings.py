@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 from .errors import CampaignError
@@ -12,6 +13,10 @@ from .errors import CampaignError
 DEFAULT_DB = "sqlite:///campaign.db"
 DEFAULT_POSTCODES_IO = "https://api.postcodes.io"
 DEFAULT_MEMBERS_API = "https://members-api.parliament.uk"
+# Reserved example domains: nothing is ever delivered to them by accident.
+DEFAULT_FROM = "Campaigns Team <campaigns@union.example>"
+DEFAULT_ORGANISING = "organising@union.example"
+DEV_SECRET = "development-only-secret-do-not-use-in-production"
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,13 @@ class Settings:
     http_tries: int = 5
     http_backoff: float = 0.5
     http_concurrency: int = 4
+    env: str = "development"
+    secret: str = DEV_SECRET
+    base_url: str = "http://127.0.0.1:8000"
+    mail_from: str = DEFAULT_FROM
+    organising_email: str = DEFAULT_ORGANISING
+    campaign_name: str = "the union"
+    outbox_dir: str = "outbox"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -35,6 +47,13 @@ class Settings:
             http_tries=int(_number(env, "CAMPAIGN_HTTP_TRIES", 5)),
             http_backoff=_number(env, "CAMPAIGN_HTTP_BACKOFF", 0.5),
             http_concurrency=int(_number(env, "CAMPAIGN_HTTP_CONCURRENCY", 4)),
+            env=env.get("CAMPAIGN_ENV") or "development",
+            secret=env.get("CAMPAIGN_SECRET") or DEV_SECRET,
+            base_url=(env.get("CAMPAIGN_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            mail_from=env.get("CAMPAIGN_FROM") or DEFAULT_FROM,
+            organising_email=env.get("CAMPAIGN_ORGANISING_EMAIL") or DEFAULT_ORGANISING,
+            campaign_name=env.get("CAMPAIGN_NAME") or "the union",
+            outbox_dir=env.get("CAMPAIGN_OUTBOX_DIR") or "outbox",
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.validate()
@@ -55,6 +74,22 @@ class Settings:
             )
         if self.http_tries < 1:
             raise CampaignError("CAMPAIGN_HTTP_TRIES: must be at least 1")
+        if self.env not in ("development", "production"):
+            raise CampaignError(f"CAMPAIGN_ENV: {self.env!r} is not development or production")
+        if self.env == "production" and (self.secret == DEV_SECRET or len(self.secret) < 32):
+            raise CampaignError(
+                "CAMPAIGN_SECRET: set a random secret of at least 32 characters in production "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        base = urlsplit(self.base_url)
+        if base.scheme not in ("http", "https") or not base.netloc:
+            raise CampaignError(f"CAMPAIGN_BASE_URL: {self.base_url!r} is not an http(s) URL")
+        if "@" not in parseaddr(self.mail_from)[1]:
+            raise CampaignError(f"CAMPAIGN_FROM: {self.mail_from!r} is not an email address")
+        if "@" not in self.organising_email:
+            raise CampaignError(
+                f"CAMPAIGN_ORGANISING_EMAIL: {self.organising_email!r} is not an email address"
+            )
         if not 1 <= self.http_concurrency <= 16:
             raise CampaignError("CAMPAIGN_HTTP_CONCURRENCY: must be between 1 and 16")
 

@@ -1,0 +1,40 @@
+"""Letter references and members' personal links.
+
+A link's token is an HMAC of the letter's reference under the campaign
+secret: unguessable without the secret, never stored (only its SHA-256 is,
+for lookup), and the same every time a message is rebuilt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+# Crockford's base32 without I, L, O, U: nothing to misread on paper or a phone.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_reference() -> str:
+    """A short unguessable letter reference, e.g. 'K7M2Q-9XH4T' (50 random bits)."""
+    chars = "".join(secrets.choice(_ALPHABET) for _ in range(10))
+    return f"{chars[:5]}-{chars[5:]}"
+
+
+def link_token(secret: str, reference: str, purpose: str = "letter") -> str:
+    """The token in a member's personal link (132 bits, URL-safe)."""
+    digest = hmac.new(secret.encode(), f"{purpose}:{reference}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:22]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def letter_link(base_url: str, token: str) -> str:
+    return f"{base_url}/l/{token}"
+
+
+def unsubscribe_link(base_url: str, secret: str, reference: str) -> str:
+    return f"{base_url}/unsubscribe/{link_token(secret, reference, 'unsubscribe')}"
