@@ -552,3 +552,8 @@ def resolve(app: App, offline: bool, refresh: bool, as_json: bool) -> None:
         echo_json(summary.as_dict())
     else:
         print_resolve_summary(summary)
+
+
+# The wave, letter and outbox commands live in their own module and register
+# themselves on `main`; importing it last keeps this module free of them.
+from . import cli_waves  # noqa: E402, F401

@@ -266,7 +266,7 @@ def _apply_updates(conn: Connection, updates: list[dict[str, Any]]) -> None:
 def member_to_dict(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     data.pop("row_hash", None)
-    for key in ("created_at", "updated_at", "resolved_at"):
+    for key in ("created_at", "updated_at", "resolved_at", "mail_opt_out_at"):
         if data.get(key) is not None:
             data[key] = data[key].isoformat(timespec="seconds")
     return data
@@ -305,3 +305,18 @@ def get_member(engine: Engine, membership_no: str) -> dict[str, Any]:
 def count_members(engine: Engine) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(member_table)).scalar_one()
+
+
+def set_mail_opt_out(engine: Engine, membership_no: str, opt_out: bool = True) -> dict[str, Any]:
+    """Record (or undo) a member's request for no more campaign mail."""
+    m = member_table.c
+    with engine.begin() as conn:
+        found = conn.execute(
+            member_table.update()
+            .where(m.membership_no == membership_no)
+            .values(mail_opt_out_at=utcnow() if opt_out else None)
+        ).rowcount
+        if not found:
+            raise CampaignError(f"no member with membership number {membership_no!r}")
+        record_event(conn, "members.opt_out" if opt_out else "members.opt_in", membership_no=membership_no)
+    return get_member(engine, membership_no)

@@ -35,6 +35,7 @@ class Settings:
     organising_email: str = DEFAULT_ORGANISING
     campaign_name: str = "the union"
     outbox_dir: str = "outbox"
+    templates_dir: str = "templates"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -54,6 +55,7 @@ class Settings:
             organising_email=env.get("CAMPAIGN_ORGANISING_EMAIL") or DEFAULT_ORGANISING,
             campaign_name=env.get("CAMPAIGN_NAME") or "the union",
             outbox_dir=env.get("CAMPAIGN_OUTBOX_DIR") or "outbox",
+            templates_dir=env.get("CAMPAIGN_TEMPLATES") or "templates",
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.validate()

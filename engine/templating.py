@@ -67,7 +67,13 @@ OPTIONAL_MEMBER_FIELDS = (
 
 
 def known_fields(kind: str) -> set[str]:
-    """Dotted field names valid in a template of `kind` ('letter' or 'email')."""
+    """Dotted field names valid in a template of `kind`: 'letter', 'email' or 'layout'."""
+    if kind == "layout":
+        fields = {"body", "letter.subject"}
+        fields.update(f"letter.{name}" for name in LETTER_FIELDS)
+        fields.update(f"member.{name}" for name in MEMBER_FIELDS)
+        fields.update(f"target.{name}" for name in TARGET_FIELDS)
+        return fields
     letter = LETTER_FIELDS if kind == "letter" else EMAIL_LETTER_FIELDS
     fields = {"link", "unsubscribe_link"} if kind == "email" else {"link"}
     for prefix, names in (

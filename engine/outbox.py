@@ -1,0 +1,167 @@
+"""The outbox: queued messages, built into RFC 5322 emails from the wave's frozen templates.
+
+Launch stores only what varies per message (recipient, subject, Message-ID,
+and the letter it belongs to); the body is rendered when the message is
+built, from the same frozen templates and frozen merge, so a message built
+twice is the same message.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from .errors import CampaignError
+from .links import letter_link, link_token, unsubscribe_link
+from .models import letter_table, outbox_table, wave_table
+from .renderer import WaveRenderer
+from .settings import Settings
+
+
+@dataclass
+class BuiltMessage:
+    outbox_id: int
+    kind: str
+    reference: str | None
+    message: EmailMessage
+
+
+def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What an email template sees for one letter, rebuilt from the letter's frozen merge."""
+    reference = letter["reference"]
+    snapshot = letter["merge_snapshot"]
+    return {
+        "member": snapshot["member"],
+        "target": {
+            "kind": letter["target_kind"],
+            "name": letter["target_name"],
+            "email": letter["target_email"],
+            "salutation": letter["target_salutation"],
+            "address": letter["target_address"],
+            "constituency": snapshot["member"].get("constituency") if letter["target_kind"] == "mp" else None,
+            "party": None,
+        },
+        "wave": {"name": wave["name"], "reply_days": wave["reply_days"]},
+        "letter": {
+            "reference": reference,
+            "date": snapshot["date"],
+            "subject": letter["subject"],
+            "text": letter["body_text"],
+        },
+        "link": letter_link(settings.base_url, link_token(settings.secret, reference)),
+        "unsubscribe_link": unsubscribe_link(settings.base_url, settings.secret, reference),
+        "campaign": {"name": settings.campaign_name, "organising_email": settings.organising_email},
+    }
+
+
+def build_invitation(
+    outbox: dict[str, Any],
+    letter: dict[str, Any],
+    wave: dict[str, Any],
+    renderer: WaveRenderer,
+    settings: Settings,
+) -> EmailMessage:
+    context = email_context(letter, wave, settings)
+    text, html = renderer.invitation(context)
+    message = EmailMessage(policy=SMTP)
+    message["From"] = settings.mail_from
+    message["To"] = outbox["to_addr"]
+    message["Reply-To"] = settings.organising_email
+    message["Subject"] = outbox["subject"]
+    message["Date"] = format_datetime(outbox["created_at"])
+    message["Message-ID"] = outbox["message_id"]
+    # Union-to-member mail: one-click unsubscribe (RFC 8058).
+    message["List-Unsubscribe"] = f"<{context['unsubscribe_link']}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["X-Campaign-Ref"] = letter["reference"]
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued") -> Iterator[BuiltMessage]:
+    """Build every outbox message in `status`, oldest first, streaming."""
+    o, lt = outbox_table.c, letter_table.c
+    renderers: dict[int, tuple[dict[str, Any], WaveRenderer]] = {}
+    last_id = 0
+    with engine.connect() as conn:
+        while True:
+            rows = conn.execute(
+                select(
+                    outbox_table, letter_table.c.wave_id, *[c.label(f"l_{c.name}") for c in letter_table.c]
+                )
+                .select_from(outbox_table.join(letter_table, lt.id == o.letter_id))
+                .where(o.status == status, o.id > last_id)
+                .order_by(o.id)
+                .limit(500)
+            ).all()
+            if not rows:
+                return
+            for row in rows:
+                data = dict(row._mapping)
+                last_id = data["id"]
+                if data["wave_id"] not in renderers:
+                    wave = dict(
+                        conn.execute(select(wave_table).where(wave_table.c.id == data["wave_id"]))
+                        .one()
+                        ._mapping
+                    )
+                    renderers[data["wave_id"]] = (wave, WaveRenderer(wave["frozen"]))
+                wave, renderer = renderers[data["wave_id"]]
+                letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
+                if data["kind"] != "invitation":
+                    raise CampaignError(
+                        f"outbox message {data['id']}: kind {data['kind']!r} is built by a later version"
+                    )
+                message = build_invitation(data, letter, wave, renderer, settings)
+                yield BuiltMessage(data["id"], data["kind"], letter["reference"], message)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_outbox(
+    engine: Engine,
+    directory: str | Path,
+    settings: Settings,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write every queued message as DIR/<id>-<kind>-<ref>.eml; returns how many were written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CampaignError(f"{directory}: cannot create the folder: {exc.strerror}") from None
+    count = 0
+    for built in queued_messages(engine, settings):
+        name = f"{built.outbox_id:08d}-{built.kind}-{built.reference}.eml"
+        write_atomically(directory / name, bytes(built.message))
+        count += 1
+        if progress is not None and count % 100 == 0:
+            progress(100)
+    return count
+
+
+def count_queued(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(outbox_table).where(outbox_table.c.status == "queued")
+        ).scalar_one()

@@ -1,0 +1,160 @@
+"""A wave's templates: found, checked and frozen at launch, compiled once, rendered per member."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Template, nodes
+
+from .errors import CampaignError
+from .merge import Layout, freeze_layout
+from .settings import Settings
+from .templating import (
+    compile_template,
+    environment,
+    fields_used,
+    inline_css,
+    read_template,
+    render_error,
+    unknown_fields,
+)
+
+
+def letter_template_path(name: str, settings: Settings) -> Path:
+    """A letter template by path, or by name in templates/letters/ ('mp-inspection')."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidate = Path(settings.templates_dir) / "letters" / (name if name.endswith(".txt") else f"{name}.txt")
+    if candidate.is_file():
+        return candidate
+    raise CampaignError(f"--letter: no template {name!r} (looked for {path} and {candidate})")
+
+
+def email_template_paths(name: str, settings: Settings) -> tuple[Path, Path]:
+    """An email template's plain-text and HTML parts, by path stem or by name in templates/email/."""
+    stem = name.removesuffix(".txt").removesuffix(".html")
+    for base in (Path(stem), Path(settings.templates_dir) / "email" / stem):
+        text, html = base.with_name(base.name + ".txt"), base.with_name(base.name + ".html")
+        if text.is_file() and html.is_file():
+            return text, html
+    raise CampaignError(
+        f"--invite: no email template {name!r}: it needs both {stem}.txt and {stem}.html "
+        f"(here or in {Path(settings.templates_dir) / 'email'})"
+    )
+
+
+def block_names(source: str, filename: str) -> set[str]:
+    tree = environment(False).parse(source, name=filename, filename=filename)
+    return {block.name for block in tree.find_all(nodes.Block)}
+
+
+def check_source(source: str, filename: str, kind: str, *, html: bool = False) -> list[str]:
+    """Compile a template and return its problems as `FILE:LINE: …` lines (empty when fine)."""
+    compile_template(source, filename, html=html)
+    problems = unknown_fields(fields_used(source, filename, html=html), kind, filename)
+    if kind in ("letter", "email") and not html:
+        missing = {"subject", "body"} - block_names(source, filename)
+        problems += [f"{filename}:1: needs a {{% block {name} %}}" for name in sorted(missing)]
+    return problems
+
+
+def _custom_fields(*sources: tuple[str, str, bool]) -> list[str]:
+    names = set()
+    for source, filename, html in sources:
+        for use in fields_used(source, filename, html=html):
+            if use.field.startswith("member.custom."):
+                names.add(use.field.split(".")[2])
+    return sorted(names)
+
+
+def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Read, check and prepare a wave's templates: the sources as they will be used."""
+    letter_path = letter_template_path(wave["letter_template"], settings)
+    text_path, html_path = email_template_paths(wave["invite_template"], settings)
+    layout_path = letter_path.parent / "layout.html"
+    if not layout_path.is_file():
+        raise CampaignError(
+            f"{layout_path}: the letter layout is missing (it sits beside the letter templates)"
+        )
+    letter = read_template(letter_path)
+    invite_text = read_template(text_path)
+    invite_html = read_template(html_path)
+    layout = read_template(layout_path)
+    problems = check_source(letter, str(letter_path), "letter")
+    problems += check_source(invite_text, str(text_path), "email")
+    problems += check_source(invite_html, str(html_path), "email", html=True)
+    problems += check_source(layout, str(layout_path), "layout", html=True)
+    subject = wave.get("subject")
+    if subject:
+        problems += check_source(subject, "--subject", "letter")
+    if problems:
+        raise CampaignError("; ".join(problems))
+    layout_inlined, paragraph_style = freeze_layout(layout, str(layout_path))
+    return {
+        "letter_file": str(letter_path),
+        "letter": letter,
+        "subject": subject,
+        "invite_text_file": str(text_path),
+        "invite_text": invite_text,
+        "invite_html_file": str(html_path),
+        "invite_html": inline_css(invite_html, str(html_path)),
+        "layout_file": str(layout_path),
+        "layout": layout_inlined,
+        "paragraph_style": paragraph_style,
+        "custom_fields": _custom_fields(
+            (letter, str(letter_path), False),
+            (invite_text, str(text_path), False),
+            (invite_html, str(html_path), True),
+        ),
+    }
+
+
+class WaveRenderer:
+    """Compiled templates of one wave; every render error names the template file and line."""
+
+    def __init__(self, frozen: dict[str, Any]):
+        self.frozen = frozen
+        self.paragraph_style: str = frozen["paragraph_style"]
+        self._letter = compile_template(frozen["letter"], frozen["letter_file"], html=False)
+        self._subject: Template | None = (
+            compile_template(frozen["subject"], "--subject", html=False) if frozen.get("subject") else None
+        )
+        self._invite_text = compile_template(frozen["invite_text"], frozen["invite_text_file"], html=False)
+        self._invite_html = compile_template(frozen["invite_html"], frozen["invite_html_file"], html=True)
+        self.layout = Layout(frozen["layout"], frozen["layout_file"])
+
+    @staticmethod
+    def _block(template: Template, block: str, context: dict[str, Any], filename: str) -> str:
+        try:
+            ctx = template.new_context(context)
+            return "".join(template.blocks[block](ctx))
+        except Exception as exc:
+            raise render_error(exc, filename) from None
+
+    def letter(self, context: dict[str, Any]) -> tuple[str, str]:
+        """(subject, text) of one member's letter."""
+        filename = self.frozen["letter_file"]
+        if self._subject is not None:
+            try:
+                subject = self._subject.render(context)
+            except Exception as exc:
+                raise render_error(exc, "--subject") from None
+        else:
+            subject = self._block(self._letter, "subject", context, filename)
+        text = self._block(self._letter, "body", context, filename)
+        return " ".join(subject.split()), text.strip("\n") + "\n"
+
+    def invitation_subject(self, context: dict[str, Any]) -> str:
+        subject = self._block(self._invite_text, "subject", context, self.frozen["invite_text_file"])
+        return " ".join(subject.split())
+
+    def invitation(self, context: dict[str, Any]) -> tuple[str, str]:
+        """(text, html) of one member's invitation."""
+        text = self._block(self._invite_text, "body", context, self.frozen["invite_text_file"])
+        try:
+            html = self._invite_html.render(context)
+        except Exception as exc:
+            raise render_error(exc, self.frozen["invite_html_file"]) from None
+        return text.strip("\n") + "\n", html

@@ -1,0 +1,536 @@
+"""Waves: creating and editing them, freezing their templates, and launching them.
+
+A launch creates, in one transaction, one letter per eligible member with the
+merge frozen (subject, text, HTML, the target's details, the member's
+details), a reference and a personal link, and queues one invitation per
+letter. Launching again only adds letters for members who have none yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import formataddr, parseaddr
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, select
+
+from .emails import EmailNotValidError, normalise_email
+from .errors import CampaignError
+from .events import record_event
+from .links import letter_link, link_token, new_reference, token_hash, unsubscribe_link
+from .merge import (
+    Target,
+    employer_target,
+    fixed_target,
+    member_context,
+    mp_target,
+    paragraphs_html,
+)
+from .models import (
+    WAVE_TARGETS,
+    employer_table,
+    letter_table,
+    member_table,
+    mp_table,
+    outbox_table,
+    school_table,
+    utcnow,
+    wave_table,
+)
+from .renderer import WaveRenderer, freeze_templates
+from .settings import Settings
+
+FILTER_FIELDS = ("branch", "region", "role", "town")
+SKIP_REASONS = ("opted_out", "no_email", "unresolved", "no_employer_contact")
+_PAGE = 1000
+
+
+@dataclass
+class WaveSpec:
+    """What an organiser gives `wave create` / `wave edit`; None leaves a value as it is."""
+
+    target: str | None = None
+    letter: str | None = None
+    invite: str | None = None
+    subject: str | None = None
+    reply_days: int | None = None
+    link_days: int | None = None
+    where: list[str] | None = None
+    to: str | None = None
+    to_address: str | None = None
+    to_salutation: str | None = None
+
+
+def parse_where(items: list[str]) -> dict[str, list[str]]:
+    """`branch=Leeds,region=London|South East` → {"branch": ["Leeds"], "region": ["London", "South East"]}."""
+    filters: dict[str, list[str]] = {}
+    for item in items:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            key, eq, values = part.partition("=")
+            key = key.strip().lower()
+            if not eq or key not in FILTER_FIELDS:
+                raise CampaignError(
+                    f"--where: {part.strip()!r} is not FIELD=VALUE "
+                    f"with FIELD one of {', '.join(FILTER_FIELDS)}"
+                )
+            chosen = [v.strip() for v in values.split("|") if v.strip()]
+            if not chosen:
+                raise CampaignError(f"--where: {key}= needs a value")
+            filters.setdefault(key, []).extend(chosen)
+    return filters
+
+
+def _wave_values(spec: WaveSpec, current: dict[str, Any] | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if spec.target is not None:
+        if spec.target not in WAVE_TARGETS:
+            raise CampaignError(f"--target: {spec.target!r} is not one of {', '.join(WAVE_TARGETS)}")
+        values["target"] = spec.target
+    for name in ("letter", "invite"):
+        value = getattr(spec, name)
+        if value is not None:
+            values[f"{name}_template"] = value
+    if spec.subject is not None:
+        values["subject"] = spec.subject or None
+    for name in ("reply_days", "link_days"):
+        value = getattr(spec, name)
+        if value is not None:
+            if not 1 <= value <= 365:
+                raise CampaignError(f"--{name.replace('_', '-')}: must be between 1 and 365")
+            values[name] = value
+    if spec.where is not None:
+        values["filters"] = parse_where(spec.where)
+    if spec.to is not None:
+        name, address = parseaddr(spec.to)
+        if not name:
+            raise CampaignError(
+                f"--to: {spec.to!r} needs a name, e.g. 'Secretary of State <office@example.org>'"
+            )
+        values["fixed_name"] = name
+        if address:
+            try:
+                values["fixed_email"] = normalise_email(address)
+            except EmailNotValidError as exc:
+                raise CampaignError(f"--to: {address!r} is not an address ({exc})") from None
+        else:
+            values["fixed_email"] = None
+    if spec.to_address is not None:
+        lines = [p.strip() for p in re.split(r"[|;\n]", spec.to_address) if p.strip()]
+        values["fixed_address"] = "\n".join(lines) or None
+    if spec.to_salutation is not None:
+        values["fixed_salutation"] = spec.to_salutation or None
+    merged = {**(current or {}), **values}
+    if merged.get("target") == "fixed" and not merged.get("fixed_name"):
+        raise CampaignError(
+            "--to: a fixed wave needs its one recipient, e.g. --to 'Secretary of State <office@example.org>'"
+        )
+    return values
+
+
+def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> dict[str, Any]:
+    """Create a draft wave after checking that its templates compile and use known fields."""
+    if not name.strip() or len(name) > 80:
+        raise CampaignError("wave name: give a name of 1 to 80 characters")
+    for required in ("target", "letter", "invite"):
+        if getattr(spec, required) is None:
+            raise CampaignError(f"--{required}: required to create a wave")
+    values = _wave_values(spec, None)
+    now = utcnow()
+    row = {
+        "name": name,
+        "created_at": now,
+        "updated_at": now,
+        "status": "draft",
+        "frozen": {},
+        "reply_days": 10,
+        "link_days": 30,
+        "filters": {},
+        **values,
+    }
+    freeze_templates(row, settings)  # fails early, with file:line, on a bad template
+    with engine.begin() as conn:
+        if conn.execute(select(wave_table.c.id).where(wave_table.c.name == name)).first():
+            raise CampaignError(f"wave {name!r} already exists: use `campaign wave edit`")
+        conn.execute(wave_table.insert().values(**row))
+        record_event(conn, "wave.create", wave=name)
+    return get_wave(engine, name)
+
+
+def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> dict[str, Any]:
+    current = get_wave(engine, name)
+    if current["status"] != "draft":
+        raise CampaignError(
+            f"wave {name!r} was launched on {current['launched_at']:%d %B %Y}: it can no longer be edited"
+        )
+    values = _wave_values(spec, current)
+    freeze_templates({**current, **values}, settings)
+    with engine.begin() as conn:
+        conn.execute(
+            wave_table.update().where(wave_table.c.id == current["id"]).values(**values, updated_at=utcnow())
+        )
+        record_event(conn, "wave.edit", wave=name, changed=sorted(values))
+    return get_wave(engine, name)
+
+
+def get_wave(engine_or_conn: Engine | Connection, name: str) -> dict[str, Any]:
+    stmt = select(wave_table).where(wave_table.c.name == name)
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            row = conn.execute(stmt).first()
+    else:
+        row = engine_or_conn.execute(stmt).first()
+    if row is None:
+        raise CampaignError(f"no wave named {name!r} (see `campaign wave list`)")
+    return dict(row._mapping)
+
+
+def list_waves(engine: Engine) -> list[dict[str, Any]]:
+    w, lt = wave_table.c, letter_table.c
+    letters = select(lt.wave_id, func.count().label("letters")).group_by(lt.wave_id).subquery()
+    stmt = (
+        select(
+            w.name,
+            w.target,
+            w.status,
+            w.letter_template,
+            w.created_at,
+            w.launched_at,
+            func.coalesce(letters.c.letters, 0).label("letters"),
+        )
+        .select_from(wave_table.outerjoin(letters, letters.c.wave_id == w.id))
+        .order_by(w.created_at)
+    )
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+# ---- eligibility and launch ---------------------------------------------------
+
+
+def _candidates(wave: dict[str, Any]) -> Any:
+    """Members in the wave's filters with what deciding and merging needs, in id order."""
+    m, s, mp, c, lt = member_table.c, school_table.c, mp_table.c, employer_table.c, letter_table.c
+    mp_cols = [col.label(f"mp_{col.name}") for col in mp_table.c]
+    contact_cols = [col.label(f"contact_{col.name}") for col in employer_table.c]
+    stmt = (
+        select(member_table, s.name.label("school_name"), *mp_cols, *contact_cols, lt.id.label("letter_id"))
+        .select_from(
+            member_table.outerjoin(school_table, s.urn == m.school_urn)
+            .outerjoin(mp_table, mp.constituency_code == m.constituency_code)
+            .outerjoin(employer_table, c.employer_key == m.employer_key)
+            .outerjoin(letter_table, and_(lt.member_id == m.id, lt.wave_id == wave["id"]))
+        )
+        .order_by(m.id)
+    )
+    for key, values in (wave.get("filters") or {}).items():
+        stmt = stmt.where(func.lower(m[key]).in_([v.lower() for v in values]))
+    return stmt
+
+
+def skip_reason(row: dict[str, Any], target_kind: str) -> str | None:
+    """Why this member cannot take part in a wave aimed at `target_kind`, or None."""
+    if row["mail_opt_out_at"] is not None:
+        return "opted_out"
+    if not row["email"]:
+        return "no_email"
+    if target_kind == "mp" and (row["mp_status"] != "resolved" or row["mp_name"] is None):
+        return "unresolved"
+    if target_kind == "employer":
+        if row["employer_status"] != "resolved":
+            return "unresolved"
+        if row["contact_employer_key"] is None:
+            return "no_employer_contact"
+    return None
+
+
+def target_for(row: dict[str, Any], wave: dict[str, Any], cache: dict[str, Target]) -> Target:
+    kind = wave["target"]
+    if kind == "fixed":
+        key = "fixed"
+        if key not in cache:
+            cache[key] = fixed_target(wave)
+    elif kind == "mp":
+        key = "mp:" + row["constituency_code"]
+        if key not in cache:
+            cache[key] = mp_target(
+                {
+                    k[3:]: v
+                    for k, v in row.items()
+                    if k.startswith("mp_") and k != "mp_status" and k != "mp_detail"
+                }
+            )
+    else:
+        key = "employer:" + row["employer_key"]
+        if key not in cache:
+            cache[key] = employer_target({k[8:]: v for k, v in row.items() if k.startswith("contact_")})
+    return cache[key]
+
+
+@dataclass
+class LaunchResult:
+    wave: str
+    created: int = 0
+    already: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_members: list[dict[str, str]] = field(default_factory=list)
+    invitations_queued: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def letter_date(moment: datetime) -> str:
+    return f"{moment.day} {moment:%B %Y}"
+
+
+class Merger:
+    """Merges one member at a time into a letter and its invitation, for launch and preview alike."""
+
+    def __init__(self, wave: dict[str, Any], settings: Settings, launched_at: datetime):
+        self.wave = wave
+        self.settings = settings
+        self.renderer = WaveRenderer(wave["frozen"])
+        self.now = utcnow()
+        self.expires = launched_at + timedelta(days=wave["link_days"])
+        self.date = letter_date(launched_at)
+        self.wave_ctx = {"name": wave["name"], "reply_days": wave["reply_days"]}
+        self.campaign_ctx = {"name": settings.campaign_name, "organising_email": settings.organising_email}
+        self.custom_fields = tuple(wave["frozen"].get("custom_fields") or ())
+        self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
+        self.targets: dict[str, Target] = {}
+        self.references: set[str] = set()
+
+    def merge(self, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(letter row, invitation outbox row) for one eligible member's candidate row."""
+        settings = self.settings
+        target = target_for(row, self.wave, self.targets)
+        member = member_context(row, row["school_name"], self.custom_fields)
+        reference = _unique_reference(self.references)
+        token = link_token(settings.secret, reference)
+        letter_ctx = {"reference": reference, "date": self.date}
+        context = {
+            "member": member,
+            "target": target.context(),
+            "wave": self.wave_ctx,
+            "letter": letter_ctx,
+            "link": letter_link(settings.base_url, token),
+            "campaign": self.campaign_ctx,
+        }
+        subject, text = self.renderer.letter(context)
+        letter = {
+            "wave_id": self.wave["id"],
+            "member_id": row["id"],
+            "reference": reference,
+            "state": "drafted",
+            "subject": subject,
+            "body_text": text,
+            "body_html": paragraphs_html(text, self.renderer.paragraph_style),
+            "target_kind": target.kind,
+            "target_key": target.key,
+            "target_name": target.name,
+            "target_email": target.email,
+            "target_salutation": target.salutation,
+            "target_address": target.address,
+            "merge_snapshot": {"member": member, "date": self.date},
+            "token_hash": token_hash(token),
+            "token_expires_at": self.expires,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
+        context["letter"] = {**letter_ctx, "subject": subject, "text": text}
+        context["unsubscribe_link"] = unsubscribe_link(settings.base_url, settings.secret, reference)
+        invitation = {
+            "kind": "invitation",
+            "to_addr": formataddr((member["name"], member["email"])),
+            "subject": self.renderer.invitation_subject(context),
+            "message_id": f"<{reference}.invitation@{self.domain}>",
+            "status": "queued",
+            "attempts": 0,
+            "created_at": self.now,
+        }
+        return letter, invitation
+
+
+def launch_wave(
+    engine: Engine,
+    name: str,
+    settings: Settings,
+    *,
+    list_skipped: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> LaunchResult:
+    """Create every eligible member's letter and queue their invitation, all in one transaction."""
+    result = LaunchResult(wave=name)
+    with engine.begin() as conn:
+        wave = get_wave(conn, name)
+        if wave["status"] == "draft":
+            now = utcnow()
+            wave["frozen"] = freeze_templates(wave, settings)
+            wave["launched_at"] = now
+            conn.execute(
+                wave_table.update()
+                .where(wave_table.c.id == wave["id"])
+                .values(status="launched", launched_at=now, frozen=wave["frozen"], updated_at=now)
+            )
+        merger = Merger(wave, settings, wave["launched_at"])
+        stmt = _candidates(wave)
+        if on_start is not None:
+            on_start(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
+        last_id = 0
+        while True:
+            page = [
+                dict(r._mapping) for r in conn.execute(stmt.where(member_table.c.id > last_id).limit(_PAGE))
+            ]
+            if not page:
+                break
+            last_id = page[-1]["id"]
+            letters: list[dict[str, Any]] = []
+            invitations: list[dict[str, Any]] = []
+            for row in page:
+                if row["letter_id"] is not None:
+                    result.already += 1
+                    continue
+                reason = skip_reason(row, wave["target"])
+                if reason:
+                    result.skipped[reason] = result.skipped.get(reason, 0) + 1
+                    if list_skipped:
+                        result.skipped_members.append(_skipped(row, reason, wave["target"]))
+                    continue
+                letter, invitation = merger.merge(row)
+                letters.append(letter)
+                invitations.append(invitation)
+            if letters:
+                _check_references(conn, letters)
+                ids = (
+                    conn.execute(
+                        letter_table.insert().returning(letter_table.c.id, sort_by_parameter_order=True),
+                        letters,
+                    )
+                    .scalars()
+                    .all()
+                )
+                for invitation, letter_id in zip(invitations, ids, strict=True):
+                    invitation["letter_id"] = letter_id
+                conn.execute(outbox_table.insert(), invitations)
+                result.created += len(letters)
+                result.invitations_queued += len(invitations)
+            if progress is not None:
+                progress(len(page))
+        record_event(
+            conn,
+            "wave.launch",
+            wave=name,
+            created=result.created,
+            already=result.already,
+            skipped=result.skipped,
+        )
+    return result
+
+
+def _skipped(row: dict[str, Any], reason: str, target_kind: str) -> dict[str, Any]:
+    detail = None
+    if reason == "unresolved":
+        detail = row["mp_detail"] if target_kind == "mp" else row["employer_detail"]
+    elif reason == "no_employer_contact":
+        detail = f"no contact for {row['employer_key']} ({row['employer_name']})"
+    return {"membership_no": row["membership_no"], "reason": reason, "detail": detail}
+
+
+def preview_merge(
+    engine: Engine, name: str, settings: Settings, membership_no: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Merger]:
+    """One member's merge exactly as launch would make it, written nowhere.
+
+    Returns (wave, letter row, invitation row, merger). With no member given,
+    the first eligible member is used. A launched wave's existing letter is
+    shown as stored.
+    """
+    with engine.connect() as conn:
+        wave = get_wave(conn, name)
+        if wave["status"] == "draft":
+            wave["frozen"] = freeze_templates(wave, settings)
+            launched_at = utcnow()
+        else:
+            launched_at = wave["launched_at"]
+        merger = Merger(wave, settings, launched_at)
+        stmt = _candidates(wave)
+        if membership_no:
+            row = conn.execute(stmt.where(member_table.c.membership_no == membership_no)).first()
+            if row is None:
+                raise CampaignError(
+                    f"member {membership_no!r} does not exist or is outside this wave's --where"
+                )
+            candidates = [dict(row._mapping)]
+        else:
+            candidates = (dict(r._mapping) for r in conn.execute(stmt.limit(5000)))
+        for row in candidates:
+            reason = skip_reason(row, wave["target"])
+            if reason is None:
+                break
+            if membership_no:
+                raise CampaignError(f"member {membership_no} cannot take part: {reason.replace('_', ' ')}")
+        else:
+            raise CampaignError(f"wave {name!r} has no eligible member to preview")
+        if row["letter_id"] is not None:
+            stored = conn.execute(select(letter_table).where(letter_table.c.id == row["letter_id"])).one()
+            letter = dict(stored._mapping)
+            invitation = dict(
+                conn.execute(select(outbox_table).where(outbox_table.c.letter_id == letter["id"]))
+                .one()
+                ._mapping
+            )
+            return wave, letter, invitation, merger
+    letter, invitation = merger.merge(row)
+    return wave, letter, invitation, merger
+
+
+def _unique_reference(taken: set[str]) -> str:
+    while True:
+        reference = new_reference()
+        if reference not in taken:
+            taken.add(reference)
+            return reference
+
+
+def _check_references(conn: Connection, letters: list[dict[str, Any]]) -> None:
+    """Refuse a reference an earlier launch already used (50 random bits: about 1 in 10^15 a letter).
+
+    The launch's transaction is then rolled back whole, and a re-run draws new references.
+    """
+    refs = [letter["reference"] for letter in letters]
+    if conn.execute(select(letter_table.c.reference).where(letter_table.c.reference.in_(refs))).first():
+        raise CampaignError("a letter reference clashed with an earlier one: nothing was launched; re-run")
+
+
+def wave_status(engine: Engine, name: str) -> dict[str, Any]:
+    wave = get_wave(engine, name)
+    lt, o = letter_table.c, outbox_table.c
+    with engine.connect() as conn:
+        states = dict(
+            conn.execute(
+                select(lt.state, func.count()).where(lt.wave_id == wave["id"]).group_by(lt.state)
+            ).all()
+        )
+        outbox = dict(
+            conn.execute(
+                select(o.status, func.count())
+                .select_from(outbox_table.join(letter_table, lt.id == o.letter_id))
+                .where(lt.wave_id == wave["id"])
+                .group_by(o.status)
+            ).all()
+        )
+    return {
+        "wave": name,
+        "status": wave["status"],
+        "target": wave["target"],
+        "launched_at": wave["launched_at"],
+        "letters": sum(states.values()),
+        "states": states,
+        "outbox": outbox,
+    }
