@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,8 @@ def open_engine(url: str) -> Engine:
         parsed = make_url(normalise_url(url))
     except ArgumentError:
         raise CampaignError(f"CAMPAIGN_DB: {url!r} is not a database URL") from None
-    kwargs: dict[str, Any] = {}
+    # Compact JSON: frozen merges are stored for every letter.
+    kwargs: dict[str, Any] = {"json_serializer": _compact_json}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     try:
@@ -44,8 +47,16 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # Letters are 2-4 KB rows: with 4 KB pages each takes a page of its own.
+    # 8 KB pages hold three, which halves the file and the writes. Only takes
+    # effect when the file is new.
+    cursor.execute("PRAGMA page_size=8192")
     # WAL lets the web pages read while a command writes; NORMAL is durable under WAL
     # except for the last transactions on power loss, which re-running recovers.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -119,3 +130,40 @@ def replace_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, 
     for start in range(0, len(keys), 500):
         conn.execute(table.delete().where(column.in_(keys[start : start + 500])))
     conn.execute(table.insert(), rows)
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """executemany INSERT of many same-shaped rows, for the hot paths.
+
+    The same statement Core would run, compiled once, with each column's own
+    bind processor applied directly: SQLAlchemy's generic per-parameter work
+    otherwise costs more than SQLite's own insert.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        # psycopg adapts JSON and datetimes itself, and batches executemany in a pipeline.
+        conn.execute(table.insert(), rows)
+        return
+    columns = list(rows[0])
+    compiled = table.insert().compile(dialect=dialect, column_keys=columns)
+    processors = {name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns}
+    active = [(name, p) for name, p in processors.items() if p is not None]
+    order = [compiled.binds[key].key for key in compiled.positiontup or ()]
+    # A launch stamps thousands of rows with the same few datetimes: convert each once.
+    memo: dict[tuple[str, Any], Any] = {}
+    params: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = dict(row)
+        for name, process in active:
+            value = values[name]
+            if isinstance(value, datetime):
+                key = (name, value)
+                if key not in memo:
+                    memo[key] = process(value)
+                values[name] = memo[key]
+            else:
+                values[name] = process(value)
+        params.append(tuple(values[key] for key in order))
+    conn.exec_driver_sql(str(compiled), params)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from .errors import CampaignError
+from .merge import member_from_snapshot, paragraphs_html
 from .models import LETTER_STATES, letter_table, member_table, wave_table
 from .outbox import write_atomically
 from .renderer import WaveRenderer
@@ -63,7 +64,7 @@ def letter_document(letter: dict[str, Any], renderer: WaveRenderer) -> str:
     snapshot = letter["merge_snapshot"]
     return renderer.layout.render(
         letter={"reference": letter["reference"], "date": snapshot["date"], "subject": letter["subject"]},
-        member=snapshot["member"],
+        member=member_from_snapshot(snapshot["member"], renderer.frozen.get("custom_fields") or ()),
         target={
             "name": letter["target_name"],
             "address": letter["target_address"],
@@ -71,8 +72,13 @@ def letter_document(letter: dict[str, Any], renderer: WaveRenderer) -> str:
             "email": letter["target_email"],
             "kind": letter["target_kind"],
         },
-        body_html=letter["body_html"],
+        body_html=letter_html(letter, renderer),
     )
+
+
+def letter_html(letter: dict[str, Any], renderer: WaveRenderer) -> str:
+    """The letter's body as HTML paragraphs, derived from its frozen text."""
+    return paragraphs_html(letter["body_text"], renderer.paragraph_style)
 
 
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)

@@ -18,13 +18,14 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 def new_reference() -> str:
     """A short unguessable letter reference, e.g. 'K7M2Q-9XH4T' (50 random bits)."""
-    chars = "".join(secrets.choice(_ALPHABET) for _ in range(10))
+    bits = secrets.randbits(50)
+    chars = "".join(_ALPHABET[(bits >> shift) & 31] for shift in range(45, -5, -5))
     return f"{chars[:5]}-{chars[5:]}"
 
 
 def link_token(secret: str, reference: str, purpose: str = "letter") -> str:
     """The token in a member's personal link (132 bits, URL-safe)."""
-    digest = hmac.new(secret.encode(), f"{purpose}:{reference}".encode(), hashlib.sha256).digest()
+    digest = hmac.digest(secret.encode(), f"{purpose}:{reference}".encode(), "sha256")
     return base64.urlsafe_b64encode(digest).decode()[:22]
 
 

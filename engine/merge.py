@@ -15,7 +15,7 @@ from jinja2 import Template
 from markupsafe import Markup, escape
 
 from .errors import CampaignError
-from .templating import compile_template, inline_css, render_error
+from .templating import MEMBER_FIELDS, compile_template, inline_css, render_error
 
 COMMONS_POSTAL = "House of Commons\nLondon\nSW1A 0AA"
 
@@ -48,6 +48,16 @@ def member_context(
         "constituency": member.get("constituency_name"),
         "custom": custom,
     }
+
+
+def member_from_snapshot(
+    stored: dict[str, Any], custom_fields: tuple[str, ...] | list[str] = ()
+) -> dict[str, Any]:
+    """A frozen member as templates see it: fields left out as empty come back as blanks."""
+    member: dict[str, Any] = dict.fromkeys(MEMBER_FIELDS)
+    member.update(stored)
+    member["custom"] = {**dict.fromkeys(custom_fields, ""), **(stored.get("custom") or {})}
+    return member
 
 
 def salutation(text: str | None, fallback: str) -> str:
@@ -118,12 +128,14 @@ def fixed_target(wave: dict[str, Any]) -> Target:
 
 def paragraphs_html(text: str, paragraph_style: str = "") -> str:
     """Plain letter text as escaped HTML paragraphs; single newlines become line breaks."""
-    style = f' style="{escape(paragraph_style)}"' if paragraph_style else ""
-    parts = []
-    for block in re.split(r"\n\s*\n", text.strip()):
-        lines = [str(escape(line)) for line in block.split("\n")]
-        parts.append(f"<p{style}>" + "<br>\n".join(lines) + "</p>")
-    return "\n".join(parts)
+    opening = f'<p style="{escape(paragraph_style)}">' if paragraph_style else "<p>"
+    escaped = str(escape(text.strip()))  # once for the whole text: far cheaper than per line
+    return "\n".join(
+        opening + block.replace("\n", "<br>\n") + "</p>" for block in _PARAGRAPH_BREAK.split(escaped)
+    )
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 
 
 # ---- the letter layout -------------------------------------------------------

@@ -180,16 +180,20 @@ class Wave(SQLModel, table=True):
 
 
 class Letter(SQLModel, table=True):
-    """One member's letter in one wave, with the merge and the target frozen at launch."""
+    """One member's letter in one wave, with the merge and the target frozen at launch.
+
+    Its HTML is not stored: it is the frozen text, escaped into paragraphs with
+    the wave's frozen paragraph style (merge.paragraphs_html), so it is as
+    frozen as the text and costs no space.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
-    wave_id: int = Field(foreign_key="wave.id", index=True)
-    member_id: int = Field(foreign_key="member.id", index=True)
+    wave_id: int = Field(foreign_key="wave.id")  # indexed by uq_letter_wave_member
+    member_id: int = Field(foreign_key="member.id")
     reference: str = Field(unique=True, max_length=16)
-    state: str = Field(default="drafted", max_length=12, index=True)
+    state: str = Field(default="drafted", max_length=12)
     subject: str
     body_text: str = Field(sa_column=Column(Text, nullable=False))
-    body_html: str = Field(sa_column=Column(Text, nullable=False))
     target_kind: str = Field(max_length=10)
     target_key: str | None = None
     target_name: str

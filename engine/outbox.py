@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, select
 
 from .errors import CampaignError
 from .links import letter_link, link_token, unsubscribe_link
+from .merge import member_from_snapshot
 from .models import letter_table, outbox_table, wave_table
 from .renderer import WaveRenderer
 from .settings import Settings
@@ -39,15 +40,16 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
     """What an email template sees for one letter, rebuilt from the letter's frozen merge."""
     reference = letter["reference"]
     snapshot = letter["merge_snapshot"]
+    member = member_from_snapshot(snapshot["member"], wave["frozen"].get("custom_fields") or ())
     return {
-        "member": snapshot["member"],
+        "member": member,
         "target": {
             "kind": letter["target_kind"],
             "name": letter["target_name"],
             "email": letter["target_email"],
             "salutation": letter["target_salutation"],
             "address": letter["target_address"],
-            "constituency": snapshot["member"].get("constituency") if letter["target_kind"] == "mp" else None,
+            "constituency": member["constituency"] if letter["target_kind"] == "mp" else None,
             "party": None,
         },
         "wave": {"name": wave["name"], "reply_days": wave["reply_days"]},

@@ -7,7 +7,7 @@ from typing import Any
 
 from jinja2 import Template, nodes
 
-from .errors import CampaignError
+from .errors import CampaignError, RowErrors
 from .merge import Layout, freeze_layout
 from .settings import Settings
 from .templating import (
@@ -90,7 +90,7 @@ def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]
     if subject:
         problems += check_source(subject, "--subject", "letter")
     if problems:
-        raise CampaignError("; ".join(problems))
+        raise RowErrors(f"{len(problems)} template problem(s); fix them and try again", problems)
     layout_inlined, paragraph_style = freeze_layout(layout, str(layout_path))
     return {
         "letter_file": str(letter_path),
@@ -126,24 +126,37 @@ class WaveRenderer:
         self.layout = Layout(frozen["layout"], frozen["layout_file"])
 
     @staticmethod
-    def _block(template: Template, block: str, context: dict[str, Any], filename: str) -> str:
+    def _context(template: Template, context: dict[str, Any]) -> Any:
+        # new_context copies the environment's globals (a ChainMap) for every call;
+        # merging them into a plain dict once per template is several times cheaper.
+        base = template.__dict__.get("_plain_globals")
+        if base is None:
+            base = template.__dict__["_plain_globals"] = dict(template.globals)
+        return template.new_context({**base, **context}, shared=True)
+
+    @classmethod
+    def _block(cls, template: Template, block: str, context: dict[str, Any], filename: str) -> str:
         try:
-            ctx = template.new_context(context)
+            ctx = cls._context(template, context)
             return "".join(template.blocks[block](ctx))
         except Exception as exc:
-            raise render_error(exc, filename) from None
+            raise render_error(exc, filename, template) from None
 
     def letter(self, context: dict[str, Any]) -> tuple[str, str]:
         """(subject, text) of one member's letter."""
-        filename = self.frozen["letter_file"]
+        template = self._letter
+        try:
+            # One context serves both blocks: building it is a good share of a render.
+            ctx = self._context(template, context)
+            text = "".join(template.blocks["body"](ctx))
+            subject = "" if self._subject is not None else "".join(template.blocks["subject"](ctx))
+        except Exception as exc:
+            raise render_error(exc, self.frozen["letter_file"], template) from None
         if self._subject is not None:
             try:
                 subject = self._subject.render(context)
             except Exception as exc:
                 raise render_error(exc, "--subject") from None
-        else:
-            subject = self._block(self._letter, "subject", context, filename)
-        text = self._block(self._letter, "body", context, filename)
         return " ".join(subject.split()), text.strip("\n") + "\n"
 
     def invitation_subject(self, context: dict[str, Any]) -> str:

@@ -113,9 +113,16 @@ def compile_template(source: str, filename: str, *, html: bool) -> Template:
     return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
-def render_error(exc: Exception, filename: str) -> CampaignError:
-    """A rendering error as `FILE:LINE: problem`, the line found in Jinja's rewritten traceback."""
+def render_error(exc: Exception, filename: str, template: Template | None = None) -> CampaignError:
+    """A rendering error as `FILE:LINE: problem`.
+
+    After Template.render, Jinja has rewritten the traceback to template
+    lines; a block called directly leaves the compiled code's line, which
+    `template` maps back.
+    """
     line = _template_line(exc.__traceback__, filename)
+    if line is not None and template is not None:
+        line = template.get_corresponding_lineno(line)
     where = f"{filename}:{line}" if line else filename
     if isinstance(exc, SecurityError):
         return CampaignError(f"{where}: not allowed in a template: {exc}")
@@ -160,6 +167,13 @@ def _outermost_lookups(tree: nodes.Node) -> Iterator[nodes.Node]:
     """Name/Getattr/Getitem chains, outermost only (member.custom.x, not member.custom too)."""
 
     def walk(node: nodes.Node) -> Iterator[nodes.Node]:
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+            # A method call (member.role.upper()): the field is what the method is called on.
+            yield from walk(node.node.node)
+            for child in (*node.args, *node.kwargs, node.dyn_args, node.dyn_kwargs):
+                if child is not None:
+                    yield from walk(child)
+            return
         if isinstance(node, (nodes.Getattr, nodes.Getitem)) and _dotted(node) is not None:
             yield node
             return

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from .db import insert_rows
 from .emails import EmailNotValidError, normalise_email
 from .errors import CampaignError
 from .events import record_event
@@ -27,7 +28,6 @@ from .merge import (
     fixed_target,
     member_context,
     mp_target,
-    paragraphs_html,
 )
 from .models import (
     WAVE_TARGETS,
@@ -212,13 +212,55 @@ def list_waves(engine: Engine) -> list[dict[str, Any]]:
 # ---- eligibility and launch ---------------------------------------------------
 
 
+_MEMBER_COLUMNS = (
+    "id",
+    "membership_no",
+    "first_name",
+    "last_name",
+    "email",
+    "postcode",
+    "school_urn",
+    "address_line1",
+    "address_line2",
+    "address_line3",
+    "town",
+    "role",
+    "branch",
+    "region",
+    "custom",
+    "constituency_code",
+    "constituency_name",
+    "mp_status",
+    "mp_detail",
+    "employer_status",
+    "employer_detail",
+    "employer_key",
+    "employer_name",
+    "mail_opt_out_at",
+)
+_MP_COLUMNS = (
+    "constituency_code",
+    "constituency_name",
+    "name",
+    "email",
+    "address_as",
+    "postal_address",
+    "party",
+)
+_CONTACT_COLUMNS = ("employer_key", "name", "email", "postal_address", "salutation")
+
+
 def _candidates(wave: dict[str, Any]) -> Any:
     """Members in the wave's filters with what deciding and merging needs, in id order."""
     m, s, mp, c, lt = member_table.c, school_table.c, mp_table.c, employer_table.c, letter_table.c
-    mp_cols = [col.label(f"mp_{col.name}") for col in mp_table.c]
-    contact_cols = [col.label(f"contact_{col.name}") for col in employer_table.c]
     stmt = (
-        select(member_table, s.name.label("school_name"), *mp_cols, *contact_cols, lt.id.label("letter_id"))
+        select(
+            *(m[name] for name in _MEMBER_COLUMNS),
+            s.name.label("school_name"),
+            *(mp[name].label(f"mp_{name}") for name in _MP_COLUMNS),
+            *(c[name].label(f"contact_{name}") for name in _CONTACT_COLUMNS),
+            lt.id.label("letter_id"),
+        )
         .select_from(
             member_table.outerjoin(school_table, s.urn == m.school_urn)
             .outerjoin(mp_table, mp.constituency_code == m.constituency_code)
@@ -267,7 +309,7 @@ def target_for(row: dict[str, Any], wave: dict[str, Any], cache: dict[str, Targe
     else:
         key = "employer:" + row["employer_key"]
         if key not in cache:
-            cache[key] = employer_target({k[8:]: v for k, v in row.items() if k.startswith("contact_")})
+            cache[key] = employer_target({name: row[f"contact_{name}"] for name in _CONTACT_COLUMNS})
     return cache[key]
 
 
@@ -329,14 +371,14 @@ class Merger:
             "state": "drafted",
             "subject": subject,
             "body_text": text,
-            "body_html": paragraphs_html(text, self.renderer.paragraph_style),
             "target_kind": target.kind,
             "target_key": target.key,
             "target_name": target.name,
             "target_email": target.email,
             "target_salutation": target.salutation,
             "target_address": target.address,
-            "merge_snapshot": {"member": member, "date": self.date},
+            # Empty fields are left out: they merge as blanks either way.
+            "merge_snapshot": {"member": {k: v for k, v in member.items() if v}, "date": self.date},
             "token_hash": token_hash(token),
             "token_expires_at": self.expires,
             "created_at": self.now,
@@ -407,17 +449,20 @@ def launch_wave(
                 invitations.append(invitation)
             if letters:
                 _check_references(conn, letters)
-                ids = (
+                insert_rows(conn, letter_table, letters)
+                # Read the new ids back by reference: RETURNING with executemany
+                # degrades to one statement per row on SQLite.
+                refs = [letter["reference"] for letter in letters]
+                ids = dict(
                     conn.execute(
-                        letter_table.insert().returning(letter_table.c.id, sort_by_parameter_order=True),
-                        letters,
-                    )
-                    .scalars()
-                    .all()
+                        select(letter_table.c.reference, letter_table.c.id).where(
+                            letter_table.c.reference.in_(refs)
+                        )
+                    ).all()
                 )
-                for invitation, letter_id in zip(invitations, ids, strict=True):
-                    invitation["letter_id"] = letter_id
-                conn.execute(outbox_table.insert(), invitations)
+                for invitation, letter in zip(invitations, letters, strict=True):
+                    invitation["letter_id"] = ids[letter["reference"]]
+                insert_rows(conn, outbox_table, invitations)
                 result.created += len(letters)
                 result.invitations_queued += len(invitations)
             if progress is not None:

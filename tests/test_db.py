@@ -78,3 +78,23 @@ def test_unreachable_postgres_is_one_line():
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: database: cannot open")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_upgrade_from_the_first_schema_keeps_members(tmp_path, write_csv):
+    from alembic import command
+
+    from engine.db import _alembic_config
+
+    engine = open_engine(f"sqlite:///{tmp_path}/old.db")
+    command.upgrade(_alembic_config(engine), "0001")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO member (membership_no, first_name, last_name, email, postcode, school_urn, custom, "
+            "row_hash, created_at, updated_at, mp_status, employer_status) VALUES ('M1', 'Ann', 'Lee', "
+            "'a@members.example.org', 'LS1 1AA', '1', '{}', 'x', '2026-01-01', '2026-01-01', 'pending', 'pending')"
+        )
+    before, after = init_db(engine)
+    assert (before, after) == ("0001", head_revision())
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT first_name, mail_opt_out_at FROM member").one() == ("Ann", None)
+    engine.dispose()

@@ -48,7 +48,6 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=12), nullable=False),
         sa.Column("subject", sa.String(), nullable=False),
         sa.Column("body_text", sa.Text(), nullable=False),
-        sa.Column("body_html", sa.Text(), nullable=False),
         sa.Column("target_kind", sa.String(length=10), nullable=False),
         sa.Column("target_key", sa.String(), nullable=True),
         sa.Column("target_name", sa.String(), nullable=False),
@@ -73,11 +72,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash"),
         sa.UniqueConstraint("wave_id", "member_id", name="uq_letter_wave_member"),
     )
-    with op.batch_alter_table("letter", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_letter_member_id"), ["member_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_letter_state"), ["state"], unique=False)
-        batch_op.create_index(batch_op.f("ix_letter_wave_id"), ["wave_id"], unique=False)
-
     op.create_table(
         "outbox",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -116,10 +110,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_outbox_letter_id"))
 
     op.drop_table("outbox")
-    with op.batch_alter_table("letter", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_letter_wave_id"))
-        batch_op.drop_index(batch_op.f("ix_letter_state"))
-        batch_op.drop_index(batch_op.f("ix_letter_member_id"))
-
     op.drop_table("letter")
     op.drop_table("wave")

@@ -1,0 +1,160 @@
+"""Benchmark: launch a wave of N members and compare with Jinja2's render-only speed.
+
+Sets up N synthetic members resolved to MPs (through the same import and
+resolve code, against a local fake postcodes.io), creates an MP wave with the
+bundled templates, and launches it. Prints letters/s end to end (render the
+letter text and HTML, inline CSS once, store letters and queue invitations),
+the ratio to rendering the same templates with Jinja2 alone in the same run,
+peak memory and database bytes per letter. For the record it also prints
+what premailer costs run on every message, and what building an invitation
+email costs at send time.
+
+    python bench/bench_launch.py --members 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_import_resolve import serve_fake_postcodes_io, write_members  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from engine.db import init_db, open_engine  # noqa: E402
+from engine.http import JsonClient  # noqa: E402
+from engine.members import import_members  # noqa: E402
+from engine.merge import member_context, mp_target  # noqa: E402
+from engine.models import member_table, mp_table, postcode_table  # noqa: E402
+from engine.outbox import queued_messages  # noqa: E402
+from engine.postcodes_io import PostcodesIO  # noqa: E402
+from engine.renderer import WaveRenderer, freeze_templates  # noqa: E402
+from engine.resolve import resolve_members  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from engine.templating import compile_template, inline_css  # noqa: E402
+from engine.waves import WaveSpec, create_wave, get_wave, launch_wave  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=100_000)
+    args = parser.parse_args()
+    n = args.members
+    work = Path(tempfile.mkdtemp(prefix="campaign-bench-launch-"))
+    write_members(work / "members.csv", n, 0.6)
+
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve_fake_postcodes_io, args=(queue, 0.0), daemon=True)
+    server.start()
+    port = queue.get(timeout=10)
+    db_path = work / "bench.db"
+    engine = open_engine(f"sqlite:///{db_path}")
+    init_db(engine)
+    import_members(engine, work / "members.csv")
+    resolve_members(engine, PostcodesIO(JsonClient("postcodes.io", f"http://127.0.0.1:{port}")))
+    server.terminate()
+    with engine.begin() as conn:
+        seats = conn.execute(select(postcode_table.c.constituency_code, postcode_table.c.constituency_name).distinct()).all()
+        conn.execute(mp_table.insert(), [
+            {"constituency_code": code, "constituency_name": name, "vacant": False, "name": f"MP for {name}",
+             "party": "Party", "email": f"mp.{code.lower()}@parliament.example", "address_as": "Ms Example",
+             "postal_address": "House of Commons\nLondon\nSW1A 0AA", "source": "csv"}
+            for code, name in seats
+        ])
+    resolve_members(engine, None)
+    print(f"set up {n:,} members in {len(seats)} constituencies")
+
+    os.chdir(ROOT)
+    settings = Settings.from_env({})
+    create_wave(engine, "bench", WaveSpec(target="mp", letter="mp-inspection", invite="invitation"), settings)
+
+    # Render-only: the same compiled templates, Jinja2 alone, on contexts built beforehand.
+    frozen = freeze_templates(get_wave(engine, "bench"), settings)
+    renderer = WaveRenderer(frozen)
+    with engine.connect() as conn:
+        members = [dict(r._mapping) for r in conn.execute(select(member_table).limit(min(n, 20_000)))]
+        mp = dict(conn.execute(select(mp_table).limit(1)).one()._mapping)
+    target = mp_target(mp).context()
+    contexts = [
+        {"member": member_context(m, "Example School"), "target": target, "wave": {"name": "b", "reply_days": 10},
+         "letter": {"reference": "ABCDE-FGHJK", "date": "1 January 2027", "subject": "s", "text": "t"},
+         "link": "http://x/l/t", "unsubscribe_link": "http://x/u/t", "campaign": {"name": "u", "organising_email": "o@x"}}
+        for m in members
+    ]
+    t = time.perf_counter()
+    for context in contexts:
+        renderer.letter(context)
+        renderer.invitation_subject(context)
+    render_only = len(contexts) / (time.perf_counter() - t)
+
+    size_before = db_path.stat().st_size + Path(f"{db_path}-wal").stat().st_size if Path(f"{db_path}-wal").exists() else db_path.stat().st_size
+    t = time.perf_counter()
+    result = launch_wave(engine, "bench", settings)
+    launch_s = time.perf_counter() - t
+    rate = result.created / launch_s
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    size_after = db_path.stat().st_size
+    print(f"launch:          {result.created:,} letters in {launch_s:.2f} s = {rate:,.0f} letters/s "
+          f"(render text and HTML, CSS inlined once, letters stored, invitations queued)")
+    print(f"render only:     {render_only:,.0f} letters/s (Jinja2: letter subject and body, invitation subject)")
+    print(f"ratio:           {rate / render_only:.0%} of render-only")
+    print(f"peak memory:     {peak_mb():.0f} MB")
+    print(f"database:        {(size_after - size_before) / max(result.created, 1):,.0f} bytes per letter "
+          "(letter text and HTML, frozen target and member, queued invitation)")
+
+    # For the record: why CSS is inlined once per wave, not per message.
+    html_source = frozen["invite_html"]
+    original = (ROOT / "templates/email/invitation.html").read_text()
+    not_inlined = compile_template(original, "invitation.html", html=True)
+    sample = contexts[:200]
+    t = time.perf_counter()
+    for context in sample:
+        inline_css(not_inlined.render(context), "x")
+    premailer_each = len(sample) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for _ in range(20):
+        inline_css(original, "x")
+    inline_once = (time.perf_counter() - t) / 20
+    print(f"premailer:       {premailer_each:,.0f} messages/s if run on every message; "
+          f"{inline_once * 1000:.0f} ms once per wave ({len(html_source):,} bytes inlined)")
+    t = time.perf_counter()
+    built = 0
+    for message in queued_messages(engine, settings):
+        bytes(message.message)
+        built += 1
+        if built == 2000:
+            break
+    print(f"send-time build: {built / (time.perf_counter() - t):,.0f} invitation emails/s (render both parts, "
+          "build and serialise)")
+
+    failures = []
+    if n >= 100_000 and rate < 10_000:
+        failures.append("fewer than 10,000 letters/s")
+    if rate / render_only < 0.40:
+        failures.append("under 40% of render-only")
+    if peak_mb() > 400:
+        failures.append("peak memory over 400 MB")
+    for failure in failures:
+        print(f"TARGET MISSED: {failure}")
+    if not failures:
+        print("all targets met")
+    engine.dispose()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""`campaign template check`."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import DATA, ROOT
+
+from engine.members import import_members
+from engine.schools import import_schools
+from engine.template_check import check_template_file
+
+
+def test_every_bundled_template_checks_clean():
+    paths = sorted((ROOT / "templates").glob("*/*.txt")) + sorted((ROOT / "templates").glob("*/*.html"))
+    assert len(paths) == 13
+    for path in paths:
+        report = check_template_file(path)
+        assert report.problems == [], path
+
+
+def test_members_lacking_a_field_are_reported(engine, tmp_path):
+    import_members(engine, DATA / "members.csv", skip_invalid=True, rejects_path=tmp_path / "r.csv")
+    import_schools(engine, DATA / "edubasealldata.csv")
+    report = check_template_file(ROOT / "templates/letters/employer-wellbeing.txt", engine)
+    assert report.lacking["member.school"]["members"] == 11  # Scottish, NI and unknown URNs
+    assert "member.name" not in report.lacking
+
+
+def test_cli_lists_fields_and_fails_on_unknown_ones(cli, tmp_path):
+    bad = tmp_path / "letters" / "bad.txt"
+    bad.parent.mkdir()
+    bad.write_text(
+        "{% block subject %}Hello{% endblock %}\n{% block body %}\nDear {{ target.salutaton }},\n{% endblock %}\n"
+    )
+    result = cli("template", "check", str(bad))
+    assert result.exit_code == 2
+    assert "line   3  target.salutaton" in result.stdout
+    assert (
+        f"{bad}:3: unknown field target.salutaton (target has: address, constituency, email, kind, name, party, salutation)"
+        in result.stderr
+    )
+    good = cli("template", "check", str(ROOT / "templates/letters/mp-inspection.txt"), "--json")
+    assert good.exit_code == 0
+    fields = [f["field"] for f in json.loads(good.stdout)["fields"]]
+    assert fields[:2] == ["target.constituency", "target.salutation"]

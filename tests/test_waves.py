@@ -1,0 +1,322 @@
+"""Waves: creating, editing, previewing and launching, on the sample data."""
+
+from __future__ import annotations
+
+import email
+import json
+from email import policy
+from pathlib import Path
+
+import pytest
+from conftest import DATA, ROOT
+from sqlalchemy import func, select
+
+from engine.employers import import_contacts
+from engine.errors import CampaignError, RowErrors
+from engine.letters import iter_letters
+from engine.members import import_members, set_mail_opt_out
+from engine.models import letter_table, member_table, mp_table, outbox_table
+from engine.outbox import export_outbox
+from engine.postcode_cache import load_cache_file
+from engine.reps import import_mps
+from engine.resolve import resolve_members
+from engine.schools import import_schools
+from engine.settings import Settings
+from engine.waves import WaveSpec, create_wave, edit_wave, get_wave, launch_wave, preview_merge, wave_status
+
+SETTINGS = Settings.from_env({}, templates_dir=str(ROOT / "templates"))
+MP_WAVE = WaveSpec(target="mp", letter="mp-inspection", invite="invitation")
+EMPLOYER_WAVE = WaveSpec(target="employer", letter="employer-wellbeing", invite="invitation", reply_days=15)
+
+
+@pytest.fixture
+def sample(engine, tmp_path):
+    """The bundled sample data, imported and resolved offline, as `make demo` does."""
+    import_members(engine, DATA / "members.csv", skip_invalid=True, rejects_path=tmp_path / "rejects.csv")
+    import_schools(engine, DATA / "edubasealldata.csv")
+    import_contacts(engine, DATA / "employer-contacts.csv")
+    import_mps(engine, DATA / "mps.csv")
+    load_cache_file(engine, DATA / "postcodes.json")
+    resolve_members(engine, None)
+    return engine
+
+
+def count(engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_launch_makes_one_letter_per_eligible_member_and_queues_invitations(sample):
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    result = launch_wave(sample, "MPs", SETTINGS, list_skipped=True)
+    assert (result.created, result.invitations_queued, result.skipped) == (48, 48, {"unresolved": 8})
+    assert {
+        "membership_no": "M100021",
+        "reason": "unresolved",
+        "detail": "seat vacant: Hackney North and Stoke Newington",
+    } in result.skipped_members
+    assert count(sample, letter_table) == 48
+    assert count(sample, outbox_table) == 48
+    status = wave_status(sample, "MPs")
+    assert (status["states"], status["outbox"]) == ({"drafted": 48}, {"queued": 48})
+
+
+def test_launching_twice_never_makes_a_second_letter(sample):
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    again = launch_wave(sample, "MPs", SETTINGS)
+    assert (again.created, again.already) == (0, 48)
+    assert count(sample, letter_table) == 48
+    assert count(sample, outbox_table) == 48
+
+
+def test_employer_wave_counts_each_reason(sample):
+    set_mail_opt_out(sample, "M100001")
+    create_wave(sample, "Employers", EMPLOYER_WAVE, SETTINGS)
+    result = launch_wave(sample, "Employers", SETTINGS, list_skipped=True)
+    assert result.skipped == {"opted_out": 1, "unresolved": 18, "no_employer_contact": 5}
+    assert result.created == 32
+    gap = next(s for s in result.skipped_members if s["reason"] == "no_employer_contact")
+    assert gap["detail"].startswith("no contact for ")
+
+
+def test_letter_freezes_the_merge_and_the_target(sample):
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    with sample.begin() as conn:
+        conn.execute(mp_table.update().values(email="changed@parliament.example.org", name="Someone Else MP"))
+        conn.execute(member_table.update().values(first_name="Changed"))
+    with sample.connect() as conn:
+        letter = (
+            conn.execute(
+                select(letter_table)
+                .join(member_table, member_table.c.id == letter_table.c.member_id)
+                .where(member_table.c.membership_no == "M100001")
+            )
+            .one()
+            ._mapping
+        )
+    assert letter["target_name"] == "Harriet Alden MP"
+    assert letter["target_email"] == "harriet.alden.mp@parliament.example"
+    assert letter["target_address"] == "House of Commons\nLondon\nSW1A 0AA"
+    assert letter["subject"] == "School inspections and staff well-being in Sevenoaks"
+    assert letter["body_text"].startswith("Dear Ms Alden,\n\nI am one of your constituents")
+    assert "Aisha Khan\n1 Orchard Way\nSevenoaks\nBR8 7RE\n" in letter["body_text"]
+    assert letter["merge_snapshot"]["member"]["first_name"] == "Aisha"
+    assert len(letter["reference"]) == 11 and letter["reference"][5] == "-"
+    assert len(letter["token_hash"]) == 64
+    # Timestamps written by the fast insert path read back as SQLAlchemy wrote them.
+    expiry = letter["token_expires_at"] - letter["created_at"]
+    assert letter["created_at"].tzinfo is not None
+    assert abs(expiry.total_seconds() - 30 * 86400) < 60
+
+
+def test_where_filters_members(sample):
+    create_wave(
+        sample,
+        "Teachers",
+        WaveSpec(
+            target="mp",
+            letter="mp-inspection",
+            invite="invitation",
+            where=["region=yorkshire and the humber|South West", "role=Teacher"],
+        ),
+        SETTINGS,
+    )
+    result = launch_wave(sample, "Teachers", SETTINGS)
+    m = member_table.c
+    with sample.connect() as conn:
+        chosen = set(
+            conn.execute(select(m.region, m.role).join(letter_table, letter_table.c.member_id == m.id)).all()
+        )
+        expected = conn.execute(
+            select(func.count())
+            .select_from(member_table)
+            .where(
+                m.region.in_(["Yorkshire and the Humber", "South West"]),
+                m.role == "Teacher",
+                m.mp_status == "resolved",
+            )
+        ).scalar_one()
+    assert chosen == {("Yorkshire and the Humber", "Teacher"), ("South West", "Teacher")}
+    assert result.created == expected == 6
+
+
+def test_fixed_wave_sends_every_letter_to_one_recipient(sample):
+    spec = WaveSpec(
+        target="fixed",
+        letter="secretary-of-state",
+        invite="invitation",
+        to="Secretary of State for Education <sos@education.example>",
+        to_address="Sanctuary Buildings|20 Great Smith Street|London|SW1P 3BT",
+        to_salutation="Secretary of State",
+    )
+    create_wave(sample, "SoS", spec, SETTINGS)
+    result = launch_wave(sample, "SoS", SETTINGS)
+    assert result.created == 56
+    targets = {(r["target_name"], r["target_email"]) for r in iter_letters(sample, wave="SoS")}
+    assert targets == {("Secretary of State for Education", "sos@education.example")}
+
+
+def test_fixed_wave_needs_a_recipient(sample):
+    with pytest.raises(CampaignError, match="a fixed wave needs its one recipient"):
+        create_wave(
+            sample,
+            "SoS",
+            WaveSpec(target="fixed", letter="secretary-of-state", invite="invitation"),
+            SETTINGS,
+        )
+
+
+def test_waves_are_editable_until_launched(sample):
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    assert edit_wave(sample, "MPs", WaveSpec(reply_days=20), SETTINGS)["reply_days"] == 20
+    launch_wave(sample, "MPs", SETTINGS)
+    with pytest.raises(CampaignError, match="it can no longer be edited"):
+        edit_wave(sample, "MPs", WaveSpec(reply_days=5), SETTINGS)
+
+
+def test_unknown_field_is_refused_at_create_with_file_and_line(sample, tmp_path):
+    letter = tmp_path / "letters" / "bad.txt"
+    letter.parent.mkdir()
+    (tmp_path / "letters" / "layout.html").write_text((ROOT / "templates/letters/layout.html").read_text())
+    letter.write_text(
+        "{% block subject %}Hi{% endblock %}\n{% block body %}\nDear {{ target.salutation }},\n"
+        "{{ member.nick_name }}\n{% endblock %}\n"
+    )
+    with pytest.raises(RowErrors) as caught:
+        create_wave(sample, "Bad", WaveSpec(target="mp", letter=str(letter), invite="invitation"), SETTINGS)
+    assert caught.value.problems[0].startswith(f"{letter}:4: unknown field member.nick_name")
+
+
+def test_a_render_error_at_launch_names_the_line_and_writes_nothing(sample, tmp_path):
+    letters = tmp_path / "letters"
+    letters.mkdir()
+    (letters / "layout.html").write_text((ROOT / "templates/letters/layout.html").read_text())
+    (letters / "upper.txt").write_text(
+        "{% block subject %}Hi{% endblock %}\n{% block body %}\n"
+        "Dear {{ target.salutation }},\n{{ member.address_line2.upper() }}\n{% endblock %}\n"
+    )
+    create_wave(
+        sample,
+        "Upper",
+        WaveSpec(target="mp", letter=str(letters / "upper.txt"), invite="invitation"),
+        SETTINGS,
+    )
+    with pytest.raises(CampaignError, match=rf"^{letters / 'upper.txt'}:4: "):
+        launch_wave(sample, "Upper", SETTINGS)
+    assert count(sample, letter_table) == 0
+    assert get_wave(sample, "Upper")["status"] == "draft"
+
+
+def test_member_named_script_stays_text(sample):
+    with sample.begin() as conn:
+        conn.execute(
+            member_table.update()
+            .where(member_table.c.membership_no == "M100001")
+            .values(first_name="<script>alert(1)</script>")
+        )
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    wave, letter, invitation, merger = preview_merge(sample, "MPs", SETTINGS, "M100001")
+    from engine.letters import letter_html
+
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; Khan" in letter_html(letter, merger.renderer)
+    from engine.letters import letter_document
+    from engine.outbox import build_invitation
+
+    assert "<script>" not in letter_document(letter, merger.renderer)
+    html = (
+        build_invitation(invitation, letter, wave, merger.renderer, SETTINGS)
+        .get_body(("html",))
+        .get_content()
+    )
+    assert "Dear &lt;script&gt;alert(1)&lt;/script&gt;," in html
+
+
+def test_preview_writes_nothing(sample):
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    wave, letter, invitation, _ = preview_merge(sample, "MPs", SETTINGS, "M100003")
+    assert letter["target_name"] == "Harriet Alden MP"
+    assert invitation["subject"] == "Your letter to Harriet Alden MP is ready to check"
+    assert count(sample, letter_table) == 0
+    with pytest.raises(CampaignError, match="M100021 cannot take part: unresolved"):
+        preview_merge(sample, "MPs", SETTINGS, "M100021")
+
+
+def test_exported_eml_files_parse_back_into_the_expected_message(sample, tmp_path):
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    assert export_outbox(sample, tmp_path / "out", SETTINGS) == 48
+    files = sorted((tmp_path / "out").glob("*.eml"))
+    assert len(files) == 48
+    assert not list((tmp_path / "out").glob(".tmp-*"))
+    message = email.message_from_bytes(files[0].read_bytes(), policy=policy.default)
+    reference = files[0].stem.split("-invitation-")[1]
+    assert message["From"] == "Campaigns Team <campaigns@union.example>"
+    assert message["To"] == "Aisha Khan <aisha.khan@members.example.org>"
+    assert message["Subject"] == "Your letter to Harriet Alden MP is ready to check"
+    assert message["Message-ID"] == f"<{reference}.invitation@union.example>"
+    assert message["Reply-To"] == "organising@union.example"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/unsubscribe/")
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    link = next(line.strip() for line in text.splitlines() if "/l/" in line)
+    assert f'href="{link}"' in html
+    assert "<style" not in html and 'style="' in html  # CSS inlined
+    assert f"Reference: {reference}" in text
+
+
+def test_cli_wave_flow(cli, sample, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    created = cli(
+        "wave",
+        "create",
+        "MPs autumn",
+        "--target",
+        "mp",
+        "--letter",
+        "mp-inspection",
+        "--invite",
+        "invitation",
+    )
+    assert created.exit_code == 0, created.output
+    preview = cli("wave", "preview", "MPs autumn", "--member", "M100003")
+    assert "Subject: School inspections and staff well-being in Sevenoaks" in preview.stdout
+    assert "Catherine Doyle" in preview.stdout
+    launched = cli("wave", "launch", "MPs autumn", "--json")
+    summary = json.loads(launched.stdout)
+    assert (summary["created"], summary["skipped"]) == (48, {"unresolved": 8})
+    listed = json.loads(cli("letters", "list", "--wave", "MPs autumn", "--json").stdout)
+    assert len(listed) == 48 and listed[0]["state"] == "drafted"
+    status = json.loads(cli("wave", "status", "MPs autumn", "--json").stdout)
+    assert status["states"] == {"drafted": 48}
+    missing = cli("wave", "launch", "Nope")
+    assert missing.exit_code == 2
+    assert "no wave named 'Nope'" in missing.stderr
+
+
+def test_pdf_prints_every_name(sample, tmp_path):
+    pypdf = pytest.importorskip("pypdf")
+    create_wave(sample, "Employers", EMPLOYER_WAVE, SETTINGS)
+    launch_wave(sample, "Employers", SETTINGS)
+    from engine.letters import write_wave_pdfs
+
+    refs = [
+        r["reference"]
+        for r in iter_letters(sample, wave="Employers")
+        if r["member"] in ("Łukasz Kowalski", "Siân Owen", "Nguyễn Thi Lan")
+    ]
+    assert refs, "the sample has members with these names in the employer wave"
+    [combined] = write_wave_pdfs(sample, "Employers", tmp_path, combined=True, references=refs)
+    reader = pypdf.PdfReader(combined)
+    assert len(reader.pages) == len(refs)
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    for ref in refs:
+        assert f"Reference: {ref}" in text
+    single = write_wave_pdfs(sample, "Employers", tmp_path / "one", references=refs[:1])
+    assert single == [tmp_path / "one" / f"{refs[0]}.pdf"]
+    assert Path(single[0]).read_bytes().startswith(b"%PDF-")
