@@ -25,8 +25,20 @@ demo: $(STAMP)
 	$(CAMPAIGN) postcodes load data/postcodes.json
 	$(CAMPAIGN) resolve --offline
 	$(CAMPAIGN) employers gaps
+	$(CAMPAIGN) template check templates/letters/mp-inspection.txt --members
+	$(CAMPAIGN) wave create "MPs: inspection and well-being" --target mp --letter mp-inspection --invite invitation
+	$(CAMPAIGN) wave create "Employers: well-being assessment" --target employer --letter employer-wellbeing \
+		--invite invitation --reply-days 15
+	$(CAMPAIGN) wave preview "MPs: inspection and well-being" --member M100003
+	$(CAMPAIGN) wave preview "Employers: well-being assessment" --out $(DEMO_DIR)/preview.pdf
+	$(CAMPAIGN) wave launch "MPs: inspection and well-being"
+	$(CAMPAIGN) wave launch "Employers: well-being assessment"
+	$(CAMPAIGN) wave status "Employers: well-being assessment"
+	$(CAMPAIGN) outbox export $(DEMO_DIR)/outbox
+	$(CAMPAIGN) wave pdf "Employers: well-being assessment" --out $(DEMO_DIR)/pdfs --limit 3
 	@echo
-	@echo "Demo database: $(DEMO_DIR)/campaign.db. Try: $(CAMPAIGN) members list"
+	@echo "Demo database: $(DEMO_DIR)/campaign.db; invitations in $(DEMO_DIR)/outbox/, letters in $(DEMO_DIR)/pdfs/."
+	@echo "Nothing was sent. Try: $(CAMPAIGN) letters list"
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine tests bench
@@ -37,6 +49,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_import_resolve.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_launch.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

@@ -34,7 +34,6 @@ class Settings:
     mail_from: str = DEFAULT_FROM
     organising_email: str = DEFAULT_ORGANISING
     campaign_name: str = "the union"
-    outbox_dir: str = "outbox"
     templates_dir: str = "templates"
 
     @classmethod
@@ -54,7 +53,6 @@ class Settings:
             mail_from=env.get("CAMPAIGN_FROM") or DEFAULT_FROM,
             organising_email=env.get("CAMPAIGN_ORGANISING_EMAIL") or DEFAULT_ORGANISING,
             campaign_name=env.get("CAMPAIGN_NAME") or "the union",
-            outbox_dir=env.get("CAMPAIGN_OUTBOX_DIR") or "outbox",
             templates_dir=env.get("CAMPAIGN_TEMPLATES") or "templates",
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -299,13 +299,7 @@ def target_for(row: dict[str, Any], wave: dict[str, Any], cache: dict[str, Targe
     elif kind == "mp":
         key = "mp:" + row["constituency_code"]
         if key not in cache:
-            cache[key] = mp_target(
-                {
-                    k[3:]: v
-                    for k, v in row.items()
-                    if k.startswith("mp_") and k != "mp_status" and k != "mp_detail"
-                }
-            )
+            cache[key] = mp_target({name: row[f"mp_{name}"] for name in _MP_COLUMNS})
     else:
         key = "employer:" + row["employer_key"]
         if key not in cache:
@@ -426,9 +420,8 @@ def launch_wave(
             on_start(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
         last_id = 0
         while True:
-            page = [
-                dict(r._mapping) for r in conn.execute(stmt.where(member_table.c.id > last_id).limit(_PAGE))
-            ]
+            # Row mappings, not dicts: copying 40 columns a row costs more than merging it.
+            page = conn.execute(stmt.where(member_table.c.id > last_id).limit(_PAGE)).mappings().all()
             if not page:
                 break
             last_id = page[-1]["id"]
