@@ -8,8 +8,12 @@ letter. Launching again only adds letters for members who have none yet.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import formataddr, parseaddr
@@ -274,7 +278,7 @@ def _candidates(wave: dict[str, Any]) -> Any:
     return stmt
 
 
-def skip_reason(row: dict[str, Any], target_kind: str) -> str | None:
+def skip_reason(row: Mapping[str, Any], target_kind: str) -> str | None:
     """Why this member cannot take part in a wave aimed at `target_kind`, or None."""
     if row["mail_opt_out_at"] is not None:
         return "opted_out"
@@ -392,18 +396,69 @@ class Merger:
         return letter, invitation
 
 
+@dataclass
+class _MergedPage:
+    size: int
+    letters: list[dict[str, Any]] = field(default_factory=list)
+    invitations: list[dict[str, Any]] = field(default_factory=list)
+    already: int = 0
+    skipped: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+
+
+def _merge_page(page: Sequence[Mapping[str, Any]], merger: Merger, list_skipped: bool) -> _MergedPage:
+    """Decide and merge one page of candidate members; touches no database."""
+    target_kind = merger.wave["target"]
+    merged = _MergedPage(size=len(page))
+    for row in page:
+        if row["letter_id"] is not None:
+            merged.already += 1
+            continue
+        reason = skip_reason(row, target_kind)
+        if reason:
+            merged.skipped.append((reason, _skipped(row, reason, target_kind) if list_skipped else None))
+            continue
+        letter, invitation = merger.merge(row)
+        merged.letters.append(letter)
+        merged.invitations.append(invitation)
+    return merged
+
+
+# Large launches merge in a second process while this one reads and writes the
+# database: rendering and SQLite's writing then use both cores. Small ones are
+# not worth a process's start-up.
+_PARALLEL_FROM = 20_000
+_worker_merger: Merger | None = None
+
+
+def _start_worker(wave: dict[str, Any], settings: Settings) -> None:
+    global _worker_merger
+    _worker_merger = Merger(wave, settings, wave["launched_at"])
+
+
+def _merge_in_worker(keys: list[str], rows: list[tuple[Any, ...]], list_skipped: bool) -> _MergedPage:
+    assert _worker_merger is not None
+    return _merge_page([dict(zip(keys, row, strict=True)) for row in rows], _worker_merger, list_skipped)
+
+
 def launch_wave(
     engine: Engine,
     name: str,
     settings: Settings,
     *,
     list_skipped: bool = False,
+    parallel: bool | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> LaunchResult:
-    """Create every eligible member's letter and queue their invitation, all in one transaction."""
+    """Create every eligible member's letter and queue their invitation, all in one transaction.
+
+    Only this process touches the database; with `parallel` (by default, for
+    large waves on a machine with more than one core) a worker process merges
+    each page while this one stores the previous page and reads the next.
+    """
     result = LaunchResult(wave=name)
-    with engine.begin() as conn:
+    with ExitStack() as stack:
+        conn = stack.enter_context(engine.begin())
         wave = get_wave(conn, name)
         if wave["status"] == "draft":
             now = utcnow()
@@ -414,52 +469,45 @@ def launch_wave(
                 .where(wave_table.c.id == wave["id"])
                 .values(status="launched", launched_at=now, frozen=wave["frozen"], updated_at=now)
             )
-        merger = Merger(wave, settings, wave["launched_at"])
         stmt = _candidates(wave)
+        total = conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
         if on_start is not None:
-            on_start(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
+            on_start(total)
+        if parallel is None:
+            parallel = total >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1
+        merger = Merger(wave, settings, wave["launched_at"])
+        pool = None
+        if parallel:
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(wave, settings),
+                )
+            )
+        pending: Future[_MergedPage] | None = None
         last_id = 0
         while True:
-            # Row mappings, not dicts: copying 40 columns a row costs more than merging it.
-            page = conn.execute(stmt.where(member_table.c.id > last_id).limit(_PAGE)).mappings().all()
+            rows = conn.execute(stmt.where(member_table.c.id > last_id).limit(_PAGE))
+            if pool is not None:
+                keys = list(rows.keys())
+                page: Sequence[Any] = [tuple(row) for row in rows]
+                upcoming = pool.submit(_merge_in_worker, keys, page, list_skipped) if page else None
+                last = page[-1][keys.index("id")] if page else last_id
+            else:
+                # Row mappings, not dicts: copying 40 columns a row costs more than merging it.
+                page = rows.mappings().all()
+                upcoming = Future()
+                if page:
+                    upcoming.set_result(_merge_page(page, merger, list_skipped))
+                last = page[-1]["id"] if page else last_id
+            if pending is not None:
+                _store_page(conn, pending.result(), result, progress)
             if not page:
                 break
-            last_id = page[-1]["id"]
-            letters: list[dict[str, Any]] = []
-            invitations: list[dict[str, Any]] = []
-            for row in page:
-                if row["letter_id"] is not None:
-                    result.already += 1
-                    continue
-                reason = skip_reason(row, wave["target"])
-                if reason:
-                    result.skipped[reason] = result.skipped.get(reason, 0) + 1
-                    if list_skipped:
-                        result.skipped_members.append(_skipped(row, reason, wave["target"]))
-                    continue
-                letter, invitation = merger.merge(row)
-                letters.append(letter)
-                invitations.append(invitation)
-            if letters:
-                _check_references(conn, letters)
-                insert_rows(conn, letter_table, letters)
-                # Read the new ids back by reference: RETURNING with executemany
-                # degrades to one statement per row on SQLite.
-                refs = [letter["reference"] for letter in letters]
-                ids = dict(
-                    conn.execute(
-                        select(letter_table.c.reference, letter_table.c.id).where(
-                            letter_table.c.reference.in_(refs)
-                        )
-                    ).all()
-                )
-                for invitation, letter in zip(invitations, letters, strict=True):
-                    invitation["letter_id"] = ids[letter["reference"]]
-                insert_rows(conn, outbox_table, invitations)
-                result.created += len(letters)
-                result.invitations_queued += len(invitations)
-            if progress is not None:
-                progress(len(page))
+            last_id = last
+            pending = upcoming
         record_event(
             conn,
             "wave.launch",
@@ -469,6 +517,35 @@ def launch_wave(
             skipped=result.skipped,
         )
     return result
+
+
+def _store_page(
+    conn: Connection, merged: _MergedPage, result: LaunchResult, progress: Callable[[int], None] | None
+) -> None:
+    result.already += merged.already
+    for reason, detail in merged.skipped:
+        result.skipped[reason] = result.skipped.get(reason, 0) + 1
+        if detail is not None:
+            result.skipped_members.append(detail)
+    letters, invitations = merged.letters, merged.invitations
+    if letters:
+        _check_references(conn, letters)
+        insert_rows(conn, letter_table, letters)
+        # Read the new ids back by reference: RETURNING with executemany
+        # degrades to one statement per row on SQLite.
+        refs = [letter["reference"] for letter in letters]
+        ids = dict(
+            conn.execute(
+                select(letter_table.c.reference, letter_table.c.id).where(letter_table.c.reference.in_(refs))
+            ).all()
+        )
+        for invitation, letter in zip(invitations, letters, strict=True):
+            invitation["letter_id"] = ids[letter["reference"]]
+        insert_rows(conn, outbox_table, invitations)
+        result.created += len(letters)
+        result.invitations_queued += len(invitations)
+    if progress is not None:
+        progress(merged.size)
 
 
 def _skipped(row: dict[str, Any], reason: str, target_kind: str) -> dict[str, Any]:
