@@ -159,7 +159,11 @@ def main() -> int:
         f"render all:      {render_all:,.0f} letters/s (also the HTML letter and both invitation parts); "
         f"launch is {rate / render_all:.0%} of that"
     )
-    print(f"peak memory:     {peak_mb():.0f} MB")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        f"peak memory:     {peak_mb():.0f} MB in this process, {children:.0f} MB in the largest worker "
+        "(the fake postcodes.io server included)"
+    )
     print(
         f"database:        {(size_after - size_before) / max(result.created, 1):,.0f} bytes per letter "
         "(letter text and HTML, frozen target and member, queued invitation)"

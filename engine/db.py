@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite as sqlite_dialect_class
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from .errors import CampaignError
@@ -132,20 +134,25 @@ def replace_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, 
     conn.execute(table.insert(), rows)
 
 
-def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """executemany INSERT of many same-shaped rows, for the hot paths.
+@dataclass
+class PreparedInsert:
+    """An INSERT and its rows as driver parameters, ready for executemany."""
 
-    The same statement Core would run, compiled once, with each column's own
-    bind processor applied directly: SQLAlchemy's generic per-parameter work
-    otherwise costs more than SQLite's own insert.
+    sql: str
+    params: list[tuple[Any, ...]]
+
+
+def sqlite_dialect() -> Dialect:
+    """The dialect open_engine uses for SQLite, for preparing rows away from a connection."""
+    return sqlite_dialect_class(json_serializer=_compact_json)
+
+
+def prepare_insert(table: Table, rows: list[dict[str, Any]], dialect: Dialect) -> PreparedInsert:
+    """The same statement Core would run, compiled once, with each column's bind processor applied.
+
+    SQLAlchemy's generic per-parameter work otherwise costs more than SQLite's
+    own insert. Pure computation: a launch does it in its worker process.
     """
-    if not rows:
-        return
-    dialect = conn.dialect
-    if dialect.name != "sqlite":
-        # psycopg adapts JSON and datetimes itself, and batches executemany in a pipeline.
-        conn.execute(table.insert(), rows)
-        return
     columns = list(rows[0])
     compiled = table.insert().compile(dialect=dialect, column_keys=columns)
     processors = {name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns}
@@ -166,4 +173,19 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
             else:
                 values[name] = process(value)
         params.append(tuple(values[key] for key in order))
-    conn.exec_driver_sql(str(compiled), params)
+    return PreparedInsert(str(compiled), params)
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]] | PreparedInsert) -> None:
+    """executemany INSERT of many same-shaped rows, for the hot paths."""
+    if isinstance(rows, PreparedInsert):
+        if rows.params:
+            conn.exec_driver_sql(rows.sql, rows.params)
+        return
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        # psycopg adapts JSON and datetimes itself, and batches executemany in a pipeline.
+        conn.execute(table.insert(), rows)
+        return
+    insert_rows(conn, table, prepare_insert(table, rows, conn.dialect))

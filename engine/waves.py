@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack
@@ -21,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
-from .db import insert_rows
+from .db import PreparedInsert, insert_rows, prepare_insert, sqlite_dialect
 from .emails import EmailNotValidError, normalise_email
 from .errors import CampaignError
 from .events import record_event
@@ -399,16 +400,25 @@ class Merger:
 @dataclass
 class _MergedPage:
     size: int
-    letters: list[dict[str, Any]] = field(default_factory=list)
-    invitations: list[dict[str, Any]] = field(default_factory=list)
+    letters: list[dict[str, Any]] | PreparedInsert = field(default_factory=list)
+    invitations: list[dict[str, Any]] | PreparedInsert = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
     already: int = 0
     skipped: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
 
 
-def _merge_page(page: Sequence[Mapping[str, Any]], merger: Merger, list_skipped: bool) -> _MergedPage:
-    """Decide and merge one page of candidate members; touches no database."""
+def _merge_page(
+    page: Sequence[Mapping[str, Any]], merger: Merger, list_skipped: bool, first_id: int | None = None
+) -> _MergedPage:
+    """Decide and merge one page of candidate members; touches no database.
+
+    With `first_id`, letters get ids from it on, so their invitations can
+    name them without reading them back.
+    """
     target_kind = merger.wave["target"]
     merged = _MergedPage(size=len(page))
+    letters: list[dict[str, Any]] = []
+    invitations: list[dict[str, Any]] = []
     for row in page:
         if row["letter_id"] is not None:
             merged.already += 1
@@ -418,8 +428,12 @@ def _merge_page(page: Sequence[Mapping[str, Any]], merger: Merger, list_skipped:
             merged.skipped.append((reason, _skipped(row, reason, target_kind) if list_skipped else None))
             continue
         letter, invitation = merger.merge(row)
-        merged.letters.append(letter)
-        merged.invitations.append(invitation)
+        if first_id is not None:
+            letter["id"] = invitation["letter_id"] = first_id + len(letters)
+        letters.append(letter)
+        invitations.append(invitation)
+    merged.references = [letter["reference"] for letter in letters]
+    merged.letters, merged.invitations = letters, invitations
     return merged
 
 
@@ -427,6 +441,7 @@ def _merge_page(page: Sequence[Mapping[str, Any]], merger: Merger, list_skipped:
 # database: rendering and SQLite's writing then use both cores. Small ones are
 # not worth a process's start-up.
 _PARALLEL_FROM = 20_000
+_WORKERS = 2
 _worker_merger: Merger | None = None
 
 
@@ -435,9 +450,18 @@ def _start_worker(wave: dict[str, Any], settings: Settings) -> None:
     _worker_merger = Merger(wave, settings, wave["launched_at"])
 
 
-def _merge_in_worker(keys: list[str], rows: list[tuple[Any, ...]], list_skipped: bool) -> _MergedPage:
+def _merge_in_worker(
+    keys: list[str], rows: list[tuple[Any, ...]], list_skipped: bool, first_id: int
+) -> _MergedPage:
+    """Merge a page and prepare its inserts, in the worker process (SQLite only)."""
     assert _worker_merger is not None
-    return _merge_page([dict(zip(keys, row, strict=True)) for row in rows], _worker_merger, list_skipped)
+    page = [dict(zip(keys, row, strict=True)) for row in rows]
+    merged = _merge_page(page, _worker_merger, list_skipped, first_id)
+    if merged.letters:
+        dialect = sqlite_dialect()
+        merged.letters = prepare_insert(letter_table, merged.letters, dialect)  # type: ignore[arg-type]
+        merged.invitations = prepare_insert(outbox_table, merged.invitations, dialect)  # type: ignore[arg-type]
+    return merged
 
 
 def launch_wave(
@@ -452,62 +476,72 @@ def launch_wave(
 ) -> LaunchResult:
     """Create every eligible member's letter and queue their invitation, all in one transaction.
 
-    Only this process touches the database; with `parallel` (by default, for
-    large waves on a machine with more than one core) a worker process merges
-    each page while this one stores the previous page and reads the next.
+    Only this process touches the database. On SQLite, with `parallel` (by
+    default for large waves on a machine with more than one core) a worker
+    process merges each page, and prepares its rows, while this one stores the
+    previous page and reads the next.
     """
     result = LaunchResult(wave=name)
     with ExitStack() as stack:
         conn = stack.enter_context(engine.begin())
         wave = get_wave(conn, name)
+        now = utcnow()
         if wave["status"] == "draft":
-            now = utcnow()
             wave["frozen"] = freeze_templates(wave, settings)
             wave["launched_at"] = now
-            conn.execute(
-                wave_table.update()
-                .where(wave_table.c.id == wave["id"])
-                .values(status="launched", launched_at=now, frozen=wave["frozen"], updated_at=now)
-            )
+        # Written first in every launch: on SQLite this takes the write lock, so
+        # the letter ids counted out below cannot be taken by anyone else.
+        conn.execute(
+            wave_table.update()
+            .where(wave_table.c.id == wave["id"])
+            .values(status="launched", launched_at=wave["launched_at"], frozen=wave["frozen"], updated_at=now)
+        )
         stmt = _candidates(wave)
         total = conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
         if on_start is not None:
             on_start(total)
+        sqlite = conn.dialect.name == "sqlite"
         if parallel is None:
             parallel = total >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1
+        parallel = parallel and sqlite
+        next_id = (conn.execute(select(func.max(letter_table.c.id))).scalar() or 0) + 1 if sqlite else None
         merger = Merger(wave, settings, wave["launched_at"])
         pool = None
         if parallel:
             pool = stack.enter_context(
                 ProcessPoolExecutor(
-                    max_workers=1,
+                    max_workers=_WORKERS,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start_worker,
                     initargs=(wave, settings),
                 )
             )
-        pending: Future[_MergedPage] | None = None
+        # Pages in flight: a worker merges one while this process stores an older one.
+        in_flight: deque[Future[_MergedPage]] = deque()
+        depth = _WORKERS if pool is not None else 0
         last_id = 0
         while True:
             rows = conn.execute(stmt.where(member_table.c.id > last_id).limit(_PAGE))
             if pool is not None:
                 keys = list(rows.keys())
                 page: Sequence[Any] = [tuple(row) for row in rows]
-                upcoming = pool.submit(_merge_in_worker, keys, page, list_skipped) if page else None
-                last = page[-1][keys.index("id")] if page else last_id
+                if page:
+                    in_flight.append(pool.submit(_merge_in_worker, keys, page, list_skipped, next_id))
+                    last_id = page[-1][keys.index("id")]
             else:
                 # Row mappings, not dicts: copying 40 columns a row costs more than merging it.
                 page = rows.mappings().all()
-                upcoming = Future()
                 if page:
-                    upcoming.set_result(_merge_page(page, merger, list_skipped))
-                last = page[-1]["id"] if page else last_id
-            if pending is not None:
-                _store_page(conn, pending.result(), result, progress)
+                    done: Future[_MergedPage] = Future()
+                    done.set_result(_merge_page(page, merger, list_skipped, next_id))
+                    in_flight.append(done)
+                    last_id = page[-1]["id"]
+            if next_id is not None:
+                next_id += len(page)
+            while in_flight and (len(in_flight) > depth or not page):
+                _store_page(conn, in_flight.popleft().result(), result, progress)
             if not page:
                 break
-            last_id = last
-            pending = upcoming
         record_event(
             conn,
             "wave.launch",
@@ -528,22 +562,23 @@ def _store_page(
         if detail is not None:
             result.skipped_members.append(detail)
     letters, invitations = merged.letters, merged.invitations
-    if letters:
-        _check_references(conn, letters)
+    if merged.references:
+        _check_references(conn, merged.references)
         insert_rows(conn, letter_table, letters)
-        # Read the new ids back by reference: RETURNING with executemany
-        # degrades to one statement per row on SQLite.
-        refs = [letter["reference"] for letter in letters]
-        ids = dict(
-            conn.execute(
-                select(letter_table.c.reference, letter_table.c.id).where(letter_table.c.reference.in_(refs))
-            ).all()
-        )
-        for invitation, letter in zip(invitations, letters, strict=True):
-            invitation["letter_id"] = ids[letter["reference"]]
+        if isinstance(invitations, list) and "letter_id" not in invitations[0]:
+            # No ids given (PostgreSQL): read them back by reference.
+            ids = dict(
+                conn.execute(
+                    select(letter_table.c.reference, letter_table.c.id).where(
+                        letter_table.c.reference.in_(merged.references)
+                    )
+                ).all()
+            )
+            for invitation, reference in zip(invitations, merged.references, strict=True):
+                invitation["letter_id"] = ids[reference]
         insert_rows(conn, outbox_table, invitations)
-        result.created += len(letters)
-        result.invitations_queued += len(invitations)
+        result.created += len(merged.references)
+        result.invitations_queued += len(merged.references)
     if progress is not None:
         progress(merged.size)
 
@@ -613,12 +648,11 @@ def _unique_reference(taken: set[str]) -> str:
             return reference
 
 
-def _check_references(conn: Connection, letters: list[dict[str, Any]]) -> None:
+def _check_references(conn: Connection, refs: list[str]) -> None:
     """Refuse a reference an earlier launch already used (50 random bits: about 1 in 10^15 a letter).
 
     The launch's transaction is then rolled back whole, and a re-run draws new references.
     """
-    refs = [letter["reference"] for letter in letters]
     if conn.execute(select(letter_table.c.reference).where(letter_table.c.reference.in_(refs))).first():
         raise CampaignError("a letter reference clashed with an earlier one: nothing was launched; re-run")
 

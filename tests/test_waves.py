@@ -320,3 +320,23 @@ def test_pdf_prints_every_name(sample, tmp_path):
     single = write_wave_pdfs(sample, "Employers", tmp_path / "one", references=refs[:1])
     assert single == [tmp_path / "one" / f"{refs[0]}.pdf"]
     assert Path(single[0]).read_bytes().startswith(b"%PDF-")
+
+
+def test_parallel_launch_matches_the_sequential_one(sample):
+    """Large waves merge in a worker process; force that path on the sample."""
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    result = launch_wave(sample, "MPs", SETTINGS, parallel=True, list_skipped=True)
+    assert (result.created, result.skipped) == (48, {"unresolved": 8})
+    assert len(result.skipped_members) == 8
+    with sample.connect() as conn:
+        pairs = conn.execute(
+            select(letter_table.c.reference, outbox_table.c.message_id).join(
+                outbox_table, outbox_table.c.letter_id == letter_table.c.id
+            )
+        ).all()
+        created = conn.execute(select(letter_table.c.created_at)).scalars().first()
+    assert len(pairs) == 48
+    assert all(message_id.startswith(f"<{reference}.invitation@") for reference, message_id in pairs)
+    assert created.tzinfo is not None
+    again = launch_wave(sample, "MPs", SETTINGS, parallel=True)
+    assert (again.created, again.already) == (0, 48)
