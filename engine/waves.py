@@ -479,7 +479,8 @@ def launch_wave(
     Only this process touches the database. On SQLite, with `parallel` (by
     default for large waves on a machine with more than one core) a worker
     process merges each page, and prepares its rows, while this one stores the
-    previous page and reads the next.
+    previous page and reads the next. (The workers are spawned: a script that
+    calls this must guard its own code with `if __name__ == "__main__":`.)
     """
     result = LaunchResult(wave=name)
     with ExitStack() as stack:
