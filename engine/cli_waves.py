@@ -11,10 +11,14 @@ from pathlib import Path
 import click
 
 from .cli import App, Progress, UserError, echo_json, echo_json_array, echo_table, main, members, pass_app
+from .errors import CampaignError
 from .letters import iter_letters, letter_document, pdf_bytes, write_wave_pdfs
 from .members import set_mail_opt_out
 from .models import LETTER_STATES, WAVE_TARGETS
 from .outbox import build_invitation, export_outbox, write_atomically
+from .send import resend_uncertain as resend_uncertain_messages
+from .send import send_outbox, set_paused
+from .smtp import FolderTransport, SmtpTransport
 from .template_check import check_template_file
 from .waves import (
     WaveSpec,
@@ -440,3 +444,85 @@ def members_opt_out(app: App, membership_no: str, undo: bool) -> None:
     member = set_mail_opt_out(app.engine(), membership_no, not undo)
     state = "opted out of" if member["mail_opt_out_at"] else "receiving"
     click.echo(f"{membership_no} is {state} campaign mail.")
+
+
+# ---- sending ------------------------------------------------------------------
+
+
+@main.command("send")
+@click.option("--once", is_flag=True, help="Drain the queue and exit (default: keep running, polling).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1, max=1000),
+    default=5.0,
+    show_default=True,
+    help="At most this many messages a second.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many messages.")
+@click.option("--resume", is_flag=True, help="Carry on after sending paused itself.")
+@click.option(
+    "--resend-uncertain",
+    is_flag=True,
+    help="Queue again the messages a killed worker may or may not have sent (they may arrive twice).",
+)
+@click.option(
+    "--pause-after",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Pause after this many failures in a row.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def send_command(
+    app: App,
+    once: bool,
+    rate: float,
+    limit: int | None,
+    resume: bool,
+    resend_uncertain: bool,
+    pause_after: int,
+    as_json: bool,
+) -> None:
+    """Deliver queued mail: over SMTP when SMTP_URL is set, otherwise into the outbox folder.
+
+    Safe to run several at once on PostgreSQL. Killed at any moment, a
+    restarted worker loses nothing and sends nothing twice, except a message
+    that was mid-transaction, which is marked uncertain.
+
+    \b
+    Examples:
+      campaign send --once                      # into ./outbox/ unless SMTP_URL is set
+      SMTP_URL=smtp://user:pass@relay.example:587 campaign send --rate 10
+    """
+    engine = app.engine()
+    if resume:
+        set_paused(engine, None)
+    if resend_uncertain:
+        click.echo(f"{resend_uncertain_messages(engine)} uncertain message(s) queued again.", err=True)
+    settings = app.settings
+    transport = (
+        SmtpTransport(settings.smtp_url) if settings.smtp_url else FolderTransport(settings.outbox_dir)
+    )
+    if not as_json:
+        click.echo(
+            f"Sending to {transport.description} at up to {rate:g} a second"
+            + (" (until the queue is empty)." if once else "; Ctrl-C to stop."),
+            err=True,
+        )
+    result = send_outbox(
+        engine, settings, transport, rate=rate, once=once, limit=limit, pause_after=pause_after
+    )
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        click.echo(f"{result.sent} sent, {result.retrying} to retry later, {result.failed} failed.")
+        if result.recovered.requeued or result.recovered.uncertain:
+            click.echo(
+                f"Recovered from a stopped worker: {result.recovered.requeued} requeued, "
+                f"{result.recovered.uncertain} uncertain (see --resend-uncertain)."
+            )
+        for error in result.errors[:10]:
+            click.echo(f"  {error}", err=True)
+    if result.paused:
+        raise CampaignError(f"sending paused: {result.paused}. Fix the cause, then: campaign send --resume")

@@ -220,11 +220,26 @@ class OutboxMessage(SQLModel, table=True):
     to_addr: str
     subject: str
     message_id: str = Field(unique=True)
-    status: str = Field(default="queued", max_length=10, index=True)  # queued | sending | sent | failed
+    # queued → claimed → sending → sent, or failed; `uncertain` when a worker died
+    # mid-transaction, so it may or may not have gone (resent only on request).
+    status: str = Field(default="queued", max_length=10, index=True)
     attempts: int = 0
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    smtp_response: str | None = None
+
+
+class SendControl(SQLModel, table=True):
+    """Whether sending is paused (one row), and why: a dead relay must not burn through a wave."""
+
+    __tablename__ = "send_control"
+    id: int = Field(default=1, primary_key=True)
+    paused_at: datetime | None = None
+    reason: str | None = None
 
 
 member_table = Member.__table__
@@ -236,3 +251,4 @@ event_table = Event.__table__
 wave_table = Wave.__table__
 letter_table = Letter.__table__
 outbox_table = OutboxMessage.__table__
+send_control_table = SendControl.__table__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from email.utils import parseaddr
@@ -35,6 +36,9 @@ class Settings:
     organising_email: str = DEFAULT_ORGANISING
     campaign_name: str = "the union"
     templates_dir: str = "templates"
+    smtp_url: str | None = None
+    bounce_domain: str | None = None
+    outbox_dir: str = "outbox"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -54,6 +58,9 @@ class Settings:
             organising_email=env.get("CAMPAIGN_ORGANISING_EMAIL") or DEFAULT_ORGANISING,
             campaign_name=env.get("CAMPAIGN_NAME") or "the union",
             templates_dir=env.get("CAMPAIGN_TEMPLATES") or "templates",
+            smtp_url=env.get("SMTP_URL") or None,
+            bounce_domain=env.get("BOUNCE_DOMAIN") or None,
+            outbox_dir=env.get("CAMPAIGN_OUTBOX_DIR") or "outbox",
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.validate()
@@ -90,6 +97,14 @@ class Settings:
             raise CampaignError(
                 f"CAMPAIGN_ORGANISING_EMAIL: {self.organising_email!r} is not an email address"
             )
+        if self.smtp_url:
+            parts = urlsplit(self.smtp_url)
+            if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+                raise CampaignError(
+                    "SMTP_URL: use smtp://user:password@host:587 (STARTTLS) or smtps://user:password@host:465"
+                )
+        if self.bounce_domain and not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]{2,}", self.bounce_domain):
+            raise CampaignError(f"BOUNCE_DOMAIN: {self.bounce_domain!r} is not a domain name")
         if not 1 <= self.http_concurrency <= 16:
             raise CampaignError("CAMPAIGN_HTTP_CONCURRENCY: must be between 1 and 16")
 
