@@ -34,11 +34,12 @@ demo: $(STAMP)
 	$(CAMPAIGN) wave launch "MPs: inspection and well-being"
 	$(CAMPAIGN) wave launch "Employers: well-being assessment"
 	$(CAMPAIGN) wave status "Employers: well-being assessment"
-	$(CAMPAIGN) outbox export $(DEMO_DIR)/outbox
+	$(CAMPAIGN) outbox export $(DEMO_DIR)/outbox-check
+	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
 	$(CAMPAIGN) wave pdf "Employers: well-being assessment" --out $(DEMO_DIR)/pdfs --limit 3
 	@echo
-	@echo "Demo database: $(DEMO_DIR)/campaign.db; invitations in $(DEMO_DIR)/outbox/, letters in $(DEMO_DIR)/pdfs/."
-	@echo "Nothing was sent. Try: $(CAMPAIGN) letters list"
+	@echo "Demo database: $(DEMO_DIR)/campaign.db; invitations delivered to the folder $(DEMO_DIR)/outbox/,"
+	@echo "letters printed to $(DEMO_DIR)/pdfs/. No mail left this machine. Try: $(CAMPAIGN) letters list"
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine tests bench

@@ -29,8 +29,7 @@ MP_WAVE = WaveSpec(target="mp", letter="mp-inspection", invite="invitation")
 EMPLOYER_WAVE = WaveSpec(target="employer", letter="employer-wellbeing", invite="invitation", reply_days=15)
 
 
-@pytest.fixture
-def sample(engine, tmp_path):
+def load_sample(engine, tmp_path):
     """The bundled sample data, imported and resolved offline, as `make demo` does."""
     import_members(engine, DATA / "members.csv", skip_invalid=True, rejects_path=tmp_path / "rejects.csv")
     import_schools(engine, DATA / "edubasealldata.csv")
@@ -39,6 +38,11 @@ def sample(engine, tmp_path):
     load_cache_file(engine, DATA / "postcodes.json")
     resolve_members(engine, None)
     return engine
+
+
+@pytest.fixture
+def sample(engine, tmp_path):
+    return load_sample(engine, tmp_path)
 
 
 def count(engine, table) -> int:

@@ -1,0 +1,167 @@
+"""Delivering the outbox to a real SMTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+from smtp_server import SmtpServer
+from sqlalchemy import func, select
+from test_waves import MP_WAVE, SETTINGS, load_sample, sample  # noqa: F401  (the sample-data fixture)
+
+from engine.db import init_db, open_engine
+from engine.errors import CampaignError
+from engine.models import letter_table, outbox_table
+from engine.send import pause_state, recover_abandoned, resend_uncertain, send_outbox
+from engine.settings import Settings
+from engine.smtp import FolderTransport, SmtpTransport
+from engine.waves import create_wave, launch_wave
+
+
+@pytest.fixture
+def smtp():
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def launched(sample):  # noqa: F811
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    return sample
+
+
+def statuses(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(select(outbox_table.c.status, func.count()).group_by(outbox_table.c.status)).all()
+        )
+
+
+def no_sleep(seconds: float) -> None:
+    pass
+
+
+def test_invitations_arrive_with_their_headers_and_envelope(launched, smtp):
+    settings = Settings.from_env(
+        {"BOUNCE_DOMAIN": "bounces.union.example"}, templates_dir=SETTINGS.templates_dir
+    )
+    result = send_outbox(launched, settings, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep)
+    assert (result.sent, result.failed) == (48, 0)
+    received = smtp.recorder.received
+    assert len(received) == 48
+    first = received[0]
+    with launched.connect() as conn:
+        message_id, reference = conn.execute(
+            select(outbox_table.c.message_id, letter_table.c.reference)
+            .join(letter_table, letter_table.c.id == outbox_table.c.letter_id)
+            .order_by(outbox_table.c.id)
+        ).first()
+        states = dict(
+            conn.execute(select(letter_table.c.state, func.count()).group_by(letter_table.c.state)).all()
+        )
+    assert first.mail_from == f"bounces+{reference}@bounces.union.example"
+    assert first.rcpt_tos == ["aisha.khan@members.example.org"]
+    message = first.message
+    assert message["Message-ID"] == message_id
+    assert message["From"] == "Campaigns Team <campaigns@union.example>"
+    assert message["Reply-To"] == "organising@union.example"
+    assert message["Date"] is not None
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert statuses(launched) == {"sent": 48}
+    assert states == {"invited": 48}
+
+
+def test_temporary_failure_is_retried_later_and_permanent_one_fails(launched, smtp):
+    smtp.recorder.refuse["aisha.khan@members.example.org"] = "451 4.3.0 Mailbox busy, try later"
+    smtp.recorder.refuse["ben.ashworth@members.example.org"] = "550 5.1.1 No such user here"
+    result = send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep)
+    assert (result.sent, result.retrying, result.failed) == (46, 1, 1)
+    with launched.connect() as conn:
+        rows = {r.to_addr: r for r in conn.execute(select(outbox_table))}
+    busy = rows["Aisha Khan <aisha.khan@members.example.org>"]
+    assert (busy.status, busy.attempts) == ("queued", 1)
+    assert busy.error == "451 4.3.0 Mailbox busy, try later"
+    assert busy.next_attempt_at is not None
+    gone = rows["Ben Ashworth <ben.ashworth@members.example.org>"]
+    assert (gone.status, gone.error) == ("failed", "550 5.1.1 No such user here")
+    # Not due yet: a second run leaves it alone.
+    assert send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep).sent == 0
+
+
+def test_a_run_of_failures_pauses_sending_until_resumed(launched, smtp):
+    smtp.recorder.refuse_all = "421 4.7.0 Too many connections, go away"
+    result = send_outbox(
+        launched, SETTINGS, SmtpTransport(smtp.url), rate=1000, pause_after=5, sleep=no_sleep
+    )
+    assert result.paused.startswith("5 failures in a row, the last: 421 4.7.0 Too many connections")
+    assert result.retrying == 5
+    assert statuses(launched) == {"queued": 48}  # untouched messages went back to the queue
+    with pytest.raises(CampaignError, match="sending is paused since .*run `campaign send --resume`"):
+        send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep)
+    assert pause_state(launched)[1] == result.paused
+
+
+def test_no_smtp_url_writes_eml_files(launched, tmp_path):
+    result = send_outbox(launched, SETTINGS, FolderTransport(tmp_path / "outbox"), rate=1000, sleep=no_sleep)
+    assert result.sent == 48
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 48
+
+
+def test_cli_send_once(cli, launched, smtp):
+    result = cli("send", "--once", "--rate", "1000", env={"SMTP_URL": smtp.url})
+    assert result.exit_code == 0, result.output
+    assert "48 sent, 0 to retry later, 0 failed." in result.stdout
+    assert len(smtp.recorder.received) == 48
+
+
+def test_killed_worker_loses_nothing_and_sends_nothing_twice(smtp, tmp_path):
+    """kill -9 a worker mid-batch; the restarted one finishes, resending at most the uncertain one.
+
+    A subprocess against a SQLite file: killing is about the worker, and
+    PostgreSQL's claiming is covered by the tests above, which run on both.
+    """
+    db_url = f"sqlite:///{tmp_path}/kill.db"
+    launched = open_engine(db_url)
+    init_db(launched)
+    load_sample(launched, tmp_path)
+    create_wave(launched, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(launched, "MPs", SETTINGS)
+    smtp.recorder.delay = 0.05
+    env = {**os.environ, "SMTP_URL": smtp.url, "CAMPAIGN_DB": db_url}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "engine", "send", "--rate", "1000"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while len(smtp.recorder.received) < 10 and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.01)
+    assert worker.poll() is None, worker.stderr.read().decode()
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    worker.stderr.close()
+    before = len(smtp.recorder.received)
+    assert 10 <= before < 48
+    smtp.recorder.delay = 0
+    recovery = recover_abandoned(launched)
+    assert recovery.uncertain <= 1
+    send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep)
+    ids = [r.message["Message-ID"] for r in smtp.recorder.received]
+    assert len(ids) == len(set(ids)), "no message arrived twice"
+    final = statuses(launched)
+    assert final.get("sent", 0) + final.get("uncertain", 0) == 48
+    assert len(set(ids)) >= 48 - final.get("uncertain", 0)
+    if final.get("uncertain"):
+        assert resend_uncertain(launched) == 1
+        assert send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep).sent == 1
+    assert statuses(launched) == {"sent": 48}
+    launched.dispose()
