@@ -64,7 +64,10 @@ def letter_document(letter: dict[str, Any], renderer: WaveRenderer) -> str:
     snapshot = letter["merge_snapshot"]
     return renderer.layout.render(
         letter={"reference": letter["reference"], "date": snapshot["date"], "subject": letter["subject"]},
-        member=member_from_snapshot(snapshot["member"], renderer.frozen.get("custom_fields") or ()),
+        member=_with_address(
+            member_from_snapshot(snapshot["member"], renderer.frozen.get("custom_fields") or ()),
+            letter.get("sender_address"),
+        ),
         target={
             "name": letter["target_name"],
             "address": letter["target_address"],
@@ -76,9 +79,13 @@ def letter_document(letter: dict[str, Any], renderer: WaveRenderer) -> str:
     )
 
 
+def _with_address(member: dict[str, Any], address: str | None) -> dict[str, Any]:
+    return {**member, "address": address} if address else member
+
+
 def letter_html(letter: dict[str, Any], renderer: WaveRenderer) -> str:
     """The letter's body as HTML paragraphs, derived from its frozen text."""
-    return paragraphs_html(letter["body_text"], renderer.paragraph_style)
+    return paragraphs_html(letter.get("final_text") or letter["body_text"], renderer.paragraph_style)
 
 
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)

@@ -204,6 +204,12 @@ class Letter(SQLModel, table=True):
     merge_snapshot: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     token_hash: str = Field(unique=True, max_length=64)
     token_expires_at: datetime
+    # What the member did on their page: the edited text (the merge above stays
+    # on record), the home address they gave, and when they chose.
+    final_text: str | None = Field(default=None, sa_column=Column(Text))
+    sender_address: str | None = Field(default=None, sa_column=Column(Text))
+    decided_at: datetime | None = None
+    sent_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -218,6 +224,7 @@ class OutboxMessage(SQLModel, table=True):
     letter_id: int | None = Field(default=None, foreign_key="letter.id", index=True)
     kind: str = Field(max_length=16)  # invitation | letter | receipt | follow_up_invitation
     to_addr: str
+    cc_addr: str | None = None
     subject: str
     message_id: str = Field(unique=True)
     # queued → claimed → sending → sent, or failed; `uncertain` when a worker died

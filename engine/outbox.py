@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +65,9 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
     }
 
 
-def build_invitation(
-    outbox: dict[str, Any],
-    letter: dict[str, Any],
-    wave: dict[str, Any],
-    renderer: WaveRenderer,
-    settings: Settings,
+def _union_mail(
+    outbox: dict[str, Any], letter: dict[str, Any], settings: Settings, context: dict[str, Any]
 ) -> EmailMessage:
-    context = email_context(letter, wave, settings)
-    text, html = renderer.invitation(context)
     message = EmailMessage(policy=SMTP)
     message["From"] = settings.mail_from
     message["To"] = outbox["to_addr"]
@@ -85,9 +79,90 @@ def build_invitation(
     message["List-Unsubscribe"] = f"<{context['unsubscribe_link']}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["X-Campaign-Ref"] = letter["reference"]
+    return message
+
+
+def build_invitation(
+    outbox: dict[str, Any],
+    letter: dict[str, Any],
+    wave: dict[str, Any],
+    renderer: WaveRenderer,
+    settings: Settings,
+) -> EmailMessage:
+    context = email_context(letter, wave, settings)
+    text, html = renderer.invitation(context)
+    message = _union_mail(outbox, letter, settings, context)
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
+
+
+def build_receipt(
+    outbox: dict[str, Any],
+    letter: dict[str, Any],
+    wave: dict[str, Any],
+    renderer: WaveRenderer,
+    settings: Settings,
+) -> EmailMessage:
+    context = email_context(letter, wave, settings)
+    _, text, html = renderer.receipt(context)
+    message = _union_mail(outbox, letter, settings, context)
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+def build_letter(
+    outbox: dict[str, Any],
+    letter: dict[str, Any],
+    wave: dict[str, Any],
+    renderer: WaveRenderer,
+    settings: Settings,
+) -> EmailMessage:
+    """The member's own letter to its target: from the campaign address on the member's behalf.
+
+    Sending as the member's own address would fail DMARC, so it comes from the
+    campaign ("Jane Smith via …"), with Reply-To the member and a copy to them.
+    It carries no List-Unsubscribe: it is one person's letter, not bulk mail.
+    """
+    from .letters import letter_document  # letters imports this module
+
+    member = member_from_snapshot(letter["merge_snapshot"]["member"])
+    sender_name = f"{member['name']} via {settings.campaign_name}"
+    message = EmailMessage(policy=SMTP)
+    message["From"] = formataddr((sender_name, parseaddr(settings.mail_from)[1]))
+    message["To"] = outbox["to_addr"]
+    if outbox.get("cc_addr"):
+        message["Cc"] = outbox["cc_addr"]
+    message["Reply-To"] = formataddr((member["name"], member["email"]))
+    message["Subject"] = outbox["subject"]
+    message["Date"] = format_datetime(outbox["created_at"])
+    message["Message-ID"] = outbox["message_id"]
+    message["X-Campaign-Ref"] = letter["reference"]
+    text = letter.get("final_text") or letter["body_text"]
+    address = letter.get("sender_address") or member["address"]
+    footer = f"\n--\nSent by {member['name']}"
+    footer += f", {', '.join(address.splitlines())}" if address else ""
+    footer += f", through {settings.campaign_name}. Reference: {letter['reference']}\n"
+    message.set_content(text.rstrip("\n") + "\n" + footer)
+    message.add_alternative(letter_document(letter, renderer), subtype="html")
+    return message
+
+
+BUILDERS = {"invitation": build_invitation, "receipt": build_receipt, "letter": build_letter}
+
+
+def build_message(
+    outbox: dict[str, Any],
+    letter: dict[str, Any],
+    wave: dict[str, Any],
+    renderer: WaveRenderer,
+    settings: Settings,
+) -> EmailMessage:
+    builder = BUILDERS.get(outbox["kind"])
+    if builder is None:
+        raise CampaignError(f"outbox message {outbox['id']}: unknown kind {outbox['kind']!r}")
+    return builder(outbox, letter, wave, renderer, settings)
 
 
 def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued") -> Iterator[BuiltMessage]:
@@ -120,11 +195,7 @@ def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued
                     renderers[data["wave_id"]] = (wave, WaveRenderer(wave["frozen"]))
                 wave, renderer = renderers[data["wave_id"]]
                 letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
-                if data["kind"] != "invitation":
-                    raise CampaignError(
-                        f"outbox message {data['id']}: kind {data['kind']!r} is built by a later version"
-                    )
-                message = build_invitation(data, letter, wave, renderer, settings)
+                message = build_message(data, letter, wave, renderer, settings)
                 yield BuiltMessage(data["id"], data["kind"], letter["reference"], message)
 
 

@@ -73,6 +73,7 @@ def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]
     """Read, check and prepare a wave's templates: the sources as they will be used."""
     letter_path = letter_template_path(wave["letter_template"], settings)
     text_path, html_path = email_template_paths(wave["invite_template"], settings)
+    receipt_text_path, receipt_html_path = email_template_paths("receipt", settings)
     layout_path = letter_path.parent / "layout.html"
     if not layout_path.is_file():
         raise CampaignError(
@@ -86,6 +87,10 @@ def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]
     problems += check_source(invite_text, str(text_path), "email")
     problems += check_source(invite_html, str(html_path), "email", html=True)
     problems += check_source(layout, str(layout_path), "layout", html=True)
+    receipt_text = read_template(receipt_text_path)
+    receipt_html = read_template(receipt_html_path)
+    problems += check_source(receipt_text, str(receipt_text_path), "email")
+    problems += check_source(receipt_html, str(receipt_html_path), "email", html=True)
     subject = wave.get("subject")
     if subject:
         problems += check_source(subject, "--subject", "letter")
@@ -100,6 +105,10 @@ def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]
         "invite_text": invite_text,
         "invite_html_file": str(html_path),
         "invite_html": inline_css(invite_html, str(html_path)),
+        "receipt_text_file": str(receipt_text_path),
+        "receipt_text": receipt_text,
+        "receipt_html_file": str(receipt_html_path),
+        "receipt_html": inline_css(receipt_html, str(receipt_html_path)),
         "layout_file": str(layout_path),
         "layout": layout_inlined,
         "paragraph_style": paragraph_style,
@@ -171,3 +180,21 @@ class WaveRenderer:
         except Exception as exc:
             raise render_error(exc, self.frozen["invite_html_file"]) from None
         return text.strip("\n") + "\n", html
+
+    def receipt(self, context: dict[str, Any]) -> tuple[str, str, str]:
+        """(subject, text, html) of the receipt a member gets once their letter has gone."""
+        frozen = self.frozen
+        if not hasattr(self, "_receipt_text"):
+            self._receipt_text = compile_template(
+                frozen["receipt_text"], frozen["receipt_text_file"], html=False
+            )
+            self._receipt_html = compile_template(
+                frozen["receipt_html"], frozen["receipt_html_file"], html=True
+            )
+        subject = self._block(self._receipt_text, "subject", context, frozen["receipt_text_file"])
+        text = self._block(self._receipt_text, "body", context, frozen["receipt_text_file"])
+        try:
+            html = self._receipt_html.render(context)
+        except Exception as exc:
+            raise render_error(exc, frozen["receipt_html_file"]) from None
+        return " ".join(subject.split()), text.strip("\n") + "\n", html

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select
@@ -25,11 +25,11 @@ from sqlalchemy import Engine, and_, or_, select
 from .errors import CampaignError
 from .events import record_event
 from .models import letter_table, outbox_table, send_control_table, utcnow, wave_table
-from .outbox import build_invitation
+from .outbox import build_message, email_context
 from .renderer import WaveRenderer
 from .settings import Settings
 from .smtp import DeliveryError
-from .states import mark_invited
+from .states import mark_invited, mark_sent
 
 MAX_ATTEMPTS = 5
 FIRST_RETRY = timedelta(minutes=1)
@@ -306,7 +306,7 @@ def _deliver_one(
     wave, renderer = renderers[letter["wave_id"]]
     now = utcnow()
     try:
-        message = build_invitation(data, letter, wave, renderer, settings)
+        message = build_message(data, letter, wave, renderer, settings)
         del message["Date"]
         message["Date"] = format_datetime(now)
         payload = bytes(message)
@@ -317,10 +317,12 @@ def _deliver_one(
     if settings.bounce_domain:
         # VERP: a bounce comes back to an address that names the letter.
         mail_from = f"bounces+{letter['reference']}@{settings.bounce_domain}"
-    recipient = parseaddr(data["to_addr"])[1]
+    recipients = [parseaddr(data["to_addr"])[1]]
+    if data.get("cc_addr"):
+        recipients.append(parseaddr(data["cc_addr"])[1])
     name = f"{message_id:08d}-{data['kind']}-{letter['reference']}"
     try:
-        delivery = transport.send(payload, mail_from, [recipient], name)
+        delivery = transport.send(payload, mail_from, recipients, name)
     except DeliveryError as exc:
         if exc.fatal:
             _finish(engine, message_id, status="queued", error=str(exc), attempts_back=True)
@@ -346,6 +348,8 @@ def _deliver_one(
         )
         if data["kind"] == "invitation":
             mark_invited(conn, letter["id"])
+        elif data["kind"] == "letter" and mark_sent(conn, letter["id"]):
+            queue_receipt(conn, letter, renderer, wave, settings, now)
     return "sent"
 
 
@@ -370,3 +374,30 @@ def _finish(
         values["attempts"] = o.attempts - 1  # the relay refused us, not this message
     with engine.begin() as conn:
         conn.execute(outbox_table.update().where(o.id == message_id).values(**values))
+
+
+def queue_receipt(
+    conn: Any,
+    letter: dict[str, Any],
+    renderer: WaveRenderer,
+    wave: dict[str, Any],
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """Queue the member's receipt, in the transaction that records their letter as sent."""
+    context = email_context(letter, wave, settings)
+    subject, _, _ = renderer.receipt(context)
+    member = context["member"]
+    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
+    conn.execute(
+        outbox_table.insert().values(
+            letter_id=letter["id"],
+            kind="receipt",
+            to_addr=formataddr((member["name"], member["email"])),
+            subject=subject,
+            message_id=f"<{letter['reference']}.receipt@{domain}>",
+            status="queued",
+            attempts=0,
+            created_at=now,
+        )
+    )

@@ -16,3 +16,45 @@ def mark_invited(conn: Connection, letter_id: int) -> bool:
         .values(state="invited", updated_at=utcnow())
     ).rowcount
     return bool(done)
+
+
+_UNDECIDED = ("drafted", "invited")
+
+
+def _decide(conn: Connection, letter_id: int, state: str, **values: object) -> bool:
+    """Move an undecided letter to `state`; False when it was decided already (a double click, a replay)."""
+    lt = letter_table.c
+    now = utcnow()
+    done = conn.execute(
+        letter_table.update()
+        .where(lt.id == letter_id, lt.state.in_(_UNDECIDED))
+        .values(state=state, decided_at=now, updated_at=now, **values)
+    ).rowcount
+    return bool(done)
+
+
+def mark_queued(conn: Connection, letter_id: int, final_text: str | None, sender_address: str | None) -> bool:
+    """invited → queued: the member asked us to send it for them."""
+    return _decide(conn, letter_id, "queued", final_text=final_text, sender_address=sender_address)
+
+
+def mark_self_sent(conn: Connection, letter_id: int, final_text: str | None) -> bool:
+    """invited → self_sent: the member sent it themselves."""
+    return _decide(conn, letter_id, "self_sent", final_text=final_text)
+
+
+def mark_opted_out(conn: Connection, letter_id: int) -> bool:
+    """invited → opted_out: not for this member."""
+    return _decide(conn, letter_id, "opted_out")
+
+
+def mark_sent(conn: Connection, letter_id: int) -> bool:
+    """queued → sent: the worker delivered the letter to its target."""
+    lt = letter_table.c
+    now = utcnow()
+    done = conn.execute(
+        letter_table.update()
+        .where(lt.id == letter_id, lt.state == "queued")
+        .values(state="sent", sent_at=now, updated_at=now)
+    ).rowcount
+    return bool(done)
