@@ -526,3 +526,28 @@ def send_command(
             click.echo(f"  {error}", err=True)
     if result.paused:
         raise CampaignError(f"sending paused: {result.paused}. Fix the cause, then: campaign send --resume")
+
+
+@main.command("serve")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (put a proxy in front)."
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on."
+)
+@pass_app
+def serve_command(app: App, host: str, port: int) -> None:
+    """Serve the member pages: each member's letter behind their personal link.
+
+    \b
+    Example:
+      campaign serve --port 8000     # then open a link from an invitation
+    """
+    import uvicorn
+
+    from .web.app import create_app
+
+    click.echo(
+        f"Member pages on http://{host}:{port}/ (links in invitations use {app.settings.base_url}).", err=True
+    )
+    uvicorn.run(create_app(app.engine(), app.settings), host=host, port=port, log_level="warning")

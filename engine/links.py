@@ -38,4 +38,14 @@ def letter_link(base_url: str, token: str) -> str:
 
 
 def unsubscribe_link(base_url: str, secret: str, reference: str) -> str:
-    return f"{base_url}/unsubscribe/{link_token(secret, reference, 'unsubscribe')}"
+    """One-click unsubscribe: the reference says whose, the token proves the link is ours."""
+    return f"{base_url}/unsubscribe/{reference}/{link_token(secret, reference, 'unsubscribe')}"
+
+
+def csrf_token(secret: str, reference: str) -> str:
+    """The hidden form field that proves a form came from this letter's own page."""
+    return link_token(secret, reference, "form")
+
+
+def check_token(expected: str, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(expected, given or "")

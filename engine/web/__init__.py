@@ -1,0 +1,1 @@
+"""The member pages (`campaign serve`): a small server-rendered app, no JavaScript needed."""

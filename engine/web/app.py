@@ -1,0 +1,260 @@
+"""The member pages: one member's letter behind their personal link, and unsubscribing.
+
+Every page is server-rendered and works without JavaScript. A link shows one
+letter and nothing else; a wrong or expired link gets the same plain page
+whatever the reason, and a client that keeps guessing is slowed down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Engine, select
+
+from ..confirm import (
+    MAX_TEXT,
+    MemberLetter,
+    letter_for_token,
+    not_for_me,
+    send_for_me,
+    sent_myself,
+    similarity,
+)
+from ..errors import CampaignError
+from ..events import record_event
+from ..letters import letter_document, pdf_bytes
+from ..links import check_token, csrf_token, link_token
+from ..models import letter_table, member_table, utcnow
+from ..renderer import WaveRenderer
+from ..settings import Settings
+
+TEMPLATES = Path(__file__).parent / "templates"
+_DONE = {
+    "send": "Thank you: your letter is queued to be sent.",
+    "self": "Thank you for sending your letter.",
+    "optout": "Understood: this letter will not be sent.",
+    "already": "You had already made your choice for this letter; nothing more was done.",
+}
+
+
+class GuessThrottle:
+    """Slows down a client that keeps presenting wrong links: free for a few, then ever longer waits."""
+
+    def __init__(self, free: int = 5, window: float = 600.0, max_delay: float = 5.0):
+        self.free, self.window, self.max_delay = free, window, max_delay
+        self._misses: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def miss(self, client: str) -> float:
+        """Record a wrong guess; the delay this client now waits."""
+        now = time.monotonic()
+        with self._lock:
+            misses = self._misses[client]
+            while misses and now - misses[0] > self.window:
+                misses.popleft()
+            misses.append(now)
+            extra = len(misses) - self.free
+        return 0.0 if extra <= 0 else min(0.25 * 2 ** (extra - 1), self.max_delay)
+
+
+def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | None = None) -> FastAPI:
+    app = FastAPI(title="Campaign Engine", docs_url=None, redoc_url=None, openapi_url=None)
+    pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    guesses = throttle or GuessThrottle()
+    renderers: dict[int, WaveRenderer] = {}
+
+    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("campaign_name", settings.campaign_name)
+        context.setdefault("organising_email", settings.organising_email)
+        response = HTMLResponse(pages.get_template(name).render(**context), status_code=status)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+        )
+        return response
+
+    def not_found(request: Request) -> HTMLResponse:
+        delay = guesses.miss(request.client.host if request.client else "?")
+        if delay:
+            time.sleep(delay)
+        return page(
+            "message.html",
+            404,
+            heading="This link does not work",
+            text="The link may be mistyped or out of date. If you were expecting to see your letter, "
+            f"please write to {settings.organising_email}.",
+        )
+
+    def renderer_for(found: MemberLetter) -> WaveRenderer:
+        wave_id = found.wave["id"]
+        if wave_id not in renderers:
+            renderers[wave_id] = WaveRenderer(found.wave["frozen"])
+        return renderers[wave_id]
+
+    def letter_page(
+        found: MemberLetter,
+        token: str,
+        *,
+        text: str | None = None,
+        address: str | None = None,
+        message: str | None = None,
+        error: str | None = None,
+        status: int = 200,
+    ) -> HTMLResponse:
+        letter = found.letter
+        current = text if text is not None else found.text
+        percent, count = similarity(engine, found, current) if found.undecided else (0, 0)
+        mailto = None
+        if letter["target_email"]:
+            mailto = (
+                f"mailto:{quote(letter['target_email'])}"
+                f"?subject={quote(letter['subject'])}&body={quote(current[:1500])}"
+            )
+        member = found.member
+        return page(
+            "letter.html",
+            status,
+            letter=letter,
+            state=letter["state"],
+            undecided=found.undecided,
+            text=current,
+            address=address if address is not None else (letter["sender_address"] or member["address"]),
+            needs_address=found.needs_address,
+            can_send=found.can_send_for_member,
+            csrf=csrf_token(settings.secret, letter["reference"]),
+            form_action=f"/l/{token}",
+            pdf_url=f"/l/{token}/letter.pdf",
+            mailto=mailto,
+            message=message,
+            error=error,
+            similar_percent=percent,
+            similar_count=count,
+            max_text=MAX_TEXT,
+            target_kind_label="MPs" if letter["target_kind"] == "mp" else "employers",
+            sent_on=f"{letter['sent_at']:%d %B %Y}" if letter["sent_at"] else "",
+        )
+
+    @app.get("/", response_class=HTMLResponse)
+    def home() -> HTMLResponse:
+        return page(
+            "message.html",
+            heading=settings.campaign_name,
+            text="To see your letter, open the personal link in the email we sent you.",
+        )
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/l/{token}", response_class=HTMLResponse)
+    def show_letter(token: str, request: Request, done: str | None = None) -> HTMLResponse:
+        found = letter_for_token(engine, token)
+        if found is None:
+            return not_found(request)
+        return letter_page(found, token, message=_DONE.get(done or ""))
+
+    @app.post("/l/{token}")
+    def act_on_letter(
+        token: str,
+        request: Request,
+        action: str = Form(""),
+        csrf: str = Form(""),
+        text: str = Form(""),
+        address: str | None = Form(None),
+    ) -> Response:
+        found = letter_for_token(engine, token)
+        if found is None:
+            return not_found(request)
+        if not check_token(csrf_token(settings.secret, found.letter["reference"]), csrf):
+            return page(
+                "message.html",
+                400,
+                heading="Please try again",
+                text="This form did not come from your letter's page. Go back, reload it and try again.",
+            )
+        try:
+            if action == "send":
+                done = send_for_me(engine, settings, found, text, address)
+            elif action == "self":
+                done = sent_myself(engine, found, text or None)
+            elif action == "optout":
+                done = not_for_me(engine, found)
+            else:
+                return letter_page(
+                    found, token, error="Choose one of the buttons below the letter.", status=400
+                )
+        except CampaignError as exc:
+            return letter_page(
+                found,
+                token,
+                text=text,
+                address=address,
+                error=str(exc)[:1].upper() + str(exc)[1:] + ".",
+                status=400,
+            )
+        # Post/Redirect/Get: reloading the result page never posts again.
+        return RedirectResponse(f"/l/{token}?done={action if done else 'already'}", status_code=303)
+
+    @app.get("/l/{token}/letter.pdf")
+    def letter_pdf(token: str, request: Request) -> Response:
+        found = letter_for_token(engine, token)
+        if found is None:
+            return not_found(request)
+        data = pdf_bytes([letter_document(found.letter, renderer_for(found))])
+        return Response(
+            data,
+            media_type="application/pdf",
+            headers={
+                "Content-Disposition": f'attachment; filename="letter-{found.letter["reference"]}.pdf"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    def unsubscribe_target(reference: str, token: str) -> int | None:
+        if not check_token(link_token(settings.secret, reference, "unsubscribe"), token):
+            return None
+        with engine.connect() as conn:
+            return conn.execute(
+                select(letter_table.c.member_id).where(letter_table.c.reference == reference)
+            ).scalar()
+
+    @app.get("/unsubscribe/{reference}/{token}", response_class=HTMLResponse)
+    def unsubscribe_form(reference: str, token: str, request: Request) -> HTMLResponse:
+        if unsubscribe_target(reference, token) is None:
+            return not_found(request)
+        return page(
+            "message.html",
+            heading="Stop campaign emails?",
+            text="You will get no more campaign emails from us. Your membership is not affected.",
+            form_action=f"/unsubscribe/{reference}/{token}",
+            button="Stop campaign emails",
+        )
+
+    @app.post("/unsubscribe/{reference}/{token}", response_class=HTMLResponse)
+    def unsubscribe(reference: str, token: str, request: Request) -> HTMLResponse:
+        member_id = unsubscribe_target(reference, token)
+        if member_id is None:
+            return not_found(request)
+        with engine.begin() as conn:
+            conn.execute(
+                member_table.update()
+                .where(member_table.c.id == member_id, member_table.c.mail_opt_out_at.is_(None))
+                .values(mail_opt_out_at=utcnow())
+            )
+            record_event(conn, "members.unsubscribe", reference=reference)
+        return page(
+            "message.html",
+            heading="You will get no more campaign emails",
+            text="Done. If this was a mistake, write to us and we will put it right.",
+        )
+
+    return app
