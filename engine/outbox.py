@@ -27,6 +27,11 @@ from .models import letter_table, outbox_table, wave_table
 from .renderer import WaveRenderer
 from .settings import Settings
 
+# Python folds a header that would just fit on a line of its own onto a
+# continuation line, which some readers show with a leading space; RFC 5322
+# allows lines of 998 characters, so fold only beyond that.
+MAIL_POLICY = SMTP.clone(max_line_length=998)
+
 
 @dataclass
 class BuiltMessage:
@@ -68,7 +73,7 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
 def _union_mail(
     outbox: dict[str, Any], letter: dict[str, Any], settings: Settings, context: dict[str, Any]
 ) -> EmailMessage:
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = settings.mail_from
     message["To"] = outbox["to_addr"]
     message["Reply-To"] = settings.organising_email
@@ -129,7 +134,7 @@ def build_letter(
 
     member = member_from_snapshot(letter["merge_snapshot"]["member"])
     sender_name = f"{member['name']} via {settings.campaign_name}"
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = formataddr((sender_name, parseaddr(settings.mail_from)[1]))
     message["To"] = outbox["to_addr"]
     if outbox.get("cc_addr"):
