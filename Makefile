@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo-run
 CAMPAIGN := $(BIN)/campaign --db sqlite:///$(DEMO_DIR)/campaign.db
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean serve
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,11 +35,20 @@ demo: $(STAMP)
 	$(CAMPAIGN) wave launch "Employers: well-being assessment"
 	$(CAMPAIGN) wave status "Employers: well-being assessment"
 	$(CAMPAIGN) outbox export $(DEMO_DIR)/outbox-check
+	$(CAMPAIGN) letters decide "MPs: inspection and well-being" M100003 send --text-file data/edited-letter.txt
+	$(CAMPAIGN) letters decide "MPs: inspection and well-being" M100005 send
+	$(CAMPAIGN) letters decide "MPs: inspection and well-being" M100004 opt-out
 	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
+	$(CAMPAIGN) wave status "MPs: inspection and well-being"
+	@echo "A member's personal link (run 'make serve' and open it):"
+	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
 	$(CAMPAIGN) wave pdf "Employers: well-being assessment" --out $(DEMO_DIR)/pdfs --limit 3
 	@echo
 	@echo "Demo database: $(DEMO_DIR)/campaign.db; invitations delivered to the folder $(DEMO_DIR)/outbox/,"
 	@echo "letters printed to $(DEMO_DIR)/pdfs/. No mail left this machine. Try: $(CAMPAIGN) letters list"
+
+serve: $(STAMP)
+	$(CAMPAIGN) serve --port 8000
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine tests bench

@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 
 from .cli import App, Progress, UserError, echo_json, echo_json_array, echo_table, main, members, pass_app
+from .confirm import letter_for_member, not_for_me, send_for_me, sent_myself
 from .errors import CampaignError
 from .letters import iter_letters, letter_document, pdf_bytes, write_wave_pdfs
+from .links import letter_link, link_token
 from .members import set_mail_opt_out
 from .models import LETTER_STATES, WAVE_TARGETS
 from .outbox import build_invitation, export_outbox, write_atomically
@@ -551,3 +553,59 @@ def serve_command(app: App, host: str, port: int) -> None:
         f"Member pages on http://{host}:{port}/ (links in invitations use {app.settings.base_url}).", err=True
     )
     uvicorn.run(create_app(app.engine(), app.settings), host=host, port=port, log_level="warning")
+
+
+@letters.command("link")
+@click.argument("wave_name", metavar="WAVE")
+@click.argument("membership_no", metavar="MEMBER")
+@pass_app
+def letters_link(app: App, wave_name: str, membership_no: str) -> None:
+    """Print a member's personal link to their letter (to help them by phone, or to test the pages).
+
+    \b
+    Example:
+      campaign letters link "MPs autumn" M100001
+    """
+    found = letter_for_member(app.engine(), wave_name, membership_no)
+    reference = found.letter["reference"]
+    click.echo(letter_link(app.settings.base_url, link_token(app.settings.secret, reference)))
+
+
+@letters.command("decide")
+@click.argument("wave_name", metavar="WAVE")
+@click.argument("membership_no", metavar="MEMBER")
+@click.argument("choice", type=click.Choice(["send", "self", "opt-out"]))
+@click.option(
+    "--text-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The member's edited letter (default: the letter as drafted).",
+)
+@click.option("--address", help="The member's home address, lines separated by | (MP letters).")
+@pass_app
+def letters_decide(
+    app: App, wave_name: str, membership_no: str, choice: str, text_file: Path | None, address: str | None
+) -> None:
+    """Record a member's choice for them, exactly as their page would: send for me, sent myself, or opt out.
+
+    \b
+    Examples:
+      campaign letters decide "MPs autumn" M100003 send --text-file edited.txt \\
+          --address "1 High St|Leeds|LS1 1AA"
+      campaign letters decide "MPs autumn" M100004 opt-out
+    """
+    engine = app.engine()
+    found = letter_for_member(engine, wave_name, membership_no)
+    text = text_file.read_text(encoding="utf-8") if text_file else found.text
+    if address is not None:
+        address = "\n".join(part.strip() for part in address.split("|"))
+    elif found.needs_address:
+        address = found.letter["sender_address"] or found.member["address"]
+    if choice == "send":
+        done = send_for_me(engine, app.settings, found, text, address)
+    elif choice == "self":
+        done = sent_myself(engine, found, text)
+    else:
+        done = not_for_me(engine, found)
+    if not done:
+        raise CampaignError(f"{membership_no} had already decided: the letter is {found.letter['state']}")
+    click.echo(f"{membership_no}: {choice} recorded for letter {found.letter['reference']}.")

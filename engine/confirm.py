@@ -18,7 +18,7 @@ from .errors import CampaignError
 from .events import record_event
 from .links import token_hash
 from .merge import member_from_snapshot
-from .models import letter_table, outbox_table, utcnow, wave_table
+from .models import letter_table, member_table, outbox_table, utcnow, wave_table
 from .settings import Settings
 from .states import mark_opted_out, mark_queued, mark_self_sent
 
@@ -75,6 +75,23 @@ def letter_for_token(engine: Engine, token: str) -> MemberLetter | None:
     if found.undecided and found.expired():
         return None
     return found
+
+
+def letter_for_member(engine: Engine, wave_name: str, membership_no: str) -> MemberLetter:
+    """A member's letter in a wave, for staff acting on a member's behalf (by phone, say)."""
+    lt, w, m = letter_table.c, wave_table.c, member_table.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(letter_table)
+            .join(wave_table, w.id == lt.wave_id)
+            .join(member_table, m.id == lt.member_id)
+            .where(w.name == wave_name, m.membership_no == membership_no)
+        ).first()
+        if row is None:
+            raise CampaignError(f"member {membership_no} has no letter in wave {wave_name!r}")
+        letter = dict(row._mapping)
+        wave = dict(conn.execute(select(wave_table).where(w.id == letter["wave_id"])).one()._mapping)
+    return MemberLetter(letter, wave)
 
 
 def _clean_text(text: str) -> str:

@@ -77,7 +77,9 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     assert "Employer: resolved 38, unknown URN 11, closed school 1, independent 1, no trust named 3" in out
     assert "la:330" in out  # Birmingham: members but no contact
     assert "Wave 'MPs: inspection and well-being': 48 letter(s) created, 48 invitation(s) queued" in out
-    assert "81 sent, 0 to retry later, 0 failed." in out
-    assert len(list((tmp_path / "demo" / "outbox").glob("*.eml"))) == 81
+    # 81 invitations, 2 letters confirmed through the member-page code path, and their 2 receipts.
+    assert "85 sent, 0 to retry later, 0 failed." in out
+    assert len(list((tmp_path / "demo" / "outbox").glob("*.eml"))) == 85
+    assert "  sent         2\n  opted_out    1\n" in out
     assert len(list((tmp_path / "demo" / "pdfs").glob("*.pdf"))) == 3
     assert (tmp_path / "demo" / "preview.pdf").read_bytes().startswith(b"%PDF")
