@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from .errors import CampaignError
-from .merge import member_from_snapshot, paragraphs_html
+from .merge import member_from_snapshot, paragraphs_html, without_placeholders
 from .models import LETTER_STATES, letter_table, member_table, wave_table
 from .outbox import write_atomically
 from .renderer import WaveRenderer
@@ -85,7 +85,8 @@ def _with_address(member: dict[str, Any], address: str | None) -> dict[str, Any]
 
 def letter_html(letter: dict[str, Any], renderer: WaveRenderer) -> str:
     """The letter's body as HTML paragraphs, derived from its frozen text."""
-    return paragraphs_html(letter.get("final_text") or letter["body_text"], renderer.paragraph_style)
+    text = without_placeholders(letter.get("final_text") or letter["body_text"])
+    return paragraphs_html(text, renderer.paragraph_style)
 
 
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)

@@ -126,6 +126,23 @@ def fixed_target(wave: dict[str, Any]) -> Target:
     )
 
 
+# A template asks for the member's own words with a paragraph in square brackets,
+# e.g. "[Why this matters in your school: …]". The page prompts for it; if the
+# member leaves it, it is left out of the letter rather than sent as it stands.
+_PLACEHOLDER = re.compile(r"^[ \t]*\[[^\[\]\n]+\][ \t]*$", re.M)
+
+
+def placeholders(text: str) -> list[str]:
+    """The bracketed prompts still in a letter's text."""
+    return [m.group(0).strip()[1:-1] for m in _PLACEHOLDER.finditer(text)]
+
+
+def without_placeholders(text: str) -> str:
+    """The letter as it will go: unfilled prompts removed, with the blank lines around them."""
+    cleaned = _PLACEHOLDER.sub("", text)
+    return re.sub(r"\n{3,}", "\n\n", cleaned).strip("\n") + "\n"
+
+
 def paragraphs_html(text: str, paragraph_style: str = "") -> str:
     """Plain letter text as escaped HTML paragraphs; single newlines become line breaks."""
     opening = f'<p style="{escape(paragraph_style)}">' if paragraph_style else "<p>"

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, select
 
 from .errors import CampaignError
 from .links import letter_link, link_token, unsubscribe_link
-from .merge import member_from_snapshot
+from .merge import member_from_snapshot, without_placeholders
 from .models import letter_table, outbox_table, wave_table
 from .renderer import WaveRenderer
 from .settings import Settings
@@ -144,7 +144,7 @@ def build_letter(
     message["Date"] = format_datetime(outbox["created_at"])
     message["Message-ID"] = outbox["message_id"]
     message["X-Campaign-Ref"] = letter["reference"]
-    text = letter.get("final_text") or letter["body_text"]
+    text = without_placeholders(letter.get("final_text") or letter["body_text"])
     address = letter.get("sender_address") or member["address"]
     footer = f"\n--\nSent by {member['name']}"
     footer += f", {', '.join(address.splitlines())}" if address else ""

@@ -47,3 +47,14 @@ def test_layout_is_inlined_once_and_keeps_its_page_rules():
     assert "{{ body }}" in inlined
     assert '@bottom-center { content: "Ref: {{ letter.reference }}"; }' in inlined
     assert 'style="font-weight:bold"' in inlined
+
+
+def test_an_unfilled_prompt_for_the_members_own_words_is_left_out():
+    from engine.merge import placeholders, without_placeholders
+
+    text = "Dear Ms Alden,\n\nOpening.\n\n[Why this matters in your school]\n\nClosing.\n"
+    assert placeholders(text) == ["Why this matters in your school"]
+    assert without_placeholders(text) == "Dear Ms Alden,\n\nOpening.\n\nClosing.\n"
+    filled = text.replace("[Why this matters in your school]", "Two colleagues left [in May].")
+    assert placeholders(filled) == []
+    assert without_placeholders(filled) == filled

@@ -242,3 +242,21 @@ def test_employer_with_postal_address_only_offers_self_send(sample):  # noqa: F8
     assert "Bristol City Council" in page.text
     assert 'value="send"' not in page.text
     assert 'value="self"' in page.text
+
+
+def test_the_page_prompts_for_own_words_and_an_unfilled_prompt_is_not_sent(site):
+    page = requests.get(site.link("M100001"), timeout=10)
+    assert "replace the text in [square brackets]" in page.text
+    draft = site.letter("M100001")["body_text"]
+    assert "[Why this matters in your school" in draft
+    requests.post(
+        site.link("M100001"),
+        data=site.form("M100001", action="send", text=draft, address="1 Orchard Way\nSevenoaks\nBR8 7RE"),
+        timeout=10,
+    )
+    with SmtpServer() as smtp:
+        send_outbox(site.engine, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=lambda s: None)
+        [letter] = [r.message for r in smtp.recorder.received if ".letter@" in r.message["Message-ID"]]
+    text = letter.get_body(("plain",)).get_content()
+    assert "Why this matters" not in text
+    assert "I am one of your constituents" in text

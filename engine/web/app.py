@@ -32,6 +32,7 @@ from ..errors import CampaignError
 from ..events import record_event
 from ..letters import letter_document, pdf_bytes
 from ..links import check_token, csrf_token, link_token
+from ..merge import placeholders, without_placeholders
 from ..models import letter_table, member_table, utcnow
 from ..renderer import WaveRenderer
 from ..settings import Settings
@@ -126,7 +127,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             letter=letter,
             state=letter["state"],
             undecided=found.undecided,
-            text=current,
+            text=current if found.undecided else without_placeholders(current),
             address=address if address is not None else (letter["sender_address"] or member["address"]),
             needs_address=found.needs_address,
             can_send=found.can_send_for_member,
@@ -136,6 +137,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             mailto=mailto,
             message=message,
             error=error,
+            prompts=placeholders(current) if found.undecided else [],
             similar_percent=percent,
             similar_count=count,
             max_text=MAX_TEXT,
