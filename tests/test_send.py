@@ -165,3 +165,25 @@ def test_killed_worker_loses_nothing_and_sends_nothing_twice(smtp, tmp_path):
         assert send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep).sent == 1
     assert statuses(launched) == {"sent": 48}
     launched.dispose()
+
+
+def test_two_workers_at_once_never_send_a_message_twice(launched, tmp_path):
+    """Claims are exclusive: FOR UPDATE SKIP LOCKED on PostgreSQL, the write lock on SQLite."""
+    import threading
+
+    results = {}
+
+    def work(name: str) -> None:
+        results[name] = send_outbox(
+            launched, SETTINGS, FolderTransport(tmp_path / name), rate=1000, batch=3, sleep=no_sleep
+        )
+
+    workers = [threading.Thread(target=work, args=(name,)) for name in ("one", "two")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert results["one"].sent + results["two"].sent == 48
+    files = [p.name for name in ("one", "two") for p in (tmp_path / name).glob("*.eml")]
+    assert len(files) == len(set(files)) == 48
+    assert statuses(launched) == {"sent": 48}
