@@ -189,7 +189,7 @@ def main() -> int:
     t = time.perf_counter()
     built = 0
     for message in queued_messages(engine, settings):
-        bytes(message.message)
+        len(message.data)
         built += 1
         if built == 2000:
             break

@@ -5,7 +5,6 @@ Registered on the main group by engine.cli; like it, a thin layer over the engin
 
 from __future__ import annotations
 
-from email import message_from_bytes
 from pathlib import Path
 
 import click
@@ -17,7 +16,7 @@ from .letters import iter_letters, letter_document, pdf_bytes, write_wave_pdfs
 from .links import letter_link, link_token
 from .members import set_mail_opt_out
 from .models import LETTER_STATES, WAVE_TARGETS
-from .outbox import build_invitation, export_outbox, write_atomically
+from .outbox import build_invitation, export_outbox, parse_message, write_atomically
 from .send import resend_uncertain as resend_uncertain_messages
 from .send import send_outbox, set_paused
 from .smtp import FolderTransport, SmtpTransport
@@ -249,7 +248,8 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
     """
     wave, letter, invitation, merger = preview_merge(app.engine(), name, app.settings, membership_no)
     document = letter_document(letter, merger.renderer)
-    message = build_invitation(invitation, letter, wave, merger.renderer, app.settings)
+    raw = build_invitation(invitation, letter, wave, merger.renderer, app.settings)
+    message = parse_message(raw)
     if out == "-":
         click.echo(f"To:      {letter['target_name']} <{letter['target_email'] or 'no email: post only'}>")
         click.echo(f"Subject: {letter['subject']}   [Ref: {letter['reference']}]\n")
@@ -267,8 +267,7 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
     elif suffix == ".pdf":
         data = pdf_bytes([document])
     elif suffix == ".eml":
-        data = bytes(message)
-        message_from_bytes(data)  # it must parse back
+        data = raw
     else:
         raise UserError(f"--out: {out!r} must end in .html, .pdf or .eml (or be - for text)")
     path.parent.mkdir(parents=True, exist_ok=True)

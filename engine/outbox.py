@@ -12,8 +12,10 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from email import message_from_bytes
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import default
 from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,10 @@ from sqlalchemy import Engine, func, select
 from .errors import CampaignError
 from .links import letter_link, link_token, unsubscribe_link
 from .merge import member_from_snapshot, without_placeholders
+from .mime import alternative
 from .models import letter_table, outbox_table, wave_table
 from .renderer import WaveRenderer
 from .settings import Settings
-
-# Python folds a header that would just fit on a line of its own onto a
-# continuation line, which some readers show with a leading space; RFC 5322
-# allows lines of 998 characters, so fold only beyond that.
-MAIL_POLICY = SMTP.clone(max_line_length=998)
 
 
 @dataclass
@@ -38,7 +36,8 @@ class BuiltMessage:
     outbox_id: int
     kind: str
     reference: str | None
-    message: EmailMessage
+    data: bytes
+    to: str
 
 
 def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -70,21 +69,25 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
     }
 
 
-def _union_mail(
-    outbox: dict[str, Any], letter: dict[str, Any], settings: Settings, context: dict[str, Any]
-) -> EmailMessage:
-    message = EmailMessage(policy=MAIL_POLICY)
-    message["From"] = settings.mail_from
-    message["To"] = outbox["to_addr"]
-    message["Reply-To"] = settings.organising_email
-    message["Subject"] = outbox["subject"]
-    message["Date"] = format_datetime(outbox["created_at"])
-    message["Message-ID"] = outbox["message_id"]
-    # Union-to-member mail: one-click unsubscribe (RFC 8058).
-    message["List-Unsubscribe"] = f"<{context['unsubscribe_link']}>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message["X-Campaign-Ref"] = letter["reference"]
-    return message
+def _union_headers(
+    outbox: dict[str, Any],
+    letter: dict[str, Any],
+    settings: Settings,
+    context: dict[str, Any],
+    date: datetime,
+) -> list[tuple[str, str]]:
+    return [
+        ("From", settings.mail_from),
+        ("To", outbox["to_addr"]),
+        ("Reply-To", settings.organising_email),
+        ("Subject", outbox["subject"]),
+        ("Date", format_datetime(date)),
+        ("Message-ID", outbox["message_id"]),
+        # Union-to-member mail: one-click unsubscribe (RFC 8058).
+        ("List-Unsubscribe", f"<{context['unsubscribe_link']}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ("X-Campaign-Ref", letter["reference"]),
+    ]
 
 
 def build_invitation(
@@ -93,13 +96,13 @@ def build_invitation(
     wave: dict[str, Any],
     renderer: WaveRenderer,
     settings: Settings,
-) -> EmailMessage:
+    date: datetime | None = None,
+) -> bytes:
     context = email_context(letter, wave, settings)
     text, html = renderer.invitation(context)
-    message = _union_mail(outbox, letter, settings, context)
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-    return message
+    return alternative(
+        _union_headers(outbox, letter, settings, context, date or outbox["created_at"]), text, html
+    )
 
 
 def build_receipt(
@@ -108,13 +111,13 @@ def build_receipt(
     wave: dict[str, Any],
     renderer: WaveRenderer,
     settings: Settings,
-) -> EmailMessage:
+    date: datetime | None = None,
+) -> bytes:
     context = email_context(letter, wave, settings)
     _, text, html = renderer.receipt(context)
-    message = _union_mail(outbox, letter, settings, context)
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-    return message
+    return alternative(
+        _union_headers(outbox, letter, settings, context, date or outbox["created_at"]), text, html
+    )
 
 
 def build_letter(
@@ -123,7 +126,8 @@ def build_letter(
     wave: dict[str, Any],
     renderer: WaveRenderer,
     settings: Settings,
-) -> EmailMessage:
+    date: datetime | None = None,
+) -> bytes:
     """The member's own letter to its target: from the campaign address on the member's behalf.
 
     Sending as the member's own address would fail DMARC, so it comes from the
@@ -133,25 +137,28 @@ def build_letter(
     from .letters import letter_document  # letters imports this module
 
     member = member_from_snapshot(letter["merge_snapshot"]["member"])
-    sender_name = f"{member['name']} via {settings.campaign_name}"
-    message = EmailMessage(policy=MAIL_POLICY)
-    message["From"] = formataddr((sender_name, parseaddr(settings.mail_from)[1]))
-    message["To"] = outbox["to_addr"]
+    headers = [
+        (
+            "From",
+            formataddr((f"{member['name']} via {settings.campaign_name}", parseaddr(settings.mail_from)[1])),
+        ),
+        ("To", outbox["to_addr"]),
+    ]
     if outbox.get("cc_addr"):
-        message["Cc"] = outbox["cc_addr"]
-    message["Reply-To"] = formataddr((member["name"], member["email"]))
-    message["Subject"] = outbox["subject"]
-    message["Date"] = format_datetime(outbox["created_at"])
-    message["Message-ID"] = outbox["message_id"]
-    message["X-Campaign-Ref"] = letter["reference"]
+        headers.append(("Cc", outbox["cc_addr"]))
+    headers += [
+        ("Reply-To", formataddr((member["name"], member["email"]))),
+        ("Subject", outbox["subject"]),
+        ("Date", format_datetime(date or outbox["created_at"])),
+        ("Message-ID", outbox["message_id"]),
+        ("X-Campaign-Ref", letter["reference"]),
+    ]
     text = without_placeholders(letter.get("final_text") or letter["body_text"])
     address = letter.get("sender_address") or member["address"]
     footer = f"\n--\nSent by {member['name']}"
     footer += f", {', '.join(address.splitlines())}" if address else ""
     footer += f", through {settings.campaign_name}. Reference: {letter['reference']}\n"
-    message.set_content(text.rstrip("\n") + "\n" + footer)
-    message.add_alternative(letter_document(letter, renderer), subtype="html")
-    return message
+    return alternative(headers, text.rstrip("\n") + "\n" + footer, letter_document(letter, renderer))
 
 
 BUILDERS = {"invitation": build_invitation, "receipt": build_receipt, "letter": build_letter}
@@ -163,11 +170,18 @@ def build_message(
     wave: dict[str, Any],
     renderer: WaveRenderer,
     settings: Settings,
-) -> EmailMessage:
+    date: datetime | None = None,
+) -> bytes:
+    """The complete RFC 5322 message for an outbox row, as bytes with CRLF line ends."""
     builder = BUILDERS.get(outbox["kind"])
     if builder is None:
         raise CampaignError(f"outbox message {outbox['id']}: unknown kind {outbox['kind']!r}")
-    return builder(outbox, letter, wave, renderer, settings)
+    return builder(outbox, letter, wave, renderer, settings, date)
+
+
+def parse_message(data: bytes) -> EmailMessage:
+    """A built message read back with the standard library, for previews and checks."""
+    return message_from_bytes(data, policy=default)  # type: ignore[return-value]
 
 
 def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued") -> Iterator[BuiltMessage]:
@@ -201,7 +215,7 @@ def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued
                 wave, renderer = renderers[data["wave_id"]]
                 letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
                 message = build_message(data, letter, wave, renderer, settings)
-                yield BuiltMessage(data["id"], data["kind"], letter["reference"], message)
+                yield BuiltMessage(data["id"], data["kind"], letter["reference"], message, data["to_addr"])
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -231,7 +245,7 @@ def export_outbox(
     count = 0
     for built in queued_messages(engine, settings):
         name = f"{built.outbox_id:08d}-{built.kind}-{built.reference}.eml"
-        write_atomically(directory / name, bytes(built.message))
+        write_atomically(directory / name, built.data)
         count += 1
         if progress is not None and count % 100 == 0:
             progress(100)

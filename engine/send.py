@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import formataddr, parseaddr
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select
@@ -306,10 +306,7 @@ def _deliver_one(
     wave, renderer = renderers[letter["wave_id"]]
     now = utcnow()
     try:
-        message = build_message(data, letter, wave, renderer, settings)
-        del message["Date"]
-        message["Date"] = format_datetime(now)
-        payload = bytes(message)
+        payload = build_message(data, letter, wave, renderer, settings, date=now)
     except CampaignError as exc:
         _finish(engine, message_id, status="failed", error=f"cannot build the message: {exc}")
         return ("failed", str(exc))

@@ -227,11 +227,11 @@ def test_member_named_script_stays_text(sample):
 
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Khan" in letter_html(letter, merger.renderer)
     from engine.letters import letter_document
-    from engine.outbox import build_invitation
+    from engine.outbox import build_invitation, parse_message
 
     assert "<script>" not in letter_document(letter, merger.renderer)
     html = (
-        build_invitation(invitation, letter, wave, merger.renderer, SETTINGS)
+        parse_message(build_invitation(invitation, letter, wave, merger.renderer, SETTINGS))
         .get_body(("html",))
         .get_content()
     )

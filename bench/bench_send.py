@@ -1,0 +1,169 @@
+"""Benchmark: deliver N queued invitations to a local SMTP server (aiosmtpd, its own process).
+
+Prints messages/s for one `campaign send` worker, for two workers at once on
+PostgreSQL (with --pg URL), and for a bare smtplib loop sending the same
+number of already-built messages over one connection, measured in the same
+run; the target is at least 70% of the bare loop.
+
+    python bench/bench_send.py --messages 20000 --pg postgresql://postgres@127.0.0.1/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_import_resolve import write_members  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from engine.db import init_db, open_engine  # noqa: E402
+from engine.members import import_members  # noqa: E402
+from engine.models import member_table, mp_table, outbox_table  # noqa: E402
+from engine.outbox import queued_messages  # noqa: E402
+from engine.send import send_outbox  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from engine.smtp import SmtpTransport  # noqa: E402
+from engine.waves import WaveSpec, create_wave, launch_wave  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve_smtp(port: int, ready: multiprocessing.Event) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):
+            return "250 OK"
+
+    Controller(Sink(), hostname="127.0.0.1", port=port).start()
+    ready.set()
+    while True:
+        time.sleep(3600)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(url: str, n: int, work: Path) -> None:
+    engine = open_engine(url)
+    if not url.startswith("sqlite"):
+        from sqlmodel import SQLModel
+
+        from engine import models  # noqa: F401
+
+        with engine.begin() as conn:
+            SQLModel.metadata.drop_all(conn)
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    init_db(engine)
+    write_members(work / "members.csv", n, 1.0)
+    import_members(engine, work / "members.csv")
+    with engine.begin() as conn:
+        conn.execute(
+            mp_table.insert().values(
+                constituency_code="E14000001",
+                constituency_name="Seat",
+                vacant=False,
+                name="A Member MP",
+                email="mp@parliament.example",
+                address_as="Ms Member",
+                source="csv",
+            )
+        )
+        conn.execute(
+            member_table.update().values(
+                mp_status="resolved", constituency_code="E14000001", constituency_name="Seat"
+            )
+        )
+    settings = Settings.from_env({})
+    create_wave(engine, "bench", WaveSpec(target="mp", letter="mp-inspection", invite="invitation"), settings)
+    launch_wave(engine, "bench", settings)
+    engine.dispose()
+
+
+def queued(url: str) -> int:
+    engine = open_engine(url)
+    with engine.connect() as conn:
+        count = conn.execute(
+            select(func.count()).select_from(outbox_table).where(outbox_table.c.status == "queued")
+        ).scalar_one()
+    engine.dispose()
+    return count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--pg", help="PostgreSQL URL for the two-worker run (its tables are replaced)")
+    args = parser.parse_args()
+    n = args.messages
+    os.chdir(ROOT)
+    work = Path(tempfile.mkdtemp(prefix="campaign-bench-send-"))
+    port = free_port()
+    ready = multiprocessing.Event()
+    server = multiprocessing.Process(target=serve_smtp, args=(port, ready), daemon=True)
+    server.start()
+    ready.wait(10)
+    smtp_url = f"smtp://127.0.0.1:{port}"
+    settings = Settings.from_env({"SMTP_URL": smtp_url})
+
+    sqlite_url = f"sqlite:///{work}/send.db"
+    prepare(sqlite_url, n, work)
+    engine = open_engine(sqlite_url)
+    built = [(m.to, m.data) for m in queued_messages(engine, settings)]
+
+    t = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as bare:
+        for to, data in built:
+            bare.sendmail("campaigns@union.example", [to], data)
+    bare_rate = len(built) / (time.perf_counter() - t)
+    print(f"bare smtplib:    {bare_rate:,.0f} messages/s ({len(built):,} built messages, one connection)")
+
+    t = time.perf_counter()
+    result = send_outbox(engine, settings, SmtpTransport(smtp_url), rate=1e6, batch=100)
+    one = result.sent / (time.perf_counter() - t)
+    print(
+        f"one worker:      {one:,.0f} messages/s on SQLite ({result.sent:,} sent) = "
+        f"{one / bare_rate:.0%} of bare"
+    )
+    engine.dispose()
+
+    if args.pg:
+        prepare(args.pg, n, work)
+        env = {**os.environ, "CAMPAIGN_DB": args.pg, "SMTP_URL": smtp_url}
+        command = [sys.executable, "-m", "engine", "send", "--once", "--rate", "1000000"]
+        t = time.perf_counter()
+        workers = [
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(2)
+        ]
+        for worker in workers:
+            worker.wait()
+        two = n / (time.perf_counter() - t)
+        left = queued(args.pg)
+        print(
+            f"two workers:     {two:,.0f} messages/s on PostgreSQL ({left} left queued) = "
+            f"{two / bare_rate:.0%} of bare"
+        )
+    server.terminate()
+    ok = one / bare_rate >= 0.7
+    print("target met" if ok else "TARGET MISSED: one worker under 70% of the bare smtplib loop")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
