@@ -145,14 +145,16 @@ def main() -> int:
     if args.pg:
         prepare(args.pg, n, work)
         env = {**os.environ, "CAMPAIGN_DB": args.pg, "SMTP_URL": smtp_url}
-        command = [sys.executable, "-m", "engine", "send", "--once", "--rate", "1000000"]
+        command = [sys.executable, "-m", "engine", "send", "--once", "--rate", "1000"]
         t = time.perf_counter()
         workers = [
-            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for _ in range(2)
         ]
         for worker in workers:
-            worker.wait()
+            _, errors = worker.communicate()
+            if worker.returncode:
+                print(f"a worker failed: {errors.strip().splitlines()[-1:]}")
         two = n / (time.perf_counter() - t)
         left = queued(args.pg)
         print(

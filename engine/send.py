@@ -15,12 +15,13 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import formataddr, parseaddr
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Engine, and_, bindparam, or_, select
 
 from .errors import CampaignError
 from .events import record_event
@@ -206,53 +207,62 @@ def send_outbox(
         )
     result = SendResult(transport=transport.description)
     result.recovered = recover_abandoned(engine)
-    worker = worker_id()
-    renderers: dict[int, tuple[dict[str, Any], WaveRenderer]] = {}
+    delivery = _Delivery(engine, settings, transport, worker_id())
+    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build")
     interval = 1.0 / rate if rate > 0 else 0.0
     next_slot = time.monotonic()
     failures_in_a_row = 0
     handled = 0
     try:
         while limit is None or handled < limit:
-            ids = claim(engine, worker, min(batch, limit - handled) if limit else batch)
-            if not ids:
+            rows = delivery.claim(min(batch, limit - handled) if limit else batch)
+            if not rows:
                 if once:
                     break
                 sleep(poll)
                 continue
-            for position, message_id in enumerate(ids):
+            # Messages are built a little ahead, in a thread, while this one waits on
+            # the SMTP server and the database (both release the GIL).
+            built = builder.map(delivery.build, rows)
+            for position, (row, payload) in enumerate(zip(rows, built, strict=True)):
                 wait = next_slot - time.monotonic()
                 if wait > 0:
                     sleep(wait)
                 next_slot = max(next_slot, time.monotonic()) + interval
-                outcome = _deliver_one(engine, settings, transport, worker, message_id, renderers)
+                outcome, detail = delivery.deliver(row, payload)
                 handled += 1
+                if outcome == "skipped":
+                    continue
                 if outcome == "sent":
                     result.sent += 1
                     failures_in_a_row = 0
                 else:
-                    kind, detail = outcome
-                    result.errors.append(f"message {message_id}: {detail}")
-                    if kind == "retrying":
+                    result.errors.append(f"message {row['id']}: {detail}")
+                    if outcome == "retrying":
                         result.retrying += 1
                     else:
                         result.failed += 1
                     failures_in_a_row += 1
-                    if kind == "fatal" or failures_in_a_row >= pause_after:
+                    if outcome == "fatal" or failures_in_a_row >= pause_after:
                         why = (
-                            f"{failures_in_a_row} failures in a row, the last: {detail}"
-                            if kind != "fatal"
-                            else detail
+                            detail
+                            if outcome == "fatal"
+                            else f"{failures_in_a_row} failures in a row, the last: {detail}"
                         )
+                        delivery.flush()
                         set_paused(engine, why)
                         result.paused = why
-                        _release(engine, worker, ids[position + 1 :])
+                        _release(engine, delivery.worker, [r["id"] for r in rows[position + 1 :]])
                         return result
                 if on_message is not None:
-                    on_message(str(outcome if isinstance(outcome, str) else outcome[0]))
+                    on_message(outcome)
     finally:
-        transport.close()
-        _release(engine, worker, None)
+        builder.shutdown(wait=True, cancel_futures=True)
+        try:
+            delivery.flush()
+        finally:
+            transport.close()
+            _release(engine, delivery.worker, None)
     with engine.begin() as conn:
         record_event(conn, "send", sent=result.sent, retrying=result.retrying, failed=result.failed)
     return result
@@ -272,105 +282,163 @@ def _release(engine: Engine, worker: str, ids: list[int] | None) -> None:
         )
 
 
-def _deliver_one(
-    engine: Engine,
-    settings: Settings,
-    transport: Transport,
-    worker: str,
-    message_id: int,
-    renderers: dict[int, tuple[dict[str, Any], WaveRenderer]],
-) -> str | tuple[str, str]:
-    o, lt = outbox_table.c, letter_table.c
-    with engine.begin() as conn:
-        row = conn.execute(
-            select(outbox_table, *[c.label(f"l_{c.name}") for c in letter_table.c])
-            .select_from(outbox_table.join(letter_table, lt.id == o.letter_id))
-            .where(o.id == message_id)
-        ).one()
-        data = dict(row._mapping)
+_o = outbox_table.c
+# Built once: constructing SQLAlchemy statements per message costs more than running them.
+_START = (
+    outbox_table.update()
+    .where(_o.id == bindparam("mid"), _o.status == "claimed", _o.claimed_by == bindparam("worker"))
+    .values(status="sending", attempts=_o.attempts + 1)
+)
+_SENT = (
+    outbox_table.update()
+    .where(_o.id == bindparam("mid"))
+    .values(
+        status="sent",
+        sent_at=bindparam("now"),
+        smtp_response=bindparam("response"),
+        error=None,
+        claimed_by=None,
+        next_attempt_at=None,
+    )
+)
+_FINISH = (
+    outbox_table.update()
+    .where(_o.id == bindparam("mid"))
+    .values(
+        status=bindparam("status"),
+        error=bindparam("error"),
+        claimed_by=None,
+        claimed_at=None,
+        next_attempt_at=bindparam("retry_at"),
+        attempts=_o.attempts + bindparam("attempts_delta"),
+    )
+)
+_BATCH = (
+    select(outbox_table, *[c.label(f"l_{c.name}") for c in letter_table.c])
+    .select_from(outbox_table.join(letter_table, letter_table.c.id == _o.letter_id))
+    .where(_o.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_o.id)
+)
+
+
+class _Delivery:
+    """One worker's deliveries.
+
+    Each message's outcome is recorded in the same transaction that marks the
+    next message `sending`, so a message costs one commit, and a worker still
+    has at most one message in `sending` at any moment.
+    """
+
+    def __init__(self, engine: Engine, settings: Settings, transport: Transport, worker: str):
+        self.engine, self.settings, self.transport, self.worker = engine, settings, transport, worker
+        self.renderers: dict[int, tuple[dict[str, Any], WaveRenderer]] = {}
+        self.pending: Callable[[Any], None] | None = None
+        self.domain_from = parseaddr(settings.mail_from)[1]
+
+    def claim(self, limit: int) -> list[dict[str, Any]]:
+        self.flush()  # a sent letter queues its receipt: let the next claim see it
+        ids = claim(self.engine, self.worker, limit)
+        if not ids:
+            return []
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(_BATCH, {"ids": ids})]
+            for row in rows:
+                if row["l_wave_id"] not in self.renderers:
+                    wave = dict(
+                        conn.execute(select(wave_table).where(wave_table.c.id == row["l_wave_id"]))
+                        .one()
+                        ._mapping
+                    )
+                    self.renderers[row["l_wave_id"]] = (wave, WaveRenderer(wave["frozen"]))
+        return rows
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            with self.engine.begin() as conn:
+                self.pending(conn)
+            self.pending = None
+
+    def build(self, data: dict[str, Any]) -> bytes | CampaignError:
+        """The message's bytes (its Date is set again if it waits), or why it cannot be built."""
         letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
-        if letter["wave_id"] not in renderers:
-            wave = dict(
-                conn.execute(select(wave_table).where(wave_table.c.id == letter["wave_id"])).one()._mapping
-            )
-            renderers[letter["wave_id"]] = (wave, WaveRenderer(wave["frozen"]))
-        # Committed before the SMTP transaction starts: if this process dies
-        # from here on, the message is known to be in doubt.
-        moved = conn.execute(
-            outbox_table.update()
-            .where(o.id == message_id, o.status == "claimed", o.claimed_by == worker)
-            .values(status="sending", attempts=o.attempts + 1)
-        ).rowcount
-    if not moved:
-        return ("skipped", "no longer claimed by this worker")
-    wave, renderer = renderers[letter["wave_id"]]
-    now = utcnow()
-    try:
-        payload = build_message(data, letter, wave, renderer, settings, date=now)
-    except CampaignError as exc:
-        _finish(engine, message_id, status="failed", error=f"cannot build the message: {exc}")
-        return ("failed", str(exc))
-    mail_from = parseaddr(settings.mail_from)[1]
-    if settings.bounce_domain:
-        # VERP: a bounce comes back to an address that names the letter.
-        mail_from = f"bounces+{letter['reference']}@{settings.bounce_domain}"
-    recipients = [parseaddr(data["to_addr"])[1]]
-    if data.get("cc_addr"):
-        recipients.append(parseaddr(data["cc_addr"])[1])
-    name = f"{message_id:08d}-{data['kind']}-{letter['reference']}"
-    try:
-        delivery = transport.send(payload, mail_from, recipients, name)
-    except DeliveryError as exc:
-        if exc.fatal:
-            _finish(engine, message_id, status="queued", error=str(exc), attempts_back=True)
-            return ("fatal", str(exc))
-        if exc.temporary and data["attempts"] + 1 < MAX_ATTEMPTS:
-            delay = FIRST_RETRY * 2 ** data["attempts"]
-            _finish(engine, message_id, status="queued", error=str(exc), next_attempt_at=now + delay)
-            return ("retrying", str(exc))
-        _finish(engine, message_id, status="failed", error=str(exc))
-        return ("failed", str(exc))
-    with engine.begin() as conn:
-        conn.execute(
-            outbox_table.update()
-            .where(o.id == message_id)
-            .values(
-                status="sent",
-                sent_at=now,
-                smtp_response=delivery.response,
-                error=None,
-                claimed_by=None,
-                next_attempt_at=None,
-            )
-        )
-        if data["kind"] == "invitation":
-            mark_invited(conn, letter["id"])
-        elif data["kind"] == "letter" and mark_sent(conn, letter["id"]):
-            queue_receipt(conn, letter, renderer, wave, settings, now)
-    return "sent"
+        wave, renderer = self.renderers[letter["wave_id"]]
+        try:
+            return build_message(data, letter, wave, renderer, self.settings, date=utcnow())
+        except CampaignError as exc:
+            return exc
 
+    def deliver(self, data: dict[str, Any], payload: bytes | CampaignError) -> tuple[str, str]:
+        message_id = data["id"]
+        with self.engine.begin() as conn:
+            if self.pending is not None:
+                self.pending(conn)
+                self.pending = None
+            # Committed before the SMTP transaction starts: if this process dies
+            # from here on, the message is known to be in doubt.
+            if not conn.execute(_START, {"mid": message_id, "worker": self.worker}).rowcount:
+                return "skipped", "no longer claimed by this worker"
+        letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
+        wave, renderer = self.renderers[letter["wave_id"]]
+        settings = self.settings
+        now = utcnow()
+        if isinstance(payload, CampaignError):
+            self._later(message_id, "failed", f"cannot build the message: {payload}")
+            return "failed", str(payload)
+        mail_from = self.domain_from
+        if settings.bounce_domain:
+            # VERP: a bounce comes back to an address that names the letter.
+            mail_from = f"bounces+{letter['reference']}@{settings.bounce_domain}"
+        recipients = [parseaddr(data["to_addr"])[1]]
+        if data.get("cc_addr"):
+            recipients.append(parseaddr(data["cc_addr"])[1])
+        name = f"{message_id:08d}-{data['kind']}-{letter['reference']}"
+        try:
+            delivered = self.transport.send(payload, mail_from, recipients, name)
+        except DeliveryError as exc:
+            if exc.fatal:
+                # The relay refused us, not this message: give it back untouched.
+                self._later(message_id, "queued", str(exc), attempts_delta=-1)
+                return "fatal", str(exc)
+            if exc.temporary and data["attempts"] + 1 < MAX_ATTEMPTS:
+                self._later(
+                    message_id, "queued", str(exc), retry_at=now + FIRST_RETRY * 2 ** data["attempts"]
+                )
+                return "retrying", str(exc)
+            self._later(message_id, "failed", str(exc))
+            return "failed", str(exc)
 
-def _finish(
-    engine: Engine,
-    message_id: int,
-    *,
-    status: str,
-    error: str,
-    next_attempt_at: datetime | None = None,
-    attempts_back: bool = False,
-) -> None:
-    o = outbox_table.c
-    values: dict[str, Any] = {
-        "status": status,
-        "error": error,
-        "claimed_by": None,
-        "claimed_at": None,
-        "next_attempt_at": next_attempt_at,
-    }
-    if attempts_back:
-        values["attempts"] = o.attempts - 1  # the relay refused us, not this message
-    with engine.begin() as conn:
-        conn.execute(outbox_table.update().where(o.id == message_id).values(**values))
+        def record(conn: Any) -> None:
+            conn.execute(_SENT, {"mid": message_id, "now": now, "response": delivered.response})
+            if data["kind"] == "invitation":
+                mark_invited(conn, letter["id"])
+            elif data["kind"] == "letter" and mark_sent(conn, letter["id"]):
+                queue_receipt(conn, letter, renderer, wave, settings, now)
+
+        self.pending = record
+        return "sent", delivered.response
+
+    def _later(
+        self,
+        message_id: int,
+        status: str,
+        error: str,
+        *,
+        retry_at: datetime | None = None,
+        attempts_delta: int = 0,
+    ) -> None:
+        def record(conn: Any) -> None:
+            conn.execute(
+                _FINISH,
+                {
+                    "mid": message_id,
+                    "status": status,
+                    "error": error,
+                    "retry_at": retry_at,
+                    "attempts_delta": attempts_delta,
+                },
+            )
+
+        self.pending = record
 
 
 def queue_receipt(

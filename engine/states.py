@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 
 from .models import letter_table, utcnow
+
+# Built once: the sending worker runs this for every invitation.
+_INVITED = (
+    letter_table.update()
+    .where(letter_table.c.id == bindparam("letter_id"), letter_table.c.state == "drafted")
+    .values(state="invited", updated_at=bindparam("now"))
+)
 
 
 def mark_invited(conn: Connection, letter_id: int) -> bool:
     """drafted → invited, once the member's invitation has gone. False if it had moved on already."""
-    lt = letter_table.c
-    done = conn.execute(
-        letter_table.update()
-        .where(lt.id == letter_id, lt.state == "drafted")
-        .values(state="invited", updated_at=utcnow())
-    ).rowcount
-    return bool(done)
+    return bool(conn.execute(_INVITED, {"letter_id": letter_id, "now": utcnow()}).rowcount)
 
 
 _UNDECIDED = ("drafted", "invited")
