@@ -58,8 +58,9 @@ test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_import_resolve.py $(BENCH_ARGS)
-	$(BIN)/python bench/bench_launch.py $(BENCH_ARGS)
+	-$(BIN)/python bench/bench_import_resolve.py $(BENCH_ARGS)
+	-$(BIN)/python bench/bench_launch.py $(BENCH_ARGS)
+	-$(BIN)/python bench/bench_send.py $(SEND_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info
