@@ -189,3 +189,29 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]] | Pre
         conn.execute(table.insert(), rows)
         return
     insert_rows(conn, table, prepare_insert(table, rows, conn.dialect))
+
+
+class FastStatement:
+    """A Core statement compiled once for a dialect and run through the driver directly.
+
+    For the sending worker's few per-message writes, where SQLAlchemy's own
+    per-execution work costs as much as the database. Bound values go through
+    each parameter's own type processor, exactly as Core would send them.
+    """
+
+    def __init__(self, statement: Any, dialect: Dialect):
+        self.compiled = statement.compile(dialect=dialect)
+        self.sql = str(self.compiled)
+        self.order = list(self.compiled.positiontup or ())
+        self.processors = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for bind, name in self.compiled.bind_names.items()
+        }
+
+    def execute(self, conn: Connection, **values: Any) -> int:
+        params = self.compiled.construct_params(values)
+        for name, process in self.processors.items():
+            if process is not None and name in params:
+                params[name] = process(params[name])
+        driver_params: Any = tuple(params[key] for key in self.order) if self.order else params
+        return conn.exec_driver_sql(self.sql, driver_params).rowcount

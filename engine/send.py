@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, or_, select
 
+from .db import FastStatement
 from .errors import CampaignError
 from .events import record_event
 from .models import letter_table, outbox_table, send_control_table, utcnow, wave_table
@@ -259,6 +260,7 @@ def send_outbox(
     finally:
         builder.shutdown(wait=True, cancel_futures=True)
         try:
+            delivery.close()
             delivery.flush()
         finally:
             transport.close()
@@ -333,7 +335,11 @@ class _Delivery:
         self.engine, self.settings, self.transport, self.worker = engine, settings, transport, worker
         self.renderers: dict[int, tuple[dict[str, Any], WaveRenderer]] = {}
         self.pending: Callable[[Any], None] | None = None
+        self.conn: Any = None
         self.domain_from = parseaddr(settings.mail_from)[1]
+        dialect = engine.dialect
+        self.start, self.sent = FastStatement(_START, dialect), FastStatement(_SENT, dialect)
+        self.finish = FastStatement(_FINISH, dialect)
 
     def claim(self, limit: int) -> list[dict[str, Any]]:
         self.flush()  # a sent letter queues its receipt: let the next claim see it
@@ -358,9 +364,15 @@ class _Delivery:
                 self.pending(conn)
             self.pending = None
 
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
     def build(self, data: dict[str, Any]) -> bytes | CampaignError:
         """The message's bytes (its Date is set again if it waits), or why it cannot be built."""
         letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
+        data["letter"] = letter  # deliver() needs it too
         wave, renderer = self.renderers[letter["wave_id"]]
         try:
             return build_message(data, letter, wave, renderer, self.settings, date=utcnow())
@@ -369,15 +381,20 @@ class _Delivery:
 
     def deliver(self, data: dict[str, Any], payload: bytes | CampaignError) -> tuple[str, str]:
         message_id = data["id"]
-        with self.engine.begin() as conn:
+        # One connection kept for the worker's deliveries: checking one out of the
+        # pool for every message costs more than the statements themselves.
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        conn = self.conn
+        with conn.begin():
             if self.pending is not None:
                 self.pending(conn)
                 self.pending = None
             # Committed before the SMTP transaction starts: if this process dies
             # from here on, the message is known to be in doubt.
-            if not conn.execute(_START, {"mid": message_id, "worker": self.worker}).rowcount:
+            if not self.start.execute(conn, mid=message_id, worker=self.worker):
                 return "skipped", "no longer claimed by this worker"
-        letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
+        letter = data["letter"]
         wave, renderer = self.renderers[letter["wave_id"]]
         settings = self.settings
         now = utcnow()
@@ -408,7 +425,7 @@ class _Delivery:
             return "failed", str(exc)
 
         def record(conn: Any) -> None:
-            conn.execute(_SENT, {"mid": message_id, "now": now, "response": delivered.response})
+            self.sent.execute(conn, mid=message_id, now=now, response=delivered.response)
             if data["kind"] == "invitation":
                 mark_invited(conn, letter["id"])
             elif data["kind"] == "letter" and mark_sent(conn, letter["id"]):
@@ -427,15 +444,13 @@ class _Delivery:
         attempts_delta: int = 0,
     ) -> None:
         def record(conn: Any) -> None:
-            conn.execute(
-                _FINISH,
-                {
-                    "mid": message_id,
-                    "status": status,
-                    "error": error,
-                    "retry_at": retry_at,
-                    "attempts_delta": attempts_delta,
-                },
+            self.finish.execute(
+                conn,
+                mid=message_id,
+                status=status,
+                error=error,
+                retry_at=retry_at,
+                attempts_delta=attempts_delta,
             )
 
         self.pending = record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, bindparam
 
+from .db import FastStatement
 from .models import letter_table, utcnow
 
 # Built once: the sending worker runs this for every invitation.
@@ -14,9 +15,15 @@ _INVITED = (
 )
 
 
+_invited_by_dialect: dict[int, FastStatement] = {}
+
+
 def mark_invited(conn: Connection, letter_id: int) -> bool:
     """drafted → invited, once the member's invitation has gone. False if it had moved on already."""
-    return bool(conn.execute(_INVITED, {"letter_id": letter_id, "now": utcnow()}).rowcount)
+    fast = _invited_by_dialect.get(id(conn.dialect))
+    if fast is None:
+        fast = _invited_by_dialect[id(conn.dialect)] = FastStatement(_INVITED, conn.dialect)
+    return bool(fast.execute(conn, letter_id=letter_id, now=utcnow()))
 
 
 _UNDECIDED = ("drafted", "invited")
