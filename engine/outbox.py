@@ -90,34 +90,29 @@ def _union_headers(
     ]
 
 
-def build_invitation(
-    outbox: dict[str, Any],
-    letter: dict[str, Any],
-    wave: dict[str, Any],
-    renderer: WaveRenderer,
-    settings: Settings,
-    date: datetime | None = None,
-) -> bytes:
-    context = email_context(letter, wave, settings)
-    text, html = renderer.invitation(context)
-    return alternative(
-        _union_headers(outbox, letter, settings, context, date or outbox["created_at"]), text, html
-    )
+def _union_mail_builder(
+    render: Callable[[WaveRenderer, dict[str, Any]], tuple[str, str]],
+) -> Callable[..., bytes]:
+    """A builder for union-to-member mail whose two parts `render` makes from the frozen templates."""
+
+    def build(
+        outbox: dict[str, Any],
+        letter: dict[str, Any],
+        wave: dict[str, Any],
+        renderer: WaveRenderer,
+        settings: Settings,
+        date: datetime | None = None,
+    ) -> bytes:
+        context = email_context(letter, wave, settings)
+        text, html = render(renderer, context)
+        headers = _union_headers(outbox, letter, settings, context, date or outbox["created_at"])
+        return alternative(headers, text, html)
+
+    return build
 
 
-def build_receipt(
-    outbox: dict[str, Any],
-    letter: dict[str, Any],
-    wave: dict[str, Any],
-    renderer: WaveRenderer,
-    settings: Settings,
-    date: datetime | None = None,
-) -> bytes:
-    context = email_context(letter, wave, settings)
-    _, text, html = renderer.receipt(context)
-    return alternative(
-        _union_headers(outbox, letter, settings, context, date or outbox["created_at"]), text, html
-    )
+build_invitation = _union_mail_builder(lambda renderer, context: renderer.invitation(context))
+build_receipt = _union_mail_builder(lambda renderer, context: renderer.receipt(context)[1:])
 
 
 def build_letter(
