@@ -30,6 +30,7 @@ from sqlalchemy import select  # noqa: E402
 
 from engine.db import init_db, open_engine  # noqa: E402
 from engine.http import JsonClient  # noqa: E402
+from engine.launch import launch_wave  # noqa: E402
 from engine.members import import_members  # noqa: E402
 from engine.merge import member_context, mp_target, paragraphs_html  # noqa: E402
 from engine.models import member_table, mp_table, postcode_table  # noqa: E402
@@ -39,7 +40,7 @@ from engine.renderer import WaveRenderer, freeze_templates  # noqa: E402
 from engine.resolve import resolve_members  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 from engine.templating import compile_template, inline_css  # noqa: E402
-from engine.waves import WaveSpec, create_wave, get_wave, launch_wave  # noqa: E402
+from engine.waves import WaveSpec, create_wave, get_wave  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

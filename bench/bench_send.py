@@ -27,13 +27,14 @@ from bench_import_resolve import write_members  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from engine.db import init_db, open_engine  # noqa: E402
+from engine.launch import launch_wave  # noqa: E402
 from engine.members import import_members  # noqa: E402
 from engine.models import member_table, mp_table, outbox_table  # noqa: E402
 from engine.outbox import queued_messages  # noqa: E402
 from engine.send import send_outbox  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 from engine.smtp import SmtpTransport  # noqa: E402
-from engine.waves import WaveSpec, create_wave, launch_wave  # noqa: E402
+from engine.waves import WaveSpec, create_wave  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,6 +12,7 @@ import click
 from .cli import App, Progress, UserError, echo_json, echo_json_array, echo_table, main, members, pass_app
 from .confirm import letter_for_member, not_for_me, send_for_me, sent_myself
 from .errors import CampaignError
+from .launch import launch_wave, preview_merge
 from .letters import iter_letters, letter_document, pdf_bytes, write_wave_pdfs
 from .links import letter_link, link_token
 from .members import set_mail_opt_out
@@ -21,16 +22,7 @@ from .send import resend_uncertain as resend_uncertain_messages
 from .send import send_outbox, set_paused
 from .smtp import FolderTransport, SmtpTransport
 from .template_check import check_template_file
-from .waves import (
-    WaveSpec,
-    create_wave,
-    edit_wave,
-    get_wave,
-    launch_wave,
-    list_waves,
-    preview_merge,
-    wave_status,
-)
+from .waves import WaveSpec, create_wave, edit_wave, get_wave, list_waves, wave_status
 
 REASONS = {
     "opted_out": "opted out of campaign mail",

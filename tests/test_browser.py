@@ -12,7 +12,8 @@ from test_waves import MP_WAVE, SETTINGS, load_sample
 from test_web import Site
 
 from engine.db import init_db, open_engine
-from engine.waves import create_wave, launch_wave
+from engine.launch import launch_wave
+from engine.waves import create_wave
 
 CHROMIUM = os.environ.get("CAMPAIGN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [

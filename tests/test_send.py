@@ -16,11 +16,12 @@ from test_waves import MP_WAVE, SETTINGS, load_sample, sample  # noqa: F401  (th
 
 from engine.db import init_db, open_engine
 from engine.errors import CampaignError
+from engine.launch import launch_wave
 from engine.models import letter_table, outbox_table
 from engine.send import pause_state, recover_abandoned, resend_uncertain, send_outbox
 from engine.settings import Settings
 from engine.smtp import FolderTransport, SmtpTransport
-from engine.waves import create_wave, launch_wave
+from engine.waves import create_wave
 
 
 @pytest.fixture

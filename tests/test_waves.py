@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from engine.employers import import_contacts
 from engine.errors import CampaignError, RowErrors
+from engine.launch import launch_wave, preview_merge
 from engine.letters import iter_letters
 from engine.members import import_members, set_mail_opt_out
 from engine.models import letter_table, member_table, mp_table, outbox_table
@@ -22,7 +23,7 @@ from engine.reps import import_mps
 from engine.resolve import resolve_members
 from engine.schools import import_schools
 from engine.settings import Settings
-from engine.waves import WaveSpec, create_wave, edit_wave, get_wave, launch_wave, preview_merge, wave_status
+from engine.waves import WaveSpec, create_wave, edit_wave, get_wave, wave_status
 
 SETTINGS = Settings.from_env({}, templates_dir=str(ROOT / "templates"))
 MP_WAVE = WaveSpec(target="mp", letter="mp-inspection", invite="invitation")

@@ -13,11 +13,12 @@ from smtp_server import SmtpServer, free_port
 from sqlalchemy import select
 from test_waves import EMPLOYER_WAVE, MP_WAVE, SETTINGS, sample  # noqa: F401
 
+from engine.launch import launch_wave
 from engine.links import csrf_token, link_token
 from engine.models import letter_table, member_table, outbox_table, utcnow
 from engine.send import send_outbox
 from engine.smtp import SmtpTransport
-from engine.waves import create_wave, launch_wave
+from engine.waves import create_wave
 from engine.web.app import GuessThrottle, create_app
 
 
