@@ -251,6 +251,10 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
             click.echo(f"{header}: {message[header]}")
         click.echo()
         click.echo(message.get_body(("plain",)).get_content())
+        if wave["status"] == "draft":
+            click.echo(
+                "(A preview: its reference and link are examples; each letter gets its own at launch.)"
+            )
         return
     path = Path(out)
     suffix = path.suffix.lower()

@@ -124,6 +124,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         return page(
             "letter.html",
             status,
+            wave_name=found.wave["name"],
             letter=letter,
             state=letter["state"],
             undecided=found.undecided,
