@@ -1,0 +1,334 @@
+"""Telling what an incoming message is: a bounce, a complaint, an automatic reply, or mail from a person.
+
+Standard reports are read by their structure (RFC 3464 delivery status,
+RFC 5965 feedback reports); the many servers that write their own bounce
+formats are recognised by their sender and subject and read for the failed
+address and the server's reply. Only the standard library's `email` package
+parses; nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+
+KINDS = ("bounce", "complaint", "auto_reply", "ordinary")
+
+
+@dataclass
+class FailedRecipient:
+    address: str
+    status: str | None = None  # RFC 3463 code such as 5.1.1, when given
+    diagnostic: str | None = None
+    permanent: bool = True
+
+
+@dataclass
+class Classification:
+    kind: str
+    failed: list[FailedRecipient] = field(default_factory=list)
+    reason: str = ""
+
+
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
+_SMTP_REPLY = re.compile(r"(?<!\d)([45]\d\d)[ -](?:[45]\.\d{1,3}\.\d{1,3}\s*)?[^\r\n]{0,200}")
+_DAEMON = re.compile(
+    r"^(mailer-daemon|post_?master|mail-daemon|mailer|double-bounce|mail\.delivery|bounce[s]?)@", re.I
+)
+_DAEMON_NAME = re.compile(
+    r"mail delivery (subsystem|system|service)|mailer-daemon|postmaster|"
+    r"mail administrator|delivery status notification",
+    re.I,
+)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|delivery (status notification|failure|failed|has failed|problem)|"
+    r"returned mail|mail delivery failed|failure notice|could not be delivered|non[- ]?delivery|"
+    r"delivery notification|mail system error|returned to sender|message not delivered|"
+    r"nicht zustellbar|unzustellbar|non remis|no se puede entregar|rejected|bounce",
+    re.I,
+)
+_AUTO_SUBJECT = re.compile(
+    r"^(automatic reply|auto(matic)?[- ]?(reply|response|antwort)|out of (the )?office|away from|"
+    r"on vacation|vacation|abwesenheit|absence|r[ée]ponse automatique|respuesta autom[aá]tica|"
+    r"risposta automatica|automatisch antwoord|autosvar)",
+    re.I,
+)
+_FAILURE_WORDS = re.compile(
+    r"user unknown|unknown user|no such (user|mailbox|recipient)|does not exist|mailbox (unavailable|full|"
+    r"not found)|recipient (rejected|address rejected)|invalid recipient|address rejected|undeliverable|"
+    r"unrouteable|not found|quota|rejected|refused|denied|blocked|over quota|permanent|failed|"
+    r"could not be delivered|host unknown|domain not found|550|551|552|553|554",
+    re.I,
+)
+
+
+def parse(data: bytes) -> Message:
+    try:
+        return message_from_bytes(data, policy=policy.default)
+    except Exception:  # a header the modern parser cannot model: fall back to the lenient one
+        return message_from_bytes(data, policy=policy.compat32)
+
+
+def _header(message: Message, name: str) -> str:
+    try:
+        value = message.get(name)
+    except Exception:
+        return ""
+    return str(value or "").strip()
+
+
+def classify_message(data: bytes) -> Classification:
+    """What `data` (one raw message) is, and for a bounce or complaint, who failed."""
+    message = parse(data)
+    report = _report_type(message)
+    if report == "feedback-report" or _find_part(message, "message/feedback-report"):
+        return Classification("complaint", _complaint_recipients(message), "feedback report (RFC 5965)")
+    if _header(message, "X-Apple-Unsubscribe").lower() == "true":
+        return Classification("complaint", _complaint_recipients(message), "unsubscribe request (Apple Mail)")
+    if _HOTMAIL_COMPLAINT.search(_header(message, "Subject")):
+        return Classification(
+            "complaint", _complaint_recipients(message), "complaint report (Microsoft format)"
+        )
+    notification = _ses_notification(message)
+    if notification is not None:
+        return notification
+    status_part = _find_part(message, "message/delivery-status")
+    if status_part is not None or report == "delivery-status":
+        failed = _delivery_status(status_part) if status_part is not None else []
+        return Classification(
+            "bounce", failed or _x_failed(message) or _from_text(message), "delivery status report (RFC 3464)"
+        )
+    if _looks_like_bounce(message):
+        failed = _x_failed(message) or _from_text(message)
+        if failed or not _is_auto_reply_by_subject(message):
+            return Classification("bounce", failed, "delivery failure notice")
+    if _is_auto_reply(message):
+        return Classification("auto_reply", reason="automatic reply (RFC 3834 or usual headers)")
+    return Classification("ordinary")
+
+
+_HOTMAIL_COMPLAINT = re.compile(r"^\s*complaint about message from", re.I)
+
+
+def _ses_notification(message: Message) -> Classification | None:
+    """Amazon SES bounce and complaint notifications arrive as JSON (often through SNS)."""
+    text = _body_text(message).strip()
+    start = text.find("{")
+    if start == -1 or "notificationType" not in text:
+        return None
+    try:
+        # strict=False: notices wrap long lines inside strings; they also append a text footer.
+        body, _ = json.JSONDecoder(strict=False).raw_decode(text[start:])
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("Message"), str):  # wrapped by SNS
+        try:
+            body = json.loads(body["Message"], strict=False)
+        except ValueError:
+            return None
+    kind = str(body.get("notificationType", "")).lower()
+    if kind == "bounce":
+        bounce = body.get("bounce") or {}
+        permanent = str(bounce.get("bounceType", "")).lower() != "transient"
+        failed = []
+        for recipient in bounce.get("bouncedRecipients") or []:
+            if recipient.get("emailAddress"):
+                code = _STATUS.search(str(recipient.get("status", "")))
+                failed.append(
+                    FailedRecipient(
+                        str(recipient["emailAddress"]).lower(),
+                        code.group(1) if code else None,
+                        recipient.get("diagnosticCode"),
+                        permanent,
+                    )
+                )
+        return Classification("bounce", failed, "Amazon SES bounce notification")
+    if kind == "complaint":
+        complaint = body.get("complaint") or {}
+        failed = [
+            FailedRecipient(str(r.get("emailAddress", "")).lower(), None, "complaint")
+            for r in complaint.get("complainedRecipients") or []
+            if r.get("emailAddress")
+        ]
+        return Classification("complaint", failed, "Amazon SES complaint notification")
+    return None
+
+
+def _is_auto_reply_by_subject(message: Message) -> bool:
+    return bool(_AUTO_SUBJECT.search(_header(message, "Subject")))
+
+
+def _report_type(message: Message) -> str:
+    if message.get_content_type() != "multipart/report":
+        return ""
+    return (message.get_param("report-type") or "").lower() if hasattr(message, "get_param") else ""
+
+
+def _find_part(message: Message, content_type: str) -> Message | None:
+    for part in message.walk():
+        if part.get_content_type() == content_type:
+            return part
+    return None
+
+
+def _delivery_status(part: Message) -> list[FailedRecipient]:
+    """Per-recipient blocks of a message/delivery-status part whose Action is failed (or delayed)."""
+    payload = part.get_payload()
+    blocks: list[Message] = []
+    if isinstance(payload, list):
+        blocks = [p for p in payload if isinstance(p, Message)]
+    elif isinstance(payload, str):
+        # Some servers label the part but send it as text: read it as header blocks.
+        blocks = [
+            message_from_bytes(b.encode("utf-8", "replace"), policy=policy.compat32)
+            for b in re.split(r"\r?\n\r?\n", payload)
+            if b.strip()
+        ]
+    failed = []
+    for block in blocks:
+        recipient = _header(block, "Final-Recipient") or _header(block, "Original-Recipient")
+        if not recipient:
+            continue
+        action = _header(block, "Action").lower()
+        status = _header(block, "Status")
+        code = _STATUS.search(status)
+        if action and action not in ("failed", "delayed") and not (code and code.group(1)[0] in "45"):
+            continue
+        address = recipient.split(";", 1)[-1].strip().strip("<>")
+        match = _ADDRESS.search(address)
+        if match is None and "@" not in address:
+            continue
+        diagnostic = _header(block, "Diagnostic-Code").split(";", 1)[-1].strip() or None
+        permanent = action != "delayed" and not (code and code.group(1).startswith("4"))
+        # Quoted or odd local parts defeat a pattern: then keep what the server reported.
+        reported = match.group(0) if match is not None else address
+        failed.append(
+            FailedRecipient(reported.lower(), code.group(1) if code else None, diagnostic, permanent)
+        )
+    return failed
+
+
+def _x_failed(message: Message) -> list[FailedRecipient]:
+    value = _header(message, "X-Failed-Recipients")
+    if not value:
+        return []
+    text = _body_text(message)
+    status, diagnostic = _status_near(text, 0)
+    return [FailedRecipient(a.lower(), status, diagnostic) for a in _ADDRESS.findall(value)]
+
+
+def _looks_like_bounce(message: Message) -> bool:
+    sender = parseaddr(_header(message, "From"))
+    if _DAEMON.match(sender[1] or "") or _DAEMON_NAME.search(sender[0] or ""):
+        return True
+    if _header(message, "X-Failed-Recipients"):
+        return True
+    subject = _header(message, "Subject")
+    if _BOUNCE_SUBJECT.search(subject):
+        return True
+    return _header(message, "Return-Path") == "<>" and bool(_FAILURE_WORDS.search(_body_text(message)[:3000]))
+
+
+def _body_text(message: Message) -> str:
+    """The notice's own words: text parts before any attached original message."""
+    texts = []
+    for part in message.walk():
+        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+            break
+        if part.get_content_maintype() == "text":
+            try:
+                content = (
+                    part.get_content() if hasattr(part, "get_content") else part.get_payload(decode=True)
+                )
+            except Exception:
+                content = part.get_payload(decode=True)
+            if isinstance(content, bytes):
+                content = content.decode("utf-8", "replace")
+            if part.get_content_subtype() == "html":
+                content = re.sub(r"<[^>]+>", " ", content or "")
+            texts.append(content or "")
+    text = "\n".join(texts)
+    # Inline copies of the original message start with these; what follows is not the notice.
+    cut = re.search(
+        r"^(-+ ?(this is a copy|below this line|original message|the original message|"
+        r"returned message|message headers follow).*)$|^Received: ",
+        text,
+        re.I | re.M,
+    )
+    return text[: cut.start()] if cut else text
+
+
+def _status_near(text: str, position: int) -> tuple[str | None, str | None]:
+    window = text[position : position + 1200]
+    status = _STATUS.search(window)
+    reply = _SMTP_REPLY.search(window)
+    return (status.group(1) if status else None), (" ".join(reply.group(0).split()) if reply else None)
+
+
+def _from_text(message: Message) -> list[FailedRecipient]:
+    """Failed addresses in a server's own notice: those the text says failed, not the sender's."""
+    text = _body_text(message)
+    ours = {a.lower() for _, a in getaddresses([_header(message, "To"), _header(message, "From")])}
+    found: dict[str, FailedRecipient] = {}
+    for match in _ADDRESS.finditer(text):
+        address = match.group(0).strip(".").lower()
+        if address in ours or address in found or _DAEMON.match(address):
+            continue
+        around = text[max(0, match.start() - 300) : match.end() + 600]
+        if not _FAILURE_WORDS.search(around):
+            continue
+        status, diagnostic = _status_near(text, max(0, match.start() - 200))
+        permanent = not (status or "").startswith("4") and not (diagnostic or "").startswith("4")
+        found[address] = FailedRecipient(address, status, diagnostic, permanent)
+    if not found:
+        # A notice that names only one outside address: that is the failed one.
+        others = {m.group(0).strip(".").lower() for m in _ADDRESS.finditer(text)} - ours
+        others = {a for a in others if not _DAEMON.match(a)}
+        if len(others) == 1:
+            address = others.pop()
+            status, diagnostic = _status_near(text, 0)
+            found[address] = FailedRecipient(address, status, diagnostic)
+    return list(found.values())
+
+
+def _complaint_recipients(message: Message) -> list[FailedRecipient]:
+    part = _find_part(message, "message/feedback-report")
+    addresses: list[str] = []
+    if part is not None:
+        payload = part.get_payload()
+        text = payload if isinstance(payload, str) else "\n".join(str(p) for p in payload)
+        for line in text.splitlines():
+            if line.lower().startswith(("original-rcpt-to:", "removal-recipient:")):
+                addresses += _ADDRESS.findall(line)
+    if not addresses:
+        original = _find_part(message, "message/rfc822") or _find_part(message, "text/rfc822-headers")
+        if original is not None:
+            inner = original.get_payload()
+            inner_message = inner[0] if isinstance(inner, list) and inner else None
+            to = _header(inner_message, "To") if inner_message is not None else ""
+            if not to and isinstance(inner, str):
+                found = re.search(r"^To:(.*)$", inner, re.M | re.I)
+                to = found.group(1) if found else ""
+            addresses += _ADDRESS.findall(to)
+    return [FailedRecipient(a.lower(), None, "complaint") for a in dict.fromkeys(addresses)]
+
+
+def _is_auto_reply(message: Message) -> bool:
+    auto = _header(message, "Auto-Submitted").lower()
+    if auto and auto != "no":
+        return True
+    if any(
+        _header(message, h)
+        for h in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress", "X-Autoresponse", "X-Vacation")
+    ):
+        return True
+    if _header(message, "Precedence").lower() in ("auto_reply", "bulk", "junk"):
+        return True
+    return bool(_AUTO_SUBJECT.search(_header(message, "Subject")))
