@@ -279,7 +279,7 @@ def _from_text(message: Message) -> list[FailedRecipient]:
     found: dict[str, FailedRecipient] = {}
     for match in _ADDRESS.finditer(text):
         address = match.group(0).strip(".").lower()
-        if address in ours or address in found or _DAEMON.match(address):
+        if address in ours or address in found:
             continue
         around = text[max(0, match.start() - 300) : match.end() + 600]
         if not _FAILURE_WORDS.search(around):
@@ -290,7 +290,6 @@ def _from_text(message: Message) -> list[FailedRecipient]:
     if not found:
         # A notice that names only one outside address: that is the failed one.
         others = {m.group(0).strip(".").lower() for m in _ADDRESS.finditer(text)} - ours
-        others = {a for a in others if not _DAEMON.match(a)}
         if len(others) == 1:
             address = others.pop()
             status, diagnostic = _status_near(text, 0)
