@@ -58,6 +58,7 @@ _AUTO_SUBJECT = re.compile(
     r"risposta automatica|automatisch antwoord|autosvar)",
     re.I,
 )
+_LISTED = re.compile(r"^<([^<>\s]+@[^<>\s]+)>:", re.M)
 _FAILURE_WORDS = re.compile(
     r"user unknown|unknown user|no such (user|mailbox|recipient)|does not exist|mailbox (unavailable|full|"
     r"not found)|recipient (rejected|address rejected)|invalid recipient|address rejected|undeliverable|"
@@ -275,8 +276,17 @@ def _status_near(text: str, position: int) -> tuple[str | None, str | None]:
 def _from_text(message: Message) -> list[FailedRecipient]:
     """Failed addresses in a server's own notice: those the text says failed, not the sender's."""
     text = _body_text(message)
-    ours = {a.lower() for _, a in getaddresses([_header(message, "To"), _header(message, "From")])}
     found: dict[str, FailedRecipient] = {}
+    # qmail and Postfix put each failed address at the start of a line as "<address>:";
+    # that is definitive, even when it is the address the notice was sent to.
+    for line in _LISTED.finditer(text):
+        address = line.group(1).lower()
+        status, diagnostic = _status_near(text, line.start())
+        permanent = not (status or "").startswith("4") and not (diagnostic or "").startswith("4")
+        found.setdefault(address, FailedRecipient(address, status, diagnostic, permanent))
+    if found:
+        return list(found.values())
+    ours = {a.lower() for _, a in getaddresses([_header(message, "To"), _header(message, "From")])}
     for match in _ADDRESS.finditer(text):
         address = match.group(0).strip(".").lower()
         if address in ours or address in found:
