@@ -100,7 +100,9 @@ def _candidates(wave: dict[str, Any]) -> Any:
             member_table.outerjoin(school_table, s.urn == m.school_urn)
             .outerjoin(mp_table, mp.constituency_code == m.constituency_code)
             .outerjoin(employer_table, c.employer_key == m.employer_key)
-            .outerjoin(letter_table, and_(lt.member_id == m.id, lt.wave_id == wave["id"]))
+            .outerjoin(
+                letter_table, and_(lt.member_id == m.id, lt.wave_id == wave["id"], lt.kind == "letter")
+            )
         )
         .order_by(m.id)
     )
@@ -197,6 +199,7 @@ class Merger:
             "wave_id": self.wave["id"],
             "member_id": row["id"],
             "reference": reference,
+            "kind": "letter",
             "state": "drafted",
             "subject": subject,
             "body_text": text,

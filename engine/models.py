@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -151,6 +151,14 @@ LETTER_STATES = (
     "failed",
     "overdue",
 )
+# A wave's first letter, the follow-up drafted when its target replies, and the chaser when it does not.
+LETTER_KINDS = ("letter", "follow_up", "chaser")
+# What incoming mail is (InboundMessage.kind).
+INBOUND_KINDS = ("reply", "auto_reply", "bounce", "complaint", "unrelated")
+# What staff say a reply means for the campaign (InboundMessage.outcome).
+OUTCOMES = ("supportive", "non_committal", "refusal", "holding", "acknowledgement")
+# A member's answer to "Has your MP replied?" (Letter.mp_answer).
+MP_ANSWERS = ("yes", "not_yet", "no")
 
 
 class Wave(SQLModel, table=True):
@@ -164,6 +172,11 @@ class Wave(SQLModel, table=True):
     subject: str | None = None  # overrides the letter template's subject block
     reply_days: int = 10
     link_days: int = 30
+    # Drafted when the target replies / when it has not replied in reply_days working days.
+    follow_up_template: str | None = None
+    chaser_template: str | None = None
+    # Days after an MP letter is sent before the member is asked whether the MP replied.
+    ask_days: int = 14
     filters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     # The one recipient of a `fixed` wave.
     fixed_name: str | None = None
@@ -212,8 +225,20 @@ class Letter(SQLModel, table=True):
     sent_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # letter | follow_up | chaser; a follow-up or chaser names the letter it follows.
+    kind: str = Field(default="letter", max_length=10)
+    parent_id: int | None = Field(default=None, foreign_key="letter.id")
+    # What came back: the first reply, a bounce, or nothing within the reply window.
+    replied_at: datetime | None = None
+    bounce_reason: str | None = None
+    overdue_at: datetime | None = None
+    # "Has your MP replied?": when asked, when reminded, and the member's answer.
+    asked_at: datetime | None = None
+    reminded_at: datetime | None = None
+    mp_answer: str | None = Field(default=None, max_length=8)
+    mp_answered_at: datetime | None = None
 
-    __table_args__ = (UniqueConstraint("wave_id", "member_id", name="uq_letter_wave_member"),)
+    __table_args__ = (UniqueConstraint("wave_id", "member_id", "kind", name="uq_letter_wave_member_kind"),)
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -249,6 +274,62 @@ class SendControl(SQLModel, table=True):
     reason: str | None = None
 
 
+class InboundMessage(SQLModel, table=True):
+    """One message read from the organising mailbox (or a paper reply logged by staff), kept raw."""
+
+    __tablename__ = "inbound"
+    id: int | None = Field(default=None, primary_key=True)
+    # Message-ID, or a hash of the raw bytes where there is none: ingesting twice records once.
+    dedupe_key: str = Field(unique=True, max_length=255)
+    source: str
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    size: int = 0
+    message_id: str | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+    ingested_at: datetime = Field(default_factory=utcnow)
+    from_addr: str | None = None
+    subject: str | None = None
+    kind: str = Field(max_length=12, index=True)
+    # Why the message could not be read, when it could not: it is kept and listed all the same.
+    problem: str | None = None
+    letter_id: int | None = Field(default=None, foreign_key="letter.id", index=True)
+    match_method: str | None = Field(default=None, max_length=20)
+    # The reply itself: for a forward, its real author, date and text, not the member's wrapper.
+    forwarded: bool = False
+    author_name: str | None = None
+    author_addr: str | None = None
+    authored_at: datetime | None = None
+    text: str | None = Field(default=None, sa_column=Column(Text))
+    attachment_name: str | None = None
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    suggested_outcome: str | None = Field(default=None, max_length=16)
+    outcome: str | None = Field(default=None, max_length=16)
+    outcome_at: datetime | None = None
+
+
+class DeliveryFailure(SQLModel, table=True):
+    """One failed recipient named in a bounce, with the server's status and reply."""
+
+    __tablename__ = "delivery_failure"
+    id: int | None = Field(default=None, primary_key=True)
+    inbound_id: int = Field(foreign_key="inbound.id", index=True)
+    address: str = Field(index=True)
+    status: str | None = Field(default=None, max_length=12)
+    diagnostic: str | None = Field(default=None, sa_column=Column(Text))
+    permanent: bool = True
+    outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must get no more campaign mail (it complained)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(unique=True)
+    reason: str = Field(max_length=20)
+    inbound_id: int | None = Field(default=None, foreign_key="inbound.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 member_table = Member.__table__
 postcode_table = PostcodeLookup.__table__
 mp_table = MP.__table__
@@ -259,3 +340,6 @@ wave_table = Wave.__table__
 letter_table = Letter.__table__
 outbox_table = OutboxMessage.__table__
 send_control_table = SendControl.__table__
+inbound_table = InboundMessage.__table__
+failure_table = DeliveryFailure.__table__
+suppression_table = Suppression.__table__
