@@ -85,7 +85,11 @@ def _header(message: Message, name: str) -> str:
 
 def classify_message(data: bytes) -> Classification:
     """What `data` (one raw message) is, and for a bounce or complaint, who failed."""
-    message = parse(data)
+    return classify(parse(data))
+
+
+def classify(message: Message) -> Classification:
+    """What a parsed message is, and for a bounce or complaint, who failed."""
     report = _report_type(message)
     if report == "feedback-report" or _find_part(message, "message/feedback-report"):
         return Classification("complaint", _complaint_recipients(message), "feedback report (RFC 5965)")

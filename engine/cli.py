@@ -556,4 +556,4 @@ def resolve(app: App, offline: bool, refresh: bool, as_json: bool) -> None:
 
 # The wave, letter and outbox commands live in their own module and register
 # themselves on `main`; importing it last keeps this module free of them.
-from . import cli_waves  # noqa: E402, F401
+from . import cli_replies, cli_waves  # noqa: E402, F401

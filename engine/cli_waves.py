@@ -111,6 +111,22 @@ def wave_options(create: bool):
                 "--to-address", metavar="LINES", help="Postal address of --to, lines separated by |."
             ),
             click.option("--to-salutation", metavar="TEXT", help="What follows 'Dear' for --to."),
+            click.option(
+                "--follow-up",
+                metavar="TEMPLATE",
+                help="Letter drafted when the target replies (employer waves: employer-follow-up).",
+            ),
+            click.option(
+                "--chaser",
+                metavar="TEMPLATE",
+                help="Letter offered when no reply comes in time (employer waves: employer-chaser).",
+            ),
+            click.option(
+                "--ask-after",
+                "ask_days",
+                type=int,
+                help="Days after an MP letter goes before asking the member if the MP replied (default 14).",
+            ),
         ]
         for option in reversed(options):
             f = option(f)
@@ -132,6 +148,12 @@ def _print_wave(wave: dict) -> None:
     click.echo(f"  letter: {wave['letter_template']}   invitation: {wave['invite_template']}")
     filters = "; ".join(f"{k} = {' | '.join(v)}" for k, v in (wave["filters"] or {}).items()) or "all members"
     click.echo(f"  members: {filters}   reply within {wave['reply_days']} working days")
+    later = [f"follow-up: {wave['follow_up_template']}" if wave.get("follow_up_template") else ""]
+    later.append(f"chaser: {wave['chaser_template']}" if wave.get("chaser_template") else "")
+    if wave["target"] == "mp":
+        later.append(f"asks whether the MP replied after {wave['ask_days']} days")
+    if any(later):
+        click.echo("  " + "   ".join(x for x in later if x))
 
 
 @main.group()
@@ -324,6 +346,15 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
     for state in LETTER_STATES:
         if status["states"].get(state):
             click.echo(f"  {state:<12} {status['states'][state]}")
+    for label, key in (("follow-ups", "follow_ups"), ("chasers", "chasers")):
+        if status[key]:
+            counts = ", ".join(f"{s} {status[key][s]}" for s in LETTER_STATES if s in status[key])
+            click.echo(f"  {label}: {counts}")
+    if status["incoming"]:
+        click.echo(
+            "  incoming: "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(status["incoming"].items()))
+        )
     if status["outbox"]:
         click.echo("  mail: " + ", ".join(f"{k} {v}" for k, v in sorted(status["outbox"].items())))
 

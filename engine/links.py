@@ -49,3 +49,10 @@ def csrf_token(secret: str, reference: str) -> str:
 
 def check_token(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(expected, given or "")
+
+
+def answer_link(base_url: str, secret: str, reference: str, answer: str) -> str:
+    """A one-click answer to "Has your MP replied?" for one letter."""
+    return (
+        f"{base_url}/answer/{reference}/{link_token(secret, reference, 'answer')}/{answer.replace('_', '-')}"
+    )

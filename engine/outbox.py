@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from .errors import CampaignError
-from .links import letter_link, link_token, unsubscribe_link
+from .links import answer_link, letter_link, link_token, unsubscribe_link
 from .merge import member_from_snapshot, without_placeholders
 from .mime import alternative
 from .models import letter_table, outbox_table, wave_table
@@ -66,6 +66,19 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
         "link": letter_link(settings.base_url, link_token(settings.secret, reference)),
         "unsubscribe_link": unsubscribe_link(settings.base_url, settings.secret, reference),
         "campaign": {"name": settings.campaign_name, "organising_email": settings.organising_email},
+    }
+
+
+def later_context(kind: str, letter: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What an after-launch email template sees besides the usual fields: the answer links."""
+    if kind not in ("questionnaire", "questionnaire_reminder"):
+        return {}
+    return {
+        "answers": {
+            answer: answer_link(settings.base_url, settings.secret, letter["reference"], answer)
+            for answer in ("yes", "not_yet", "no")
+        },
+        "reminder": kind == "questionnaire_reminder",
     }
 
 
@@ -156,7 +169,33 @@ def build_letter(
     return alternative(headers, text.rstrip("\n") + "\n" + footer, letter_document(letter, renderer))
 
 
-BUILDERS = {"invitation": build_invitation, "receipt": build_receipt, "letter": build_letter}
+def build_later(
+    outbox: dict[str, Any],
+    letter: dict[str, Any],
+    wave: dict[str, Any],
+    renderer: WaveRenderer,
+    settings: Settings,
+    date: datetime | None = None,
+) -> bytes:
+    """An email queued after launch: a follow-up or chaser invitation, the MP questionnaire."""
+    context = email_context(letter, wave, settings)
+    context.update(later_context(outbox["kind"], letter, settings))
+    _, text, html = renderer.later_email(outbox["kind"], context)
+    headers = _union_headers(outbox, letter, settings, context, date or outbox["created_at"])
+    return alternative(headers, text, html)
+
+
+BUILDERS = {
+    "invitation": build_invitation,
+    "receipt": build_receipt,
+    "letter": build_letter,
+    "follow_up_invitation": build_later,
+    "chaser_invitation": build_later,
+    "questionnaire": build_later,
+    "questionnaire_reminder": build_later,
+}
+# Outbox kinds that invite a member to confirm a letter: sending one moves the letter to `invited`.
+INVITATIONS = ("invitation", "follow_up_invitation", "chaser_invitation")
 
 
 def build_message(

@@ -54,7 +54,7 @@ def check_source(source: str, filename: str, kind: str, *, html: bool = False) -
     """Compile a template and return its problems as `FILE:LINE: …` lines (empty when fine)."""
     compile_template(source, filename, html=html)
     problems = unknown_fields(fields_used(source, filename, html=html), kind, filename)
-    if kind in ("letter", "email") and not html:
+    if kind in ("letter", "email", "follow_up", "questionnaire") and not html:
         missing = {"subject", "body"} - block_names(source, filename)
         problems += [f"{filename}:1: needs a {{% block {name} %}}" for name in sorted(missing)]
     return problems
@@ -98,6 +98,7 @@ def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]
         raise RowErrors(f"{len(problems)} template problem(s); fix them and try again", problems)
     layout_inlined, paragraph_style = freeze_layout(layout, str(layout_path))
     return {
+        **freeze_later(wave, settings),
         "letter_file": str(letter_path),
         "letter": letter,
         "subject": subject,
@@ -118,6 +119,45 @@ def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]
             (invite_html, str(html_path), True),
         ),
     }
+
+
+# Emails a wave may send after launch, by outbox kind: their template names and check kinds.
+LATER_EMAILS = {
+    "follow_up_invitation": ("follow-up-invitation", "email"),
+    "chaser_invitation": ("chaser-invitation", "email"),
+    "questionnaire": ("mp-questionnaire", "questionnaire"),
+}
+
+
+def freeze_later(wave: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The templates a wave needs after launch (follow-up, chaser, questionnaire), checked and frozen."""
+    letters: dict[str, Any] = {}
+    emails: dict[str, Any] = {}
+    problems: list[str] = []
+    for kind, name in (
+        ("follow_up", wave.get("follow_up_template")),
+        ("chaser", wave.get("chaser_template")),
+    ):
+        if not name:
+            continue
+        path = letter_template_path(name, settings)
+        source = read_template(path)
+        problems += check_source(source, str(path), "follow_up")
+        letters[kind] = {"file": str(path), "source": source}
+    for outbox_kind, (name, check_kind) in LATER_EMAILS.items():
+        text_path, html_path = email_template_paths(name, settings)
+        text, html = read_template(text_path), read_template(html_path)
+        problems += check_source(text, str(text_path), check_kind)
+        problems += check_source(html, str(html_path), check_kind, html=True)
+        emails[outbox_kind] = {
+            "text_file": str(text_path),
+            "text": text,
+            "html_file": str(html_path),
+            "html": inline_css(html, str(html_path)),
+        }
+    if problems:
+        raise RowErrors(f"{len(problems)} template problem(s); fix them and try again", problems)
+    return {"later_letters": letters, "later_emails": emails}
 
 
 class WaveRenderer:
@@ -198,3 +238,36 @@ class WaveRenderer:
         except Exception as exc:
             raise render_error(exc, frozen["receipt_html_file"]) from None
         return " ".join(subject.split()), text.strip("\n") + "\n", html
+
+    def later_letter(self, kind: str, context: dict[str, Any]) -> tuple[str, str]:
+        """(subject, text) of a follow-up or chaser drafted after launch."""
+        frozen = (self.frozen.get("later_letters") or {}).get(kind)
+        if frozen is None:
+            raise CampaignError(f"wave has no {kind.replace('_', '-')} letter template")
+        template = self._compiled(f"letter:{kind}", frozen["source"], frozen["file"], html=False)
+        subject = self._block(template, "subject", context, frozen["file"])
+        text = self._block(template, "body", context, frozen["file"])
+        return " ".join(subject.split()), text.strip("\n") + "\n"
+
+    def later_email(self, kind: str, context: dict[str, Any]) -> tuple[str, str, str]:
+        """(subject, text, html) of an email sent after launch, by outbox kind."""
+        # The reminder is the questionnaire again, told it is a reminder.
+        template_kind = "questionnaire" if kind == "questionnaire_reminder" else kind
+        frozen = (self.frozen.get("later_emails") or {}).get(template_kind)
+        if frozen is None:
+            raise CampaignError(f"the wave's frozen templates have no {kind} email")
+        text_template = self._compiled(f"text:{kind}", frozen["text"], frozen["text_file"], html=False)
+        html_template = self._compiled(f"html:{kind}", frozen["html"], frozen["html_file"], html=True)
+        subject = self._block(text_template, "subject", context, frozen["text_file"])
+        text = self._block(text_template, "body", context, frozen["text_file"])
+        try:
+            html = html_template.render(context)
+        except Exception as exc:
+            raise render_error(exc, frozen["html_file"]) from None
+        return " ".join(subject.split()), text.strip("\n") + "\n", html
+
+    def _compiled(self, key: str, source: str, filename: str, *, html: bool) -> Template:
+        cache = self.__dict__.setdefault("_later", {})
+        if key not in cache:
+            cache[key] = compile_template(source, filename, html=html)
+        return cache[key]

@@ -27,8 +27,9 @@ from .db import FastStatement
 from .errors import CampaignError
 from .events import record_event
 from .models import letter_table, outbox_table, send_control_table, utcnow, wave_table
-from .outbox import build_message, email_context
+from .outbox import INVITATIONS, build_message, email_context
 from .renderer import WaveRenderer
+from .replies import suppressed_addresses
 from .settings import Settings
 from .smtp import DeliveryError
 from .states import mark_invited, mark_sent
@@ -340,6 +341,7 @@ class _Delivery:
         dialect = engine.dialect
         self.start, self.sent = FastStatement(_START, dialect), FastStatement(_SENT, dialect)
         self.finish = FastStatement(_FINISH, dialect)
+        self.suppressed: set[str] = set()
 
     def claim(self, limit: int) -> list[dict[str, Any]]:
         self.flush()  # a sent letter queues its receipt: let the next claim see it
@@ -348,6 +350,8 @@ class _Delivery:
             return []
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(_BATCH, {"ids": ids})]
+            # Addresses that complained: few, and read once per batch rather than per message.
+            self.suppressed = suppressed_addresses(conn)
             for row in rows:
                 if row["l_wave_id"] not in self.renderers:
                     wave = dict(
@@ -401,6 +405,9 @@ class _Delivery:
         if isinstance(payload, CampaignError):
             self._later(message_id, "failed", f"cannot build the message: {payload}")
             return "failed", str(payload)
+        if self.suppressed and parseaddr(data["to_addr"])[1].lower() in self.suppressed:
+            self._later(message_id, "suppressed", "the address complained: no more campaign mail")
+            return "skipped", "suppressed"
         mail_from = self.domain_from
         if settings.bounce_domain:
             # VERP: a bounce comes back to an address that names the letter.
@@ -426,7 +433,7 @@ class _Delivery:
 
         def record(conn: Any) -> None:
             self.sent.execute(conn, mid=message_id, now=now, response=delivered.response)
-            if data["kind"] == "invitation":
+            if data["kind"] in INVITATIONS:
                 mark_invited(conn, letter["id"])
             elif data["kind"] == "letter" and mark_sent(conn, letter["id"]):
                 queue_receipt(conn, letter, renderer, wave, settings, now)

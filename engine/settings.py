@@ -39,6 +39,10 @@ class Settings:
     smtp_url: str | None = None
     bounce_domain: str | None = None
     outbox_dir: str = "outbox"
+    # Reading the organising mailbox: the password when the --imap URL leaves it out,
+    # and a CA file for a server whose certificate the system does not trust.
+    imap_password: str | None = None
+    imap_ca_file: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -61,6 +65,8 @@ class Settings:
             smtp_url=env.get("SMTP_URL") or None,
             bounce_domain=env.get("BOUNCE_DOMAIN") or None,
             outbox_dir=env.get("CAMPAIGN_OUTBOX_DIR") or "outbox",
+            imap_password=env.get("IMAP_PASSWORD") or None,
+            imap_ca_file=env.get("IMAP_CA_FILE") or None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.validate()

@@ -18,9 +18,10 @@ _SHOW = 20
 def template_kind(path: Path) -> str:
     if path.name == "layout.html":
         return "layout"
+    # Templates used after launch may name what they are sent about: the reply, the answer links.
     if path.parent.name == "email":
-        return "email"
-    return "letter"
+        return "questionnaire" if "questionnaire" in path.name else "email"
+    return "follow_up" if "follow-up" in path.name or "chaser" in path.name else "letter"
 
 
 @dataclass

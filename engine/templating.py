@@ -66,8 +66,18 @@ OPTIONAL_MEMBER_FIELDS = (
 )
 
 
+# What a follow-up letter knows of the reply it answers, and what the MP questionnaire links to.
+REPLY_FIELDS = ("author", "date", "excerpt", "text")
+ANSWER_FIELDS = ("yes", "not_yet", "no")
+
+
 def known_fields(kind: str) -> set[str]:
-    """Dotted field names valid in a template of `kind`: 'letter', 'email' or 'layout'."""
+    """Dotted field names valid in a template of `kind`: 'letter', 'email', 'layout',
+    'follow_up' (a letter that may quote the reply) or 'questionnaire' (an email with answer links)."""
+    if kind == "follow_up":
+        return known_fields("letter") | {f"reply.{name}" for name in REPLY_FIELDS}
+    if kind == "questionnaire":
+        return known_fields("email") | {f"answers.{name}" for name in ANSWER_FIELDS} | {"reminder"}
     if kind == "layout":
         fields = {"body", "letter.subject"}
         fields.update(f"letter.{name}" for name in LETTER_FIELDS)

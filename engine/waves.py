@@ -18,6 +18,7 @@ from .errors import CampaignError
 from .events import record_event
 from .models import (
     WAVE_TARGETS,
+    inbound_table,
     letter_table,
     outbox_table,
     utcnow,
@@ -27,6 +28,12 @@ from .renderer import freeze_templates
 from .settings import Settings
 
 FILTER_FIELDS = ("branch", "region", "role", "town")
+
+
+# An employer who replies gets the follow-up; one who does not, the chaser. Other waves name their own.
+DEFAULT_LATER = {
+    "employer": {"follow_up_template": "employer-follow-up", "chaser_template": "employer-chaser"}
+}
 
 
 @dataclass
@@ -43,6 +50,9 @@ class WaveSpec:
     to: str | None = None
     to_address: str | None = None
     to_salutation: str | None = None
+    follow_up: str | None = None  # "" for none
+    chaser: str | None = None  # "" for none
+    ask_days: int | None = None
 
 
 def parse_where(items: list[str]) -> dict[str, list[str]]:
@@ -76,6 +86,14 @@ def _wave_values(spec: WaveSpec, current: dict[str, Any] | None) -> dict[str, An
         value = getattr(spec, name)
         if value is not None:
             values[f"{name}_template"] = value
+    for name in ("follow_up", "chaser"):
+        value = getattr(spec, name)
+        if value is not None:
+            values[f"{name}_template"] = value or None
+    if spec.ask_days is not None:
+        if not 1 <= spec.ask_days <= 365:
+            raise CampaignError("--ask-after: must be between 1 and 365 days")
+        values["ask_days"] = spec.ask_days
     if spec.subject is not None:
         values["subject"] = spec.subject or None
     for name in ("reply_days", "link_days"):
@@ -130,7 +148,9 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
         "frozen": {},
         "reply_days": 10,
         "link_days": 30,
+        "ask_days": 14,
         "filters": {},
+        **DEFAULT_LATER.get(values["target"], {}),
         **values,
     }
     freeze_templates(row, settings)  # fails early, with file:line, on a bad template
@@ -194,9 +214,21 @@ def wave_status(engine: Engine, name: str) -> dict[str, Any]:
     wave = get_wave(engine, name)
     lt, o = letter_table.c, outbox_table.c
     with engine.connect() as conn:
-        states = dict(
+        by_kind: dict[str, dict[str, int]] = {}
+        for kind, state, count in conn.execute(
+            select(lt.kind, lt.state, func.count())
+            .where(lt.wave_id == wave["id"])
+            .group_by(lt.kind, lt.state)
+        ):
+            by_kind.setdefault(kind, {})[state] = count
+        states = by_kind.get("letter", {})
+        i = inbound_table.c
+        incoming = dict(
             conn.execute(
-                select(lt.state, func.count()).where(lt.wave_id == wave["id"]).group_by(lt.state)
+                select(i.kind, func.count())
+                .select_from(inbound_table.join(letter_table, lt.id == i.letter_id))
+                .where(lt.wave_id == wave["id"])
+                .group_by(i.kind)
             ).all()
         )
         outbox = dict(
@@ -214,5 +246,8 @@ def wave_status(engine: Engine, name: str) -> dict[str, Any]:
         "launched_at": wave["launched_at"],
         "letters": sum(states.values()),
         "states": states,
+        "follow_ups": by_kind.get("follow_up", {}),
+        "chasers": by_kind.get("chaser", {}),
+        "incoming": incoming,
         "outbox": outbox,
     }

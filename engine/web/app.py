@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine, select
 
+from ..chase import record_answer
 from ..confirm import (
     MAX_TEXT,
     MemberLetter,
@@ -258,6 +259,52 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             "message.html",
             heading="You will get no more campaign emails",
             text="Done. If this was a mistake, write to us and we will put it right.",
+        )
+
+    answers = {
+        "yes": (
+            "Yes, they replied",
+            "Thank you. Please forward their reply to {email}, keeping the "
+            "reference {reference} in the subject, so we can see what they said.",
+        ),
+        "not-yet": ("Not yet", "Thank you. If they reply later, please forward it to {email}."),
+        "no": ("No, and I don't expect them to", "Thank you: that helps us decide what to do next."),
+    }
+
+    def answer_target(reference: str, token: str, answer: str) -> dict[str, Any] | None:
+        if answer not in answers or not check_token(link_token(settings.secret, reference, "answer"), token):
+            return None
+        with engine.connect() as conn:
+            row = conn.execute(select(letter_table).where(letter_table.c.reference == reference)).first()
+        return dict(row._mapping) if row is not None else None
+
+    # The emailed link only shows the choice; a button records it. Mail scanners open
+    # every link in a message, and must not answer for the member.
+    @app.get("/answer/{reference}/{token}/{answer}", response_class=HTMLResponse)
+    def answer_form(reference: str, token: str, answer: str, request: Request) -> HTMLResponse:
+        letter = answer_target(reference, token, answer)
+        if letter is None:
+            return not_found(request)
+        return page(
+            "message.html",
+            heading=f"Has {letter['target_name']} replied to your letter?",
+            text=f"Your answer: {answers[answer][0]}.",
+            form_action=f"/answer/{reference}/{token}/{answer}",
+            button=f"Send my answer: {answers[answer][0]}",
+        )
+
+    @app.post("/answer/{reference}/{token}/{answer}", response_class=HTMLResponse)
+    def answer(reference: str, token: str, answer: str, request: Request) -> HTMLResponse:
+        letter = answer_target(reference, token, answer)
+        if letter is None:
+            return not_found(request)
+        with engine.begin() as conn:
+            record_answer(conn, letter["id"], answer.replace("-", "_"))
+            record_event(conn, "letters.mp_answer", reference=reference, answer=answer)
+        return page(
+            "message.html",
+            heading="Thank you",
+            text=answers[answer][1].format(email=settings.organising_email, reference=reference),
         )
 
     return app

@@ -1,0 +1,810 @@
+"""Incoming mail: store every message raw, tell what it is, match it to its letter, and act on it.
+
+The strongest evidence wins: a reply's In-Reply-To/References naming one of
+our Message-IDs; then a tagged address (bounces+REF@ or organising+REF@);
+then a `[Ref: …]` in the subject or text, the forwarded message's included;
+last, the forwarding member's address against their open letters. What
+cannot be matched waits for staff (`replies list --unmatched`).
+
+Each message is stored and acted on in one transaction, so a run stopped at
+any moment has either done all of a message or none of it; a message seen
+again (same Message-ID, or same bytes when it has none) is recorded once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+from sqlalchemy import Connection, Engine, exists, select
+from sqlalchemy.exc import IntegrityError
+
+from .classify import Classification, classify, parse
+from .errors import CampaignError
+from .events import record_event
+from .forwards import Forwarded, body_text, find_attached, find_inline, parse_date
+from .inbox import CONNECTION_ERRORS, MailSource
+from .models import (
+    failure_table,
+    inbound_table,
+    letter_table,
+    member_table,
+    outbox_table,
+    suppression_table,
+    utcnow,
+)
+from .outcomes import suggest_outcome
+from .settings import Settings
+
+# A letter reference, as links.new_reference makes them (Crockford base32, 5-5).
+_REF = r"[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}"
+_LABELLED_REF = re.compile(rf"\bRef(?:erence)?\s*[:#.]?\s*({_REF})\b", re.I)
+_BARE_REF = re.compile(rf"(?<![\w-])({_REF})(?![\w-])", re.I)
+_MSGID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+_EMBEDDED_MSGID = re.compile(r"^Message-ID:\s*(<[^<>\s]+@[^<>\s]+>)", re.I | re.M)
+# Letters a reply can still arrive for, and those that a reply moves to `replied`.
+_OPEN = ("sent", "self_sent", "overdue", "replied", "bounced")
+_AWAITING = ("sent", "self_sent", "overdue")
+_REPLY_SUBJECT = re.compile(
+    r"^\s*(re|aw|sv|vs|antw|r|rif|odp|ynt|fw|fwd|wg|tr|rv|enc|i|doorst|vb)\s*(\[\d+\])?\s*:", re.I
+)
+# Kept text of one reply: enough for any letter's reply, bounded against a pasted novel.
+_TEXT_LIMIT = 100_000
+
+
+@dataclass
+class Analysis:
+    kind: str
+    classification: Classification
+    letter: dict[str, Any] | None = None
+    method: str | None = None
+    forwarded: Forwarded | None = None
+    author_name: str | None = None
+    author_addr: str | None = None
+    authored_at: datetime | None = None
+    text: str = ""
+    from_member: bool = False
+    embedded_ids: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestResult:
+    source: str = ""
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    kinds: Counter = field(default_factory=Counter)
+    matched: int = 0
+    unmatched: int = 0
+    problems: list[str] = field(default_factory=list)
+    letters_replied: int = 0
+    letters_bounced: int = 0
+    addresses_suppressed: int = 0
+    follow_ups: int = 0
+    interrupted: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["kinds"] = dict(self.kinds)
+        return data
+
+
+def _header(message: Message, name: str) -> str:
+    try:
+        value = message.get(name)
+    except Exception:  # a header so broken the parser cannot model it
+        return ""
+    return " ".join(str(value or "").split())
+
+
+def normal_reference(text: str) -> str:
+    """A reference as typed by a person, in its stored form (misread letters put right)."""
+    return text.upper().translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+
+
+def dedupe_key(message: Message | None, data: bytes) -> tuple[str, str | None]:
+    message_id = None
+    if message is not None:
+        found = _MSGID.search(_header(message, "Message-ID"))
+        message_id = f"<{found.group(1)}>" if found else None
+    if message_id and len(message_id) < 250:
+        return f"mid:{message_id}", message_id
+    return f"sha256:{hashlib.sha256(data).hexdigest()}", message_id
+
+
+class Ingester:
+    """Records messages one by one; also used for one message at a time by tests and `replies log`."""
+
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+        self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2].lower()
+
+    # -- one message ------------------------------------------------------
+    def record(self, data: bytes, source: str, result: IngestResult | None = None) -> int | None:
+        """Store one raw message and act on it; the new row's id, or None when it was stored already."""
+        result = result if result is not None else IngestResult()
+        result.read += 1
+        problem = None
+        message: Message | None
+        try:
+            message = parse(data)
+        except Exception as exc:
+            message, problem = None, f"cannot parse: {exc.__class__.__name__}: {exc}"
+        key, message_id = dedupe_key(message, data)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if conn.execute(select(inbound_table.c.id).where(inbound_table.c.dedupe_key == key)).first():
+                result.duplicates += 1
+                return None
+            analysis = None
+            if message is not None:
+                try:
+                    analysis = self.analyse(conn, message)
+                except Exception as exc:  # kept and listed, never dropped
+                    problem = f"cannot read: {exc.__class__.__name__}: {exc}"
+            row = self._row(data, source, message, message_id, key, analysis, problem, now)
+            try:
+                with conn.begin_nested():
+                    inbound_id = conn.execute(inbound_table.insert().values(**row)).inserted_primary_key[0]
+            except IntegrityError:  # another run stored it a moment ago
+                result.duplicates += 1
+                return None
+            result.stored += 1
+            result.kinds[row["kind"]] += 1
+            if problem:
+                result.problems.append(f"message {inbound_id} ({source}): {problem}")
+            if analysis is not None:
+                self.act(conn, inbound_id, analysis, result, now)
+            if row["kind"] in ("reply", "auto_reply"):
+                if row["letter_id"] is None:
+                    result.unmatched += 1
+                else:
+                    result.matched += 1
+            return inbound_id
+
+    def _row(
+        self,
+        data: bytes,
+        source: str,
+        message: Message | None,
+        message_id: str | None,
+        key: str,
+        analysis: Analysis | None,
+        problem: str | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        received = now
+        from_addr = subject = None
+        if message is not None:
+            received = parse_date(_header(message, "Date")) or now
+            from_addr = _header(message, "From")[:500] or None
+            subject = _header(message, "Subject")[:500] or None
+        row: dict[str, Any] = {
+            "dedupe_key": key,
+            "source": source,
+            "raw": data,
+            "size": len(data),
+            "message_id": message_id,
+            "received_at": received,
+            "ingested_at": now,
+            "from_addr": from_addr,
+            "subject": subject,
+            "kind": "unrelated",
+            "problem": problem,
+            "forwarded": False,
+        }
+        if analysis is not None:
+            letter = analysis.letter
+            row.update(
+                kind=analysis.kind,
+                letter_id=letter["id"] if letter else None,
+                match_method=analysis.method,
+                forwarded=analysis.forwarded is not None,
+                author_name=analysis.author_name,
+                author_addr=analysis.author_addr,
+                authored_at=analysis.authored_at or received,
+                text=analysis.text[:_TEXT_LIMIT] or None,
+            )
+            if analysis.kind == "reply" and analysis.text:
+                row["suggested_outcome"] = suggest_outcome(analysis.text)
+        return row
+
+    # -- what it is and which letter ------------------------------------------
+    def analyse(self, conn: Connection, message: Message) -> Analysis:
+        classification = classify(message)
+        kind = classification.kind
+        analysis = Analysis(kind="reply" if kind == "ordinary" else kind, classification=classification)
+        analysis.tags = self._address_tags(message)
+        if kind in ("bounce", "complaint"):
+            analysis.embedded_ids = _embedded_ids(message)
+            analysis.letter, analysis.method = self._by_ids(conn, analysis.embedded_ids, "original_message")
+            if analysis.letter is None:
+                analysis.letter, analysis.method = self._by_tags(conn, analysis.tags)
+            return analysis
+        text = body_text(message)
+        forwarded = find_attached(message) or find_inline(text)
+        name, addr = parseaddr(_header(message, "From"))
+        addr = addr.lower()
+        analysis.from_member = self._is_member(conn, addr)
+        if forwarded is not None and (forwarded.author_addr or forwarded.author_name):
+            analysis.forwarded = forwarded
+            analysis.author_name, analysis.author_addr = forwarded.author_name, forwarded.author_addr
+            analysis.authored_at = forwarded.date
+            analysis.text = forwarded.text
+        else:
+            analysis.author_name, analysis.author_addr = name or None, addr or None
+            analysis.text = _own_words(text)
+        letter, method = self.match(conn, message, text, analysis)
+        analysis.letter, analysis.method = letter, method
+        if (
+            letter is None
+            and analysis.kind == "reply"
+            and not (analysis.from_member or forwarded or _REPLY_SUBJECT.match(_header(message, "Subject")))
+            and not _header(message, "In-Reply-To")
+        ):
+            # Nothing ties it to the campaign: a newsletter, a sales pitch, a stray message.
+            analysis.kind = "unrelated"
+        return analysis
+
+    def match(
+        self, conn: Connection, message: Message, text: str, analysis: Analysis
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        forwarded = analysis.forwarded
+        ids = _MSGID.findall(_header(message, "In-Reply-To") + " " + _header(message, "References"))
+        letter, method = self._by_ids(conn, [f"<{i}>" for i in ids], "in_reply_to")
+        if letter is not None:
+            return letter, method
+        letter, method = self._by_tags(conn, analysis.tags)
+        if letter is not None:
+            return letter, method
+        places = [_header(message, "Subject"), forwarded.subject if forwarded else None, text]
+        for pattern in (_LABELLED_REF, _BARE_REF):
+            for place in places:
+                for found in pattern.findall(place or ""):
+                    letter = self._by_reference(conn, normal_reference(found))
+                    if letter is not None:
+                        return letter, "reference"
+        return self._by_sender(conn, message, analysis)
+
+    def _by_ids(
+        self, conn: Connection, ids: Iterable[str], method: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        ids = [i for i in dict.fromkeys(ids) if i.lower().endswith(f"@{self.domain}>")]
+        if not ids:
+            return None, None
+        o = outbox_table.c
+        row = conn.execute(
+            select(letter_table)
+            .join(outbox_table, o.letter_id == letter_table.c.id)
+            .where(o.message_id.in_(ids))
+            .order_by(o.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            # Our Message-IDs name the letter: <REF.kind@domain>.
+            for message_id in ids:
+                found = re.match(rf"<({_REF})\.", message_id, re.I)
+                if found:
+                    letter = self._by_reference(conn, found.group(1).upper())
+                    if letter is not None:
+                        return letter, method
+            return None, None
+        return dict(row._mapping), method
+
+    def _address_tags(self, message: Message) -> list[str]:
+        """References carried in a recipient address: bounces+REF@… (VERP) or organising+REF@…."""
+        values = [_header(message, h) for h in ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")]
+        tags = []
+        for _, address in getaddresses(values):
+            local = address.rpartition("@")[0]
+            if "+" in local:
+                tag = local.split("+", 1)[1]
+                if re.fullmatch(_REF, tag, re.I):
+                    tags.append(tag.upper())
+        return list(dict.fromkeys(tags))
+
+    def _by_tags(self, conn: Connection, tags: list[str]) -> tuple[dict[str, Any] | None, str | None]:
+        for tag in tags:
+            letter = self._by_reference(conn, tag)
+            if letter is not None:
+                return letter, "address_tag"
+        return None, None
+
+    def _by_reference(self, conn: Connection, reference: str) -> dict[str, Any] | None:
+        row = conn.execute(select(letter_table).where(letter_table.c.reference == reference)).first()
+        return dict(row._mapping) if row else None
+
+    def _is_member(self, conn: Connection, address: str) -> bool:
+        if not address:
+            return False
+        return bool(
+            conn.execute(select(exists().where(member_table.c.email.in_(_spellings(address))))).scalar()
+        )
+
+    def _by_sender(
+        self, conn: Connection, message: Message, analysis: Analysis
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The forwarding member's one open letter (preferring one to the forwarded author)."""
+        address = parseaddr(_header(message, "From"))[1]
+        if not address:
+            return None, None
+        # A member forwarding from another address: the forwarded reply was addressed to them.
+        senders = _spellings(address)
+        if analysis.forwarded is not None and analysis.forwarded.to:
+            for _, forwarded_to in getaddresses([analysis.forwarded.to]):
+                if "@" in forwarded_to:
+                    senders += _spellings(forwarded_to)
+        lt, m = letter_table.c, member_table.c
+        rows = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(letter_table)
+                .join(member_table, m.id == lt.member_id)
+                .where(m.email.in_(senders), lt.state.in_(_OPEN))
+                .order_by(lt.id)
+            )
+        ]
+        if not rows:
+            # The target replied straight to us, from the address the letter went to.
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(letter_table).where(
+                        lt.target_email.in_(_spellings(address)), lt.state.in_(_AWAITING)
+                    )
+                )
+            ]
+            return (rows[0], "target_address") if len(rows) == 1 else (None, None)
+        author = (analysis.author_addr or "").lower()
+        if author and analysis.forwarded is not None:
+            domain = author.rpartition("@")[2]
+            same = [r for r in rows if (r["target_email"] or "").lower() == author]
+            same = same or [r for r in rows if (r["target_email"] or "").lower().endswith("@" + domain)]
+            if same:
+                rows = same
+        awaiting = [r for r in rows if r["state"] in _AWAITING]
+        if len(awaiting) == 1:
+            return awaiting[0], "sender"
+        if not awaiting and len(rows) == 1:
+            return rows[0], "sender"
+        return None, None
+
+    # -- acting on it ------------------------------------------------------------
+    def act(
+        self, conn: Connection, inbound_id: int, analysis: Analysis, result: IngestResult, now: datetime
+    ) -> None:
+        if analysis.kind == "bounce":
+            self._bounce(conn, inbound_id, analysis, result, now)
+        elif analysis.kind == "complaint":
+            self._complaint(conn, inbound_id, analysis, result, now)
+        elif analysis.kind == "reply" and analysis.letter is not None and self._counts_as_reply(analysis):
+            replied = mark_replied(conn, analysis.letter, analysis.authored_at or now, now)
+            result.letters_replied += replied
+            if replied and follow_up(conn, analysis.letter, inbound_id, self.settings, now):
+                result.follow_ups += 1
+
+    def _counts_as_reply(self, analysis: Analysis) -> bool:
+        """A member writing to us in their own words is not their target's reply."""
+        if analysis.forwarded is not None:
+            return True
+        return not analysis.from_member
+
+    def _bounce(
+        self, conn: Connection, inbound_id: int, analysis: Analysis, result: IngestResult, now: datetime
+    ) -> None:
+        letter = analysis.letter
+        for failure in analysis.classification.failed:
+            outbox = self._bounced_message(conn, failure.address, analysis)
+            reason = " ".join(x for x in (failure.status, failure.diagnostic) if x)[:500] or "bounced"
+            conn.execute(
+                failure_table.insert().values(
+                    inbound_id=inbound_id,
+                    address=failure.address[:320],
+                    status=(failure.status or None) and failure.status[:12],
+                    diagnostic=failure.diagnostic,
+                    permanent=failure.permanent,
+                    outbox_id=outbox["id"] if outbox else None,
+                )
+            )
+            if outbox is None or not failure.permanent:
+                continue  # a temporary failure is recorded and nothing changes
+            conn.execute(
+                outbox_table.update()
+                .where(outbox_table.c.id == outbox["id"], outbox_table.c.status.in_(("sent", "uncertain")))
+                .values(status="bounced", error=reason)
+            )
+            states = ("sent", "queued") if outbox["kind"] == "letter" else None
+            if outbox["kind"] in ("invitation", "follow_up_invitation", "chaser_invitation"):
+                states = ("drafted", "invited")
+            if states:
+                lt = letter_table.c
+                done = conn.execute(
+                    letter_table.update()
+                    .where(lt.id == outbox["letter_id"], lt.state.in_(states))
+                    .values(state="bounced", bounce_reason=reason, updated_at=now)
+                ).rowcount
+                result.letters_bounced += done
+            if letter is None:
+                letter = {"id": outbox["letter_id"]}
+        if letter is not None and analysis.letter is None:
+            conn.execute(
+                inbound_table.update()
+                .where(inbound_table.c.id == inbound_id)
+                .values(letter_id=letter["id"], match_method="failed_recipient")
+            )
+
+    def _bounced_message(self, conn: Connection, address: str, analysis: Analysis) -> dict[str, Any] | None:
+        """The outbox message a failure is about: named by the bounce, else the last one sent there."""
+        o = outbox_table.c
+        candidates: list[dict[str, Any]] = []
+        if analysis.embedded_ids:
+            candidates = [
+                dict(r._mapping)
+                for r in conn.execute(select(outbox_table).where(o.message_id.in_(analysis.embedded_ids)))
+            ]
+        if not candidates and analysis.letter is not None:
+            candidates = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(outbox_table)
+                    .where(
+                        o.letter_id == analysis.letter["id"], o.status.in_(("sent", "uncertain", "bounced"))
+                    )
+                    .order_by(o.id.desc())
+                )
+            ]
+        if not candidates:
+            m = member_table.c
+            member_letters = select(letter_table.c.id).join(member_table, m.id == letter_table.c.member_id)
+            candidates = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(outbox_table)
+                    .where(
+                        o.letter_id.in_(member_letters.where(m.email.in_(_spellings(address)))),
+                        o.status.in_(("sent", "uncertain")),
+                    )
+                    .order_by(o.id.desc())
+                    .limit(20)
+                )
+            ]
+        for candidate in candidates:
+            addresses = [
+                a.lower() for _, a in getaddresses([candidate["to_addr"], candidate["cc_addr"] or ""])
+            ]
+            if address.lower() in addresses:
+                return candidate
+        return candidates[0] if len(candidates) == 1 else None
+
+    def _complaint(
+        self, conn: Connection, inbound_id: int, analysis: Analysis, result: IngestResult, now: datetime
+    ) -> None:
+        for failure in analysis.classification.failed:
+            if suppress_address(conn, failure.address, "complaint", inbound_id, now):
+                result.addresses_suppressed += 1
+
+    # -- whole sources ----------------------------------------------------------
+    def ingest(self, source: MailSource, *, progress: Callable[[int], None] | None = None) -> IngestResult:
+        result = IngestResult(source=source.name)
+        try:
+            for incoming in source:
+                self.record(incoming.data, source.name, result)
+                if incoming.ack is not None:
+                    incoming.ack()
+                if progress is not None:
+                    progress(1)
+        except CONNECTION_ERRORS as exc:
+            # Everything stored so far is committed; the next run carries on from here.
+            result.interrupted = f"{source.name}: connection lost ({exc.__class__.__name__}: {exc})"
+        finally:
+            source.close()
+        return result
+
+
+def _spellings(address: str) -> list[str]:
+    """An address as a member list may hold it: bounces report it in lower case."""
+    return list(dict.fromkeys([address, address.lower()]))
+
+
+def _embedded_ids(message: Message) -> list[str]:
+    """Message-IDs of the original message that a bounce or complaint quotes."""
+    ids: list[str] = []
+    for part in message.walk():
+        if part.get_content_type() == "message/rfc822":
+            payload = part.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(inner, Message):
+                found = _MSGID.search(_header(inner, "Message-ID"))
+                if found:
+                    ids.append(f"<{found.group(1)}>")
+        elif part.get_content_maintype() == "text":
+            try:
+                payload = part.get_payload(decode=True) or b""
+            except Exception:
+                continue
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+            ids += _EMBEDDED_MSGID.findall(text)
+    return list(dict.fromkeys(ids))
+
+
+def _own_words(text: str) -> str:
+    """A direct reply's own text, without the quoted letter below it."""
+    from .forwards import _own_text
+
+    return _own_text(text.replace("\r\n", "\n").split("\n"))
+
+
+def follow_up(
+    conn: Connection, letter: dict[str, Any], inbound_id: int, settings: Settings, now: datetime
+) -> bool:
+    from .followups import draft_follow_up  # follow-ups build on this module
+
+    return draft_follow_up(conn, letter, inbound_id, settings, now)
+
+
+def mark_replied(conn: Connection, letter: dict[str, Any], replied_at: datetime, now: datetime) -> int:
+    """sent/self-sent/overdue → replied, for the letter and, for a chaser, the letter it chased."""
+    lt = letter_table.c
+    ids = [letter["id"]] + ([letter["parent_id"]] if letter.get("parent_id") else [])
+    done = conn.execute(
+        letter_table.update()
+        .where(lt.id.in_(ids), lt.state.in_(_AWAITING))
+        .values(state="replied", replied_at=replied_at, updated_at=now)
+    ).rowcount
+    return 1 if done else 0
+
+
+def suppress_address(
+    conn: Connection, address: str, reason: str, inbound_id: int | None, now: datetime
+) -> bool:
+    """No more campaign mail to `address`: recorded, its member opted out, its queued mail held back."""
+    address = address.lower()
+    if conn.execute(select(suppression_table.c.id).where(suppression_table.c.address == address)).first():
+        return False
+    conn.execute(
+        suppression_table.insert().values(
+            address=address, reason=reason, inbound_id=inbound_id, created_at=now
+        )
+    )
+    m, o, lt = member_table.c, outbox_table.c, letter_table.c
+    members = select(m.id).where(m.email.in_(_spellings(address)))
+    conn.execute(
+        member_table.update()
+        .where(m.id.in_(members), m.mail_opt_out_at.is_(None))
+        .values(mail_opt_out_at=now, updated_at=now)
+    )
+    # Union mail to the member waiting in the outbox; a letter they asked us to send still goes.
+    their_letters = select(lt.id).where(lt.member_id.in_(members))
+    conn.execute(
+        outbox_table.update()
+        .where(o.letter_id.in_(their_letters), o.status == "queued", o.kind != "letter")
+        .values(status="suppressed", error=f"{address} {reason}")
+    )
+    return True
+
+
+def suppressed_addresses(conn: Connection) -> set[str]:
+    return {row[0] for row in conn.execute(select(suppression_table.c.address))}
+
+
+def reply_for(conn: Connection, reply_id: int) -> dict[str, Any]:
+    row = conn.execute(select(inbound_table).where(inbound_table.c.id == reply_id)).first()
+    if row is None:
+        raise CampaignError(f"no message {reply_id} (see: campaign replies list)")
+    return dict(row._mapping)
+
+
+def letter_by_reference(conn: Connection, reference: str) -> dict[str, Any]:
+    row = conn.execute(
+        select(letter_table).where(letter_table.c.reference == normal_reference(reference.strip()))
+    ).first()
+    if row is None:
+        raise CampaignError(f"no letter with reference {reference!r}")
+    return dict(row._mapping)
+
+
+# -- what staff do --------------------------------------------------------------------
+
+
+def list_messages(
+    engine: Engine,
+    *,
+    unmatched: bool = False,
+    kind: str | None = None,
+    reference: str | None = None,
+    problems: bool = False,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Incoming messages, newest first, with the letter each matched and, for bounces, who failed."""
+    i, lt = inbound_table.c, letter_table.c
+    stmt = (
+        select(
+            i.id,
+            i.from_addr,
+            i.subject,
+            i.received_at,
+            i.kind,
+            lt.reference,
+            i.match_method,
+            i.author_name,
+            i.author_addr,
+            i.forwarded,
+            i.suggested_outcome,
+            i.outcome,
+            i.problem,
+            i.source,
+        )
+        .select_from(inbound_table.outerjoin(letter_table, lt.id == i.letter_id))
+        .order_by(i.id.desc())
+    )
+    if unmatched:
+        # Waiting for staff: mail from people that no evidence tied to a letter.
+        stmt = stmt.where(i.letter_id.is_(None), i.kind.in_(("reply", "unrelated")))
+    if kind:
+        stmt = stmt.where(i.kind == kind)
+    if reference:
+        stmt = stmt.where(lt.reference == normal_reference(reference))
+    if problems:
+        stmt = stmt.where(i.problem.is_not(None))
+    if limit:
+        stmt = stmt.limit(limit)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        bounce_ids = [r["id"] for r in rows if r["kind"] == "bounce"]
+        failures: dict[int, list[dict[str, Any]]] = {}
+        for start in range(0, len(bounce_ids), 500):
+            chunk = bounce_ids[start : start + 500]
+            f = failure_table.c
+            for row in conn.execute(
+                select(f.inbound_id, f.address, f.status, f.diagnostic, f.permanent)
+                .where(f.inbound_id.in_(chunk))
+                .order_by(f.id)
+            ):
+                failures.setdefault(row.inbound_id, []).append(
+                    {
+                        "address": row.address,
+                        "status": row.status,
+                        "diagnostic": row.diagnostic,
+                        "permanent": row.permanent,
+                    }
+                )
+    for row in rows:
+        failed = failures.get(row["id"], [])
+        row["failed"] = failed
+        row["failed_recipient"] = failed[0]["address"] if failed else None
+        row["status"] = failed[0]["status"] if failed else None
+    return rows
+
+
+def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = reply_for(conn, reply_id)
+        letter = None
+        if row["letter_id"]:
+            letter = conn.execute(
+                select(letter_table.c.reference, letter_table.c.state, letter_table.c.target_name).where(
+                    letter_table.c.id == row["letter_id"]
+                )
+            ).first()
+    row.pop("raw")
+    row["reference"] = letter.reference if letter else None
+    row["letter_state"] = letter.state if letter else None
+    row["target_name"] = letter.target_name if letter else None
+    return row
+
+
+def raw_message(engine: Engine, reply_id: int) -> bytes:
+    with engine.connect() as conn:
+        return reply_for(conn, reply_id)["raw"]
+
+
+def match_manually(engine: Engine, settings: Settings, reply_id: int, reference: str) -> dict[str, Any]:
+    """Staff say which letter a message answers; it then counts as that letter's reply."""
+    now = utcnow()
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if reply["kind"] in ("bounce", "complaint"):
+            raise CampaignError(f"message {reply_id} is a {reply['kind']}, not a reply: it cannot be matched")
+        letter = letter_by_reference(conn, reference)
+        kind = "reply" if reply["kind"] == "unrelated" else reply["kind"]
+        conn.execute(
+            inbound_table.update()
+            .where(inbound_table.c.id == reply_id)
+            .values(letter_id=letter["id"], match_method="staff", kind=kind)
+        )
+        replied = follow_ups = 0
+        if kind == "reply":
+            replied = mark_replied(conn, letter, reply["authored_at"] or reply["received_at"], now)
+            if replied and follow_up(conn, letter, reply_id, settings, now):
+                follow_ups = 1
+        record_event(conn, "replies.match", reply=reply_id, reference=letter["reference"])
+    return {
+        "reply": reply_id,
+        "reference": letter["reference"],
+        "replied": bool(replied),
+        "follow_up": bool(follow_ups),
+    }
+
+
+def log_paper_reply(
+    engine: Engine,
+    settings: Settings,
+    reference: str,
+    received: datetime,
+    *,
+    author: str | None = None,
+    scan: bytes | None = None,
+    scan_name: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """A reply that came on paper: recorded against its letter, with the scan kept if given."""
+    now = utcnow()
+    digest = hashlib.sha256(
+        b"\0".join(
+            [
+                reference.upper().encode(),
+                received.isoformat().encode(),
+                (author or "").encode(),
+                scan or b"",
+                (note or "").encode(),
+            ]
+        )
+    ).hexdigest()
+    with engine.begin() as conn:
+        letter = letter_by_reference(conn, reference)
+        key = f"paper:{digest}"
+        existing = conn.execute(select(inbound_table.c.id).where(inbound_table.c.dedupe_key == key)).scalar()
+        if existing is not None:
+            return {"reply": existing, "reference": letter["reference"], "already": True, "follow_up": False}
+        reply_id = conn.execute(
+            inbound_table.insert().values(
+                dedupe_key=key,
+                source="paper",
+                raw=scan or b"",
+                size=len(scan or b""),
+                received_at=received,
+                ingested_at=now,
+                from_addr=author or letter["target_name"],
+                subject=f"Paper reply to {letter['reference']}",
+                kind="reply",
+                letter_id=letter["id"],
+                match_method="paper",
+                forwarded=False,
+                author_name=author or letter["target_name"],
+                authored_at=received,
+                text=note,
+                note=note,
+                attachment_name=scan_name,
+                suggested_outcome=suggest_outcome(note) if note else None,
+            )
+        ).inserted_primary_key[0]
+        replied = mark_replied(conn, letter, received, now)
+        drafted = bool(replied and follow_up(conn, letter, reply_id, settings, now))
+        record_event(conn, "replies.log", reply=reply_id, reference=letter["reference"])
+    return {"reply": reply_id, "reference": letter["reference"], "already": False, "follow_up": drafted}
+
+
+def set_outcome(engine: Engine, reply_id: int, outcome: str) -> dict[str, Any]:
+    """Staff's reading of what a reply means for the campaign; it replaces the suggestion."""
+    from .outcomes import check_outcome
+
+    outcome = check_outcome(outcome)
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if reply["kind"] != "reply":
+            raise CampaignError(f"message {reply_id} is a {reply['kind']}: only replies have an outcome")
+        conn.execute(
+            inbound_table.update()
+            .where(inbound_table.c.id == reply_id)
+            .values(outcome=outcome, outcome_at=utcnow())
+        )
+    return {"reply": reply_id, "outcome": outcome, "suggested": reply["suggested_outcome"]}
