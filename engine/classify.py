@@ -342,6 +342,12 @@ def _is_auto_reply(message: Message) -> bool:
         for h in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress", "X-Autoresponse", "X-Vacation")
     ):
         return True
-    if _header(message, "Precedence").lower() in ("auto_reply", "bulk", "junk"):
+    precedence = _header(message, "Precedence").lower()
+    if precedence == "auto_reply":
+        return True
+    # Vacation responders mark their replies bulk too; a mailing list's bulk mail is not a reply.
+    if precedence in ("bulk", "junk") and not (
+        _header(message, "List-Id") or _header(message, "List-Unsubscribe")
+    ):
         return True
     return bool(_AUTO_SUBJECT.search(_header(message, "Subject")))

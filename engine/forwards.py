@@ -20,88 +20,28 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
 # Header labels as mail clients write them in forwards, by meaning (lower case, without the colon).
+# fmt: off
 _LABELS = {
     "from": (
-        "from",
-        "von",
-        "de",
-        "da",
-        "van",
-        "od",
-        "från",
-        "fra",
-        "lähettäjä",
-        "feladó",
-        "от",
-        "від",
-        "gönderen",
-        "expéditeur",
-        "remitente",
-        "mittente",
-        "afsender",
-        "oddi wrth",
-        "anfonwr",
-        "odesílatel",
+        "from", "von", "de", "da", "van", "od", "från", "fra", "lähettäjä", "feladó", "от", "від",
+        "gönderen", "expéditeur", "remitente", "mittente", "afsender", "oddi wrth", "anfonwr", "odesílatel",
     ),
     "to": (
-        "to",
-        "an",
-        "à",
-        "a",
-        "para",
-        "aan",
-        "do",
-        "till",
-        "til",
-        "vastaanottaja",
-        "címzett",
-        "кому",
-        "kime",
-        "at",
-        "destinataire",
-        "destinatario",
-        "komu",
-        "alıcı",
+        "to", "an", "à", "a", "para", "aan", "do", "till", "til", "vastaanottaja", "címzett", "кому",
+        "kime", "at", "destinataire", "destinatario", "komu", "alıcı", "pour",
     ),
     "cc": ("cc", "kopie", "copie", "cópia", "kopia", "kopio", "másolat", "копия", "bilgi", "cc/bcc"),
     "date": ("date", "datum", "fecha", "data", "päivämäärä", "dátum", "дата", "tarih", "dyddiad"),
     "sent": (
-        "sent",
-        "gesendet",
-        "envoyé",
-        "enviado",
-        "inviato",
-        "verzonden",
-        "wysłano",
-        "skickat",
-        "sendt",
-        "lähetetty",
-        "elküldve",
-        "отправлено",
-        "gönderildi",
-        "anfonwyd",
-        "odesláno",
-        "enviada",
+        "sent", "gesendet", "envoyé", "enviado", "inviato", "verzonden", "wysłano", "skickat", "sendt",
+        "lähetetty", "elküldve", "отправлено", "gönderildi", "anfonwyd", "odesláno", "enviada",
     ),
     "subject": (
-        "subject",
-        "betreff",
-        "objet",
-        "asunto",
-        "oggetto",
-        "onderwerp",
-        "temat",
-        "ämne",
-        "emne",
-        "aihe",
-        "tárgy",
-        "тема",
-        "konu",
-        "assunto",
-        "pwnc",
-        "předmět",
+        "subject", "betreff", "objet", "sujet", "asunto", "oggetto", "onderwerp", "temat", "ämne", "emne",
+        "aihe", "tárgy", "тема", "konu", "assunto", "pwnc", "předmět",
     ),
 }
+# fmt: on
 _FIELD_OF = {label: name for name, labels in _LABELS.items() for label in labels}
 # "From: x", "*From:* x" (Outlook's plain text of bold labels), "De : x" (French spacing), "> From: x".
 _HEADER_LINE = re.compile(r"^\s*(?:>\s*)*\**\s*([^\W\d][\w/ ]{0,14}?)\s*:\**\s*(.*)$")
@@ -111,6 +51,12 @@ _QUOTE_START = re.compile(
     r"-{2,}\s*original message\s*-{2,}|-{2,}\s*ursprüngliche nachricht\s*-{2,}|"
     r"-{2,}\s*message d'origine\s*-{2,}|-{2,}\s*mensaje original\s*-{2,}|_{10,})\s*$",
     re.I,
+)
+
+
+_RFC5322_DATE = re.compile(
+    r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{2,4}\s+\d{1,2}:\d{2}(?::\d{2})?\s*(?:[+-]\d{4}|[A-Z]{1,5})?"
+    r"(?:\s*\(.*\))?$"
 )
 
 
@@ -132,10 +78,13 @@ def parse_date(value: str) -> datetime | None:
     value = " ".join(value.split())
     if not value:
         return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        parsed = None
+    parsed = None
+    # The standard library reads RFC 5322 dates, and would misread "2:12 PM" in others.
+    if _RFC5322_DATE.match(value):
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            parsed = None
     if parsed is None:
         import dateparser  # slow to import; only forwards need it
 
@@ -190,7 +139,8 @@ def _header_block(lines: list[str], start: int) -> tuple[dict[str, str], int] | 
     last = ""
     while index < len(lines) and index < start + 16:
         line = lines[index]
-        if not line.strip():
+        bare = line.lstrip(" \t>")  # Apple Mail quotes the whole forward, header lines included
+        if not bare.strip():
             # Outlook on the web leaves a blank line between header lines; two end the block.
             blanks += 1
             if blanks > 1:
@@ -199,7 +149,7 @@ def _header_block(lines: list[str], start: int) -> tuple[dict[str, str], int] | 
             continue
         field = _header_field(line)
         if field is None:
-            if blanks == 0 and last in ("to", "cc"):
+            if blanks == 0 and last in ("to", "cc") and ("@" in bare or ";" in bare):
                 index += 1  # a long recipient list wrapped onto the next line
                 continue
             break

@@ -247,7 +247,8 @@ class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
     id: int | None = Field(default=None, primary_key=True)
     letter_id: int | None = Field(default=None, foreign_key="letter.id", index=True)
-    kind: str = Field(max_length=16)  # invitation | letter | receipt | follow_up_invitation
+    # invitation | letter | receipt | follow_up_invitation | chaser_invitation | questionnaire[_reminder]
+    kind: str = Field(max_length=24)
     to_addr: str
     cc_addr: str | None = None
     subject: str

@@ -1,6 +1,6 @@
 """What a reply means for the campaign: a suggestion from its words; the staff's choice stands.
 
-Phrases are weighed, not matched first-come: "we are unable to give a full
+English phrases are weighed, not matched first-come: "we are unable to give a full
 answer now but will reply in due course" is a holding reply, not a refusal.
 """
 
@@ -68,7 +68,7 @@ def suggest_outcome(text: str) -> str | None:
     scores["refusal"] *= 2
     best = max(scores.values())
     if best == 0:
-        return "acknowledgement" if len(text) < 300 else "non_committal"
+        return None  # nothing it says is recognised (another language, say): staff decide
     return next(name for name in _PRECEDENCE if scores[name] == best)
 
 

@@ -34,6 +34,10 @@ def upgrade() -> None:
         batch_op.create_foreign_key("fk_letter_parent", "letter", ["parent_id"], ["id"])
         batch_op.drop_constraint("uq_letter_wave_member", type_="unique")
         batch_op.create_unique_constraint("uq_letter_wave_member_kind", ["wave_id", "member_id", "kind"])
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.alter_column(
+            "kind", existing_type=sa.String(length=16), type_=sa.String(length=24), existing_nullable=False
+        )
     op.create_table(
         "inbound",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -102,6 +106,10 @@ def downgrade() -> None:
     op.drop_index("ix_inbound_letter_id", table_name="inbound")
     op.drop_index("ix_inbound_kind", table_name="inbound")
     op.drop_table("inbound")
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.alter_column(
+            "kind", existing_type=sa.String(length=24), type_=sa.String(length=16), existing_nullable=False
+        )
     with op.batch_alter_table("letter", schema=None) as batch_op:
         batch_op.drop_constraint("uq_letter_wave_member_kind", type_="unique")
         batch_op.create_unique_constraint("uq_letter_wave_member", ["wave_id", "member_id"])
