@@ -70,9 +70,38 @@ _FAILURE_WORDS = re.compile(
 
 def parse(data: bytes) -> Message:
     try:
-        return message_from_bytes(data, policy=policy.default)
+        message = message_from_bytes(data, policy=policy.default)
     except Exception:  # a header the modern parser cannot model: fall back to the lenient one
-        return message_from_bytes(data, policy=policy.compat32)
+        message = message_from_bytes(data, policy=policy.compat32)
+    return _repair_boundary(message, data) or message
+
+
+_BOUNDARY_LINE = re.compile(rb"^--([^\s][^\r\n]{0,69}?)[ \t]*\r?$", re.M)
+
+
+def _repair_boundary(message: Message, data: bytes) -> Message | None:
+    """A multipart whose declared boundary is not in its body (a relay rewrote one of them):
+    read it again with the boundary the body does use."""
+    if message.get_content_maintype() != "multipart" or not any(
+        type(d).__name__ == "StartBoundaryNotFoundDefect" for d in getattr(message, "defects", [])
+    ):
+        return None
+    head, _, body = (
+        data.partition(b"\n\n") if b"\r\n\r\n" not in data[:65536] else data.partition(b"\r\n\r\n")
+    )
+    found = _BOUNDARY_LINE.search(body)
+    declared = message.get_param("boundary") if hasattr(message, "get_param") else None
+    if found is None or not declared:
+        return None
+    actual = found.group(1).decode("ascii", "replace")
+    if actual.endswith("--") and body.count(b"--" + found.group(1)) == 1:
+        actual = actual[:-2]
+    fixed = data.replace(declared.encode("ascii", "replace"), actual.encode("ascii", "replace"), 1)
+    try:
+        repaired = message_from_bytes(fixed, policy=policy.default)
+    except Exception:
+        return None
+    return repaired if len(list(repaired.walk())) > 1 else None
 
 
 def _header(message: Message, name: str) -> str:
@@ -247,6 +276,9 @@ def _body_text(message: Message) -> str:
     for part in message.walk():
         if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
             break
+        if part.get_content_maintype() == "multipart" and isinstance(part.get_payload(), str):
+            texts.append(part.get_payload())  # a multipart too broken to split: its text as it is
+            continue
         if part.get_content_maintype() == "text":
             try:
                 content = (
@@ -263,7 +295,7 @@ def _body_text(message: Message) -> str:
     # Inline copies of the original message start with these; what follows is not the notice.
     cut = re.search(
         r"^(-+ ?(this is a copy|below this line|original message|the original message|"
-        r"returned message|message headers follow).*)$|^Received: ",
+        r"returned message|message headers follow).*)$|^Received: |^bounced e-?mail:",
         text,
         re.I | re.M,
     )
@@ -277,10 +309,35 @@ def _status_near(text: str, position: int) -> tuple[str | None, str | None]:
     return (status.group(1) if status else None), (" ".join(reply.group(0).split()) if reply else None)
 
 
+# Exim lists each failed address on its own line, as "address:" or "address <address>: reason".
+_EXIM_LISTED = re.compile(r"^[ \t]*<?([^\s<>@]+@[^\s<>:]+?)>?(?:[ \t]+<[^<>\s]+>)?:(?:[ \t]|$)", re.M)
+_FAILED_SECTION = re.compile(
+    r"(?:following (?:address(?:\(es\)|es)?|recipients?)[^\n]{0,40}(?:failed|fatal errors?)[^\n]*)\n"
+    r"((?:[ \t]*\n)*(?:[ \t]*\S[^\n]*\n){1,20})",
+    re.I,
+)
+_LABELLED_RECIPIENT = re.compile(
+    r"^[ \t]*(?:target|failed|original|intended)?[ \t]*(?:mail |e-?mail )?(?:recipient|address)"
+    r"(?: address)?:[ \t]*<?([^\s<>@]+@[^\s<>]+?)>?[ \t\r]*$",
+    re.I | re.M,
+)
+_RCPT_TO = re.compile(r"RCPT TO:\s*<?([^\s<>@]+@[^\s<>]+?)>?(?:\s|$)", re.I)
+_FINAL_RECIPIENT = re.compile(r"^Final-Recipient:\s*[\w-]+;\s*<?([^\s<>]+@[^\s<>]+?)>?\s*$", re.I | re.M)
+_ORIGINAL_TO = re.compile(r"^To:[ \t]*(.+)$", re.I | re.M)
+_ORIGINAL_STARTS = re.compile(
+    r"^\s*-*\s*(unsent message follows|original message follows|the header of the original message|"
+    r"this is a copy of your message|returned message|undelivered message)",
+    re.I | re.M,
+)
+
+
 def _from_text(message: Message) -> list[FailedRecipient]:
     """Failed addresses in a server's own notice: those the text says failed, not the sender's."""
     text = _body_text(message)
     found: dict[str, FailedRecipient] = {}
+    listed = _listed_failures(text)
+    if listed:
+        return listed
     # qmail and Postfix put each failed address at the start of a line as "<address>:";
     # that is definitive, even when it is the address the notice was sent to.
     for line in _LISTED.finditer(text):
@@ -302,6 +359,8 @@ def _from_text(message: Message) -> list[FailedRecipient]:
         permanent = not (status or "").startswith("4") and not (diagnostic or "").startswith("4")
         found[address] = FailedRecipient(address, status, diagnostic, permanent)
     if not found:
+        found = {f.address: f for f in _original_recipients(message)}
+    if not found:
         # A notice that names only one outside address: that is the failed one.
         others = {m.group(0).strip(".").lower() for m in _ADDRESS.finditer(text)} - ours
         if len(others) == 1:
@@ -309,6 +368,76 @@ def _from_text(message: Message) -> list[FailedRecipient]:
             status, diagnostic = _status_near(text, 0)
             found[address] = FailedRecipient(address, status, diagnostic)
     return list(found.values())
+
+
+_FULL = re.compile(r"mailbox (is )?full|over quota|quota exceeded", re.I)
+
+
+def _failure(text: str, address: str, position: int) -> FailedRecipient:
+    status, diagnostic = _status_near(text, position)
+    permanent = not (status or "").startswith("4") and not (diagnostic or "").startswith("4")
+    if status is None and not (diagnostic or "").startswith("5") and _FULL.search(text[:3000]):
+        permanent = False  # a full mailbox may empty: worth another try, not a dead address
+    return FailedRecipient(address.strip(".").lower(), status, diagnostic, permanent)
+
+
+def _listed_failures(text: str) -> list[FailedRecipient]:
+    """Addresses a notice lists as failed, in the layouts of Exim, Sendmail and SMTP transcripts."""
+    found: dict[str, FailedRecipient] = {}
+    for match in _LABELLED_RECIPIENT.finditer(text):
+        found.setdefault(match.group(1).lower(), _failure(text, match.group(1), 0))
+    for section in _FAILED_SECTION.finditer(text):
+        for match in _ADDRESS.finditer(section.group(1)):
+            found.setdefault(match.group(0).lower(), _failure(text, match.group(0), section.end()))
+    if not found:
+        for match in _EXIM_LISTED.finditer(text):
+            if _ADDRESS.fullmatch(match.group(1)):
+                found.setdefault(match.group(1).lower(), _failure(text, match.group(1), match.start()))
+    if not found:
+        for match in _FINAL_RECIPIENT.finditer(text):
+            found.setdefault(match.group(1).lower(), _failure(text, match.group(1), match.start()))
+    if not found and _SMTP_REPLY.search(text):
+        for match in _RCPT_TO.finditer(text):
+            if _ADDRESS.fullmatch(match.group(1)):
+                found.setdefault(match.group(1).lower(), _failure(text, match.group(1), match.start()))
+    return list(found.values())
+
+
+def _original_recipients(message: Message) -> list[FailedRecipient]:
+    """Last resort: whom the returned original message was addressed to."""
+    original = _find_part(message, "message/rfc822")
+    to = ""
+    if original is not None:
+        payload = original.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        to = _header(inner, "To") if isinstance(inner, Message) else ""
+    if not to:
+        headers = _find_part(message, "text/rfc822-headers")
+        text = ""
+        if headers is not None:
+            text = str(headers.get_payload())
+        else:
+            whole = _all_text(message)
+            start = _ORIGINAL_STARTS.search(whole)
+            text = whole[start.end() :] if start else ""
+        found = _ORIGINAL_TO.search(text)
+        to = found.group(1) if found else ""
+    status, diagnostic = _status_near(_body_text(message), 0)
+    return [
+        FailedRecipient(a.lower(), status, diagnostic, not (status or "").startswith("4"))
+        for _, a in getaddresses([to])
+        if _ADDRESS.fullmatch(a or "")
+    ]
+
+
+def _all_text(message: Message) -> str:
+    parts = []
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                parts.append(payload.decode("utf-8", "replace"))
+    return "\n".join(parts)
 
 
 def _complaint_recipients(message: Message) -> list[FailedRecipient]:

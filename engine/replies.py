@@ -111,12 +111,20 @@ def normal_reference(text: str) -> str:
 
 
 def dedupe_key(message: Message | None, data: bytes) -> tuple[str, str | None]:
+    """What makes two copies the same message: its Message-ID, or its bytes when it has none.
+
+    The Message-ID is taken with the sender, date and subject, which every copy of a
+    message shares (its Received lines differ): a careless sender reusing one ID for
+    different messages must not make us drop the second.
+    """
     message_id = None
     if message is not None:
         found = _MSGID.search(_header(message, "Message-ID"))
         message_id = f"<{found.group(1)}>" if found else None
-    if message_id and len(message_id) < 250:
-        return f"mid:{message_id}", message_id
+    if message_id and message is not None:
+        same = "\0".join([message_id, *(_header(message, h) for h in ("From", "Date", "Subject"))])
+        digest = hashlib.sha256(same.encode("utf-8", "replace")).hexdigest()[:16]
+        return f"mid:{message_id[:200]}#{digest}", message_id[:998]
     return f"sha256:{hashlib.sha256(data).hexdigest()}", message_id
 
 
