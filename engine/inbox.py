@@ -168,16 +168,18 @@ class ImapSource(MailSource):
     def _connect(self) -> imaplib.IMAP4:
         loc = self.location
         context = ssl.create_default_context(cafile=self.ca_file)
+        conn: imaplib.IMAP4 | None = None
         try:
             if loc.secure:
-                conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-                    loc.host, loc.port, ssl_context=context, timeout=self.timeout
-                )
+                conn = imaplib.IMAP4_SSL(loc.host, loc.port, ssl_context=context, timeout=self.timeout)
             else:
                 conn = imaplib.IMAP4(loc.host, loc.port, timeout=self.timeout)
                 conn.starttls(ssl_context=context)
             conn.login(loc.user, loc.password)
         except imaplib.IMAP4.error as exc:
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.shutdown()
             raise CampaignError(f"{loc.display}: the server refused: {_text(exc)}") from None
         except ssl.SSLError as exc:
             raise CampaignError(f"{loc.display}: TLS failed: {exc.reason or exc}") from None
@@ -194,7 +196,10 @@ class ImapSource(MailSource):
         flags = " ".join(_text(f) for f in (conn.response("PERMANENTFLAGS")[1] or []) if f)
         if "\\*" in flags:
             self.flag = INGESTED_KEYWORD
-        self.can_move = "MOVE" in conn.capabilities
+        # The capabilities after login are the ones that count (MOVE is often only offered then).
+        typ, data = conn.capability()
+        capabilities = _text(data[0] if data else b"").upper().split() if typ == "OK" else []
+        self.can_move = "MOVE" in capabilities or "MOVE" in conn.capabilities
         criteria = f"UNKEYWORD {INGESTED_KEYWORD}" if self.flag == INGESTED_KEYWORD else "UNSEEN"
         typ, found = conn.uid("SEARCH", None, criteria)  # type: ignore[arg-type]
         if typ != "OK":
@@ -226,8 +231,11 @@ class ImapSource(MailSource):
 
     def close(self) -> None:
         if self.conn is not None:
-            with contextlib.suppress(imaplib.IMAP4.error, OSError, EOFError):
+            try:
                 self.conn.logout()
+            except (imaplib.IMAP4.error, OSError, EOFError):
+                with contextlib.suppress(OSError):
+                    self.conn.shutdown()  # the line is gone: just let go of the socket
             self.conn = None
 
 
