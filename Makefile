@@ -40,6 +40,17 @@ demo: $(STAMP)
 	$(CAMPAIGN) letters decide "MPs: inspection and well-being" M100004 opt-out
 	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
 	$(CAMPAIGN) wave status "MPs: inspection and well-being"
+	$(CAMPAIGN) letters decide "Employers: well-being assessment" M100001 send
+	$(CAMPAIGN) letters decide "Employers: well-being assessment" M100005 send
+	$(CAMPAIGN) letters decide "Employers: well-being assessment" M100006 send
+	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
+	@echo "Replies arrive: two employers' replies forwarded by members, a bounce and an out-of-office."
+	$(CAMPAIGN) replies ingest --eml data/replies/
+	$(CAMPAIGN) replies list
+	$(CAMPAIGN) replies list --unmatched
+	$(CAMPAIGN) wave status "Employers: well-being assessment"
+	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
+	$(CAMPAIGN) chase
 	@echo "A member's personal link (run 'make serve' and open it):"
 	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
 	$(CAMPAIGN) wave pdf "Employers: well-being assessment" --out $(DEMO_DIR)/pdfs --limit 3
