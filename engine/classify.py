@@ -101,7 +101,10 @@ def _repair_boundary(message: Message, data: bytes) -> Message | None:
         repaired = message_from_bytes(fixed, policy=policy.default)
     except Exception:
         return None
-    return repaired if len(list(repaired.walk())) > 1 else None
+    if len(list(repaired.walk())) <= 1:
+        return None
+    repaired.repaired_boundary = True  # type: ignore[attr-defined]  # told to staff as a problem
+    return repaired
 
 
 def _header(message: Message, name: str) -> str:

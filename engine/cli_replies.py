@@ -119,7 +119,7 @@ _COLUMNS = [
     ("received", "RECEIVED", 16),
     ("kind", "KIND", 10),
     ("reference", "REF", 11),
-    ("from_addr", "FROM", 30),
+    ("from", "FROM", 30),
     ("subject", "SUBJECT", 40),
     ("detail", "DETAIL", 30),
 ]
@@ -148,7 +148,7 @@ def replies_list(app: App, unmatched: bool, kind, reference, problems: bool, lim
         echo_json_array(rows)
         return
     for row in rows:
-        row["received"] = f"{row['received_at']:%Y-%m-%d %H:%M}"
+        row["received"] = f"{row['received']:%Y-%m-%d %H:%M}"
         if row["kind"] == "bounce":
             row["detail"] = " ".join(x for x in (row["failed_recipient"], row["status"]) if x)
         elif row["problem"]:

@@ -155,6 +155,7 @@ class Ingester:
                 return None
             analysis = None
             if message is not None:
+                problem = _defects(message)
                 try:
                     analysis = self.analyse(conn, message)
                 except Exception as exc:  # kept and listed, never dropped
@@ -518,6 +519,31 @@ class Ingester:
         return result
 
 
+# Defects that mean parts of a message may be missing or garbled, as opposed to cosmetic ones.
+_SERIOUS_DEFECTS = {
+    "StartBoundaryNotFoundDefect": "the MIME boundary is missing",
+    "NoBoundaryInMultipartDefect": "a multipart has no boundary",
+    "CloseBoundaryNotFoundDefect": "a MIME part is not closed",
+    "MultipartInvariantViolationDefect": "the multipart structure is broken",
+    "InvalidBase64CharactersDefect": "base64 with stray characters",
+    "InvalidBase64PaddingDefect": "truncated base64",
+    "InvalidBase64LengthDefect": "truncated base64",
+}
+
+
+def _defects(message: Message) -> str | None:
+    """What is wrong with a message's structure, for staff: it was read as far as it could be."""
+    found: list[str] = []
+    if getattr(message, "repaired_boundary", False):
+        found.append("the declared MIME boundary is not the one used (read with the one used)")
+    for part in message.walk():
+        for defect in getattr(part, "defects", []):
+            words = _SERIOUS_DEFECTS.get(type(defect).__name__)
+            if words and words not in found:
+                found.append(words)
+    return f"broken MIME: {'; '.join(found)}" if found else None
+
+
 def _spellings(address: str) -> list[str]:
     """An address as a member list may hold it: bounces report it in lower case."""
     return list(dict.fromkeys([address, address.lower()]))
@@ -637,9 +663,9 @@ def list_messages(
     stmt = (
         select(
             i.id,
-            i.from_addr,
+            i.from_addr.label("from"),
             i.subject,
-            i.received_at,
+            i.received_at.label("received"),
             i.kind,
             lt.reference,
             i.match_method,

@@ -47,6 +47,7 @@ SAMPLES = [
     "fwd-attached",
     "direct-reply-in-reply-to",
     "direct-reply-ref-in-subject",
+    "direct-reply-plus-address",
     "member-question",
     "auto-reply",
     "bounce-verp",
@@ -191,6 +192,11 @@ def test_direct_replies_match_by_message_id_or_reference(ingested):
         "reference",
         letters["direct-reply-ref-in-subject"]["id"],
     )
+    by_tag = stored(engine, ids["direct-reply-plus-address"])
+    assert (by_tag["match_method"], by_tag["letter_id"]) == (
+        "address_tag",
+        letters["direct-reply-plus-address"]["id"],
+    )
     attached = stored(engine, ids["fwd-attached"])
     assert (attached["match_method"], attached["author_name"]) == ("reference", "Marion Lloyd")
     assert attached["text"].startswith("Dear colleague,\n\nThank you. I will write")
@@ -277,6 +283,8 @@ def test_unreadable_and_unrelated_mail_is_kept_raw_and_listed(ingested):
     engine, letters, ids = ingested
     broken = stored(engine, ids["broken-mime"])
     assert broken["raw"] == fill("broken-mime", letters["broken-mime"])
+    assert broken["problem"] == "broken MIME: a multipart has no boundary; the multipart structure is broken"
+    assert [row["id"] for row in list_messages(engine, problems=True)] == [ids["broken-mime"]]
     assert broken["letter_id"] == letters["broken-mime"]["id"]  # its subject still names the letter
     odd = stored(engine, ids["charset-unknown"])
     assert odd["letter_id"] == letters["charset-unknown"]["id"]
