@@ -82,7 +82,7 @@ _BOUNDARY_LINE = re.compile(rb"^--([^\s][^\r\n]{0,69}?)[ \t]*\r?$", re.M)
 def _repair_boundary(message: Message, data: bytes) -> Message | None:
     """A multipart whose declared boundary is not in its body (a relay rewrote one of them):
     read it again with the boundary the body does use."""
-    if message.get_content_maintype() != "multipart" or not any(
+    if content_type(message).partition("/")[0] != "multipart" or not any(
         type(d).__name__ == "StartBoundaryNotFoundDefect" for d in getattr(message, "defects", [])
     ):
         return None
@@ -105,6 +105,15 @@ def _repair_boundary(message: Message, data: bytes) -> Message | None:
         return None
     repaired.repaired_boundary = True  # type: ignore[attr-defined]  # told to staff as a problem
     return repaired
+
+
+def content_type(part: Message) -> str:
+    """A part's content type, parsed once: the modern policy parses the header again on every call,
+    and classifying and matching ask for it many times."""
+    known = part.__dict__.get("_content_type")
+    if known is None:
+        known = part.__dict__["_content_type"] = part.get_content_type()
+    return known
 
 
 def _header(message: Message, name: str) -> str:
@@ -203,14 +212,14 @@ def _is_auto_reply_by_subject(message: Message) -> bool:
 
 
 def _report_type(message: Message) -> str:
-    if message.get_content_type() != "multipart/report":
+    if content_type(message) != "multipart/report":
         return ""
     return (message.get_param("report-type") or "").lower() if hasattr(message, "get_param") else ""
 
 
-def _find_part(message: Message, content_type: str) -> Message | None:
+def _find_part(message: Message, wanted: str) -> Message | None:
     for part in message.walk():
-        if part.get_content_type() == content_type:
+        if content_type(part) == wanted:
             return part
     return None
 
@@ -277,12 +286,12 @@ def _body_text(message: Message) -> str:
     """The notice's own words: text parts before any attached original message."""
     texts = []
     for part in message.walk():
-        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+        if content_type(part) in ("message/rfc822", "text/rfc822-headers"):
             break
-        if part.get_content_maintype() == "multipart" and isinstance(part.get_payload(), str):
+        if content_type(part).partition("/")[0] == "multipart" and isinstance(part.get_payload(), str):
             texts.append(part.get_payload())  # a multipart too broken to split: its text as it is
             continue
-        if part.get_content_maintype() == "text":
+        if content_type(part).partition("/")[0] == "text":
             try:
                 content = (
                     part.get_content() if hasattr(part, "get_content") else part.get_payload(decode=True)
@@ -291,7 +300,7 @@ def _body_text(message: Message) -> str:
                 content = part.get_payload(decode=True)
             if isinstance(content, bytes):
                 content = content.decode("utf-8", "replace")
-            if part.get_content_subtype() == "html":
+            if content_type(part).partition("/")[2] == "html":
                 content = re.sub(r"<[^>]+>", " ", content or "")
             texts.append(content or "")
     text = "\n".join(texts)
@@ -436,7 +445,7 @@ def _original_recipients(message: Message) -> list[FailedRecipient]:
 def _all_text(message: Message) -> str:
     parts = []
     for part in message.walk():
-        if part.get_content_maintype() == "text":
+        if content_type(part).partition("/")[0] == "text":
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 parts.append(payload.decode("utf-8", "replace"))

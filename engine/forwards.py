@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
+from .classify import content_type
+
 # Header labels as mail clients write them in forwards, by meaning (lower case, without the colon).
 # fmt: off
 _LABELS = {
@@ -193,7 +195,7 @@ def find_inline(text: str) -> Forwarded | None:
 def find_attached(message: Message) -> Forwarded | None:
     """The first message/rfc822 part: a forward as attachment carries real headers."""
     for part in message.walk():
-        if part.get_content_type() != "message/rfc822":
+        if content_type(part) != "message/rfc822":
             continue
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload else None
@@ -217,13 +219,13 @@ def body_text(message: Message) -> str:
     """The readable text of a message: its plain part, or its HTML part reduced to text."""
     plain = html = None
     for part in message.walk():
-        if part.get_content_type() == "message/rfc822" and part is not message:
+        if content_type(part) == "message/rfc822" and part is not message:
             break
         if part.get_content_disposition() == "attachment":
             continue
-        if part.get_content_type() == "text/plain" and plain is None:
+        if content_type(part) == "text/plain" and plain is None:
             plain = _decoded(part)
-        elif part.get_content_type() == "text/html" and html is None:
+        elif content_type(part) == "text/html" and html is None:
             html = _decoded(part)
     if plain is not None and plain.strip():
         return plain.replace("\r\n", "\n")

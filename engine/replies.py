@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, exists, select
 from sqlalchemy.exc import IntegrityError
 
-from .classify import Classification, classify, parse
+from .classify import Classification, classify, content_type, parse
 from .errors import CampaignError
 from .events import record_event
 from .forwards import Forwarded, body_text, find_attached, find_inline, parse_date
@@ -553,14 +553,14 @@ def _embedded_ids(message: Message) -> list[str]:
     """Message-IDs of the original message that a bounce or complaint quotes."""
     ids: list[str] = []
     for part in message.walk():
-        if part.get_content_type() == "message/rfc822":
+        if content_type(part) == "message/rfc822":
             payload = part.get_payload()
             inner = payload[0] if isinstance(payload, list) and payload else None
             if isinstance(inner, Message):
                 found = _MSGID.search(_header(inner, "Message-ID"))
                 if found:
                     ids.append(f"<{found.group(1)}>")
-        elif part.get_content_maintype() == "text":
+        elif content_type(part).partition("/")[0] == "text":
             try:
                 payload = part.get_payload(decode=True) or b""
             except Exception:

@@ -79,7 +79,15 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     assert "Wave 'MPs: inspection and well-being': 48 letter(s) created, 48 invitation(s) queued" in out
     # 81 invitations, 2 letters confirmed through the member-page code path, and their 2 receipts.
     assert "85 sent, 0 to retry later, 0 failed." in out
-    assert len(list((tmp_path / "demo" / "outbox").glob("*.eml"))) == 85
     assert "  sent         2\n  opted_out    1\n" in out
+    # Three employer letters and their receipts; then the replies, and the follow-up's invitation.
+    assert "6 sent, 0 to retry later, 0 failed." in out
+    assert "4 stored (1 auto reply, 1 bounce, 2 reply); 0 already stored." in out
+    assert "1 letters replied, 1 bounced, 0 addresses suppressed, 1 follow-ups drafted." in out
+    assert "  follow-ups: drafted 1\n" in out
+    assert "1 sent, 0 to retry later, 0 failed." in out
+    outbox = list((tmp_path / "demo" / "outbox").glob("*.eml"))
+    assert len(outbox) == 92
+    assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 1
     assert len(list((tmp_path / "demo" / "pdfs").glob("*.pdf"))) == 3
     assert (tmp_path / "demo" / "preview.pdf").read_bytes().startswith(b"%PDF")
