@@ -406,16 +406,23 @@ def letters() -> None:
 @letters.command("list")
 @click.option("--wave", "wave_name", metavar="NAME", help="Only this wave's letters.")
 @click.option("--state", type=click.Choice(LETTER_STATES), help="Only letters in this state.")
+@click.option(
+    "--kind",
+    type=click.Choice(["letter", "follow-up", "chaser"]),
+    help="Only first letters, follow-ups or chasers.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_app
-def letters_list(app: App, wave_name: str | None, state: str | None, as_json: bool) -> None:
+def letters_list(app: App, wave_name: str | None, state: str | None, kind: str | None, as_json: bool) -> None:
     """List letters: reference, member, target, state and subject.
 
     \b
     Example:
       campaign letters list --wave "MPs autumn" --state drafted
     """
-    rows = iter_letters(app.engine(), wave=wave_name, state=state)
+    rows = iter_letters(
+        app.engine(), wave=wave_name, state=state, kind=kind.replace("-", "_") if kind else None
+    )
     if as_json:
         echo_json_array(rows)
         return
@@ -428,6 +435,7 @@ def letters_list(app: App, wave_name: str | None, state: str | None, as_json: bo
             ("target_name", "TO", 26),
             ("target_email", "EMAIL", 30),
             ("state", "STATE", 9),
+            ("kind", "KIND", 9),
             ("subject", "SUBJECT", 40),
         ],
     )
@@ -584,15 +592,22 @@ def serve_command(app: App, host: str, port: int) -> None:
 @letters.command("link")
 @click.argument("wave_name", metavar="WAVE")
 @click.argument("membership_no", metavar="MEMBER")
+@click.option(
+    "--kind",
+    type=click.Choice(["letter", "follow-up", "chaser"]),
+    default="letter",
+    show_default=True,
+    help="Which of the member's letters in the wave.",
+)
 @pass_app
-def letters_link(app: App, wave_name: str, membership_no: str) -> None:
+def letters_link(app: App, wave_name: str, membership_no: str, kind: str) -> None:
     """Print a member's personal link to their letter (to help them by phone, or to test the pages).
 
     \b
     Example:
       campaign letters link "MPs autumn" M100001
     """
-    found = letter_for_member(app.engine(), wave_name, membership_no)
+    found = letter_for_member(app.engine(), wave_name, membership_no, kind.replace("-", "_"))
     reference = found.letter["reference"]
     click.echo(letter_link(app.settings.base_url, link_token(app.settings.secret, reference)))
 
@@ -607,9 +622,22 @@ def letters_link(app: App, wave_name: str, membership_no: str) -> None:
     help="The member's edited letter (default: the letter as drafted).",
 )
 @click.option("--address", help="The member's home address, lines separated by | (MP letters).")
+@click.option(
+    "--kind",
+    type=click.Choice(["letter", "follow-up", "chaser"]),
+    default="letter",
+    show_default=True,
+    help="Which of the member's letters in the wave.",
+)
 @pass_app
 def letters_decide(
-    app: App, wave_name: str, membership_no: str, choice: str, text_file: Path | None, address: str | None
+    app: App,
+    wave_name: str,
+    membership_no: str,
+    choice: str,
+    text_file: Path | None,
+    address: str | None,
+    kind: str,
 ) -> None:
     """Record a member's choice for them, exactly as their page would: send for me, sent myself, or opt out.
 
@@ -620,7 +648,7 @@ def letters_decide(
       campaign letters decide "MPs autumn" M100004 opt-out
     """
     engine = app.engine()
-    found = letter_for_member(engine, wave_name, membership_no)
+    found = letter_for_member(engine, wave_name, membership_no, kind.replace("-", "_"))
     text = text_file.read_text(encoding="utf-8") if text_file else found.text
     if address is not None:
         address = "\n".join(part.strip() for part in address.split("|"))

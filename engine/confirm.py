@@ -77,18 +77,21 @@ def letter_for_token(engine: Engine, token: str) -> MemberLetter | None:
     return found
 
 
-def letter_for_member(engine: Engine, wave_name: str, membership_no: str) -> MemberLetter:
-    """A member's letter in a wave, for staff acting on a member's behalf (by phone, say)."""
+def letter_for_member(
+    engine: Engine, wave_name: str, membership_no: str, kind: str = "letter"
+) -> MemberLetter:
+    """A member's letter (or follow-up, or chaser) in a wave, for staff acting on their behalf."""
     lt, w, m = letter_table.c, wave_table.c, member_table.c
     with engine.connect() as conn:
         row = conn.execute(
             select(letter_table)
             .join(wave_table, w.id == lt.wave_id)
             .join(member_table, m.id == lt.member_id)
-            .where(w.name == wave_name, m.membership_no == membership_no)
+            .where(w.name == wave_name, m.membership_no == membership_no, lt.kind == kind)
         ).first()
         if row is None:
-            raise CampaignError(f"member {membership_no} has no letter in wave {wave_name!r}")
+            what = "letter" if kind == "letter" else kind.replace("_", "-")
+            raise CampaignError(f"member {membership_no} has no {what} in wave {wave_name!r}")
         letter = dict(row._mapping)
         wave = dict(conn.execute(select(wave_table).where(w.id == letter["wave_id"])).one()._mapping)
     return MemberLetter(letter, wave)
@@ -181,7 +184,12 @@ def similarity(engine: Engine, found: MemberLetter, text: str) -> tuple[int, int
     same_target = (
         lt.target_key.is_(None) if letter["target_key"] is None else lt.target_key == letter["target_key"]
     )
-    condition = (lt.wave_id == letter["wave_id"], same_target, lt.id != letter["id"])
+    condition = (
+        lt.wave_id == letter["wave_id"],
+        lt.kind == letter["kind"],
+        same_target,
+        lt.id != letter["id"],
+    )
     with engine.connect() as conn:
         count = conn.execute(select(func.count()).select_from(letter_table).where(*condition)).scalar_one()
         others = conn.execute(

@@ -17,7 +17,7 @@ from .renderer import WaveRenderer
 
 
 def iter_letters(
-    engine: Engine, *, wave: str | None = None, state: str | None = None
+    engine: Engine, *, wave: str | None = None, state: str | None = None, kind: str | None = None
 ) -> Iterator[dict[str, Any]]:
     """Letters with their reference, member, target, state and subject, streamed in creation order."""
     lt, m, w = letter_table.c, member_table.c, wave_table.c
@@ -33,6 +33,7 @@ def iter_letters(
             lt.target_name,
             lt.target_email,
             lt.state,
+            lt.kind,
             lt.subject,
         )
         .select_from(
@@ -47,6 +48,8 @@ def iter_letters(
         stmt = stmt.where(w.name == wave)
     if state is not None:
         stmt = stmt.where(lt.state == state)
+    if kind is not None:
+        stmt = stmt.where(lt.kind == kind)
     last_id = 0
     with engine.connect() as conn:
         while True:

@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import ROOT
 from sqlalchemy import select
 from test_waves import SETTINGS, load_sample, sample  # noqa: F401  (the sample-data fixture)
+from test_web import Site
 
 from engine.confirm import letter_for_member, letter_for_token, send_for_me
 from engine.errors import CampaignError
@@ -343,6 +345,10 @@ def test_an_employer_reply_drafts_the_follow_up_and_invites_the_member_to_confir
     # The link opens the follow-up on the same member page as the first letter.
     found = letter_for_token(engine, token)
     assert found is not None and found.letter["id"] == follow_up["id"]
+    with Site(engine) as site:
+        page = requests.get(f"{site.base}/l/{token}", timeout=10)
+    assert f"<h1>Your follow-up to {original['target_name']}</h1>" in page.text
+    assert "replied to your letter" in page.text
     assert state_of(engine, follow_up["id"]) == "invited"
     # A second reply to the same letter drafts nothing more.
     again = fill("fwd-gmail-en", original).replace(b"CAGmailFwdEn0001", b"CAGmailFwdEn0001-again")
