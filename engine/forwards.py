@@ -88,7 +88,9 @@ def parse_date(value: str) -> datetime | None:
         except (TypeError, ValueError, IndexError):
             parsed = None
     if parsed is None:
-        import dateparser  # slow to import; only forwards need it
+        parsed = _common_english(value)
+    if parsed is None:
+        import dateparser  # slow, and slow to import: for the dates the formats below miss
 
         parsed = dateparser.parse(
             value,
@@ -99,6 +101,36 @@ def parse_date(value: str) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+# How English-language clients write dates in forward blocks, tried before the general parser.
+_ENGLISH_FORMATS = (
+    "%a, %d %b %Y %H:%M",  # Gmail: "Mon, 16 Nov 2026 at 14:12" (with "at" removed)
+    "%d %B %Y %H:%M:%S %Z",  # Apple Mail: "16 November 2026 at 14:12:09 GMT"
+    "%d %B %Y %H:%M:%S",
+    "%d %B %Y %H:%M",  # Outlook: "16 November 2026 16:40"
+    "%A, %B %d, %Y %I:%M %p",  # Outlook (US): "Monday, November 16, 2026 2:12 PM"
+    "%A, %d %B %Y %H:%M",  # Outlook (UK): "Monday, 16 November 2026 14:12"
+    "%A, %d %B %Y, %H:%M:%S %Z",  # Yahoo: "Monday, 16 November 2026, 14:12:09 GMT"
+)
+
+
+def _common_english(value: str) -> datetime | None:
+    cleaned = re.sub(r"\s+at\s+", " ", value)
+    for form in _ENGLISH_FORMATS:
+        try:
+            parsed = datetime.strptime(cleaned, form)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None and cleaned.endswith(("GMT", "UTC")):
+            parsed = parsed.replace(tzinfo=UTC)
+        elif parsed.tzinfo is None:
+            # Forward blocks give local time: the union's members are in the UK.
+            from zoneinfo import ZoneInfo
+
+            parsed = parsed.replace(tzinfo=ZoneInfo("Europe/London"))
+        return parsed
+    return None
 
 
 def _header_field(line: str) -> tuple[str, str] | None:

@@ -24,7 +24,7 @@ class Member(SQLModel, table=True):
     membership_no: str = Field(max_length=40, unique=True)
     first_name: str
     last_name: str
-    email: str
+    email: str = Field(index=True)  # incoming mail is matched by its sender
     postcode: str = Field(max_length=8, index=True)
     school_urn: str = Field(max_length=20, index=True)
     address_line1: str | None = None
@@ -238,7 +238,11 @@ class Letter(SQLModel, table=True):
     mp_answer: str | None = Field(default=None, max_length=8)
     mp_answered_at: datetime | None = None
 
-    __table_args__ = (UniqueConstraint("wave_id", "member_id", "kind", name="uq_letter_wave_member_kind"),)
+    __table_args__ = (
+        UniqueConstraint("wave_id", "member_id", "kind", name="uq_letter_wave_member_kind"),
+        # Letters to one MP or employer: the page's similarity hint, and replies sent by the target.
+        Index("ix_letter_wave_target", "wave_id", "target_key"),
+    )
 
 
 class OutboxMessage(SQLModel, table=True):

@@ -32,13 +32,16 @@ from .events import record_event
 from .forwards import Forwarded, body_text, find_attached, find_inline, parse_date
 from .inbox import CONNECTION_ERRORS, MailSource
 from .models import (
+    employer_table,
     failure_table,
     inbound_table,
     letter_table,
     member_table,
+    mp_table,
     outbox_table,
     suppression_table,
     utcnow,
+    wave_table,
 )
 from .outcomes import suggest_outcome
 from .settings import Settings
@@ -363,15 +366,7 @@ class Ingester:
             )
         ]
         if not rows:
-            # The target replied straight to us, from the address the letter went to.
-            rows = [
-                dict(r._mapping)
-                for r in conn.execute(
-                    select(letter_table).where(
-                        lt.target_email.in_(_spellings(address)), lt.state.in_(_AWAITING)
-                    )
-                )
-            ]
+            rows = self._by_target_address(conn, address)
             return (rows[0], "target_address") if len(rows) == 1 else (None, None)
         author = (analysis.author_addr or "").lower()
         if author and analysis.forwarded is not None:
@@ -386,6 +381,38 @@ class Ingester:
         if not awaiting and len(rows) == 1:
             return rows[0], "sender"
         return None, None
+
+    def _by_target_address(self, conn: Connection, address: str) -> list[dict[str, Any]]:
+        """Letters awaiting a reply from this address: the target wrote to us straight."""
+        spellings = _spellings(address)
+        keys = set(
+            conn.execute(
+                select(mp_table.c.constituency_code).where(mp_table.c.email.in_(spellings))
+            ).scalars()
+        )
+        keys |= set(
+            conn.execute(
+                select(employer_table.c.employer_key).where(employer_table.c.email.in_(spellings))
+            ).scalars()
+        )
+        w, lt = wave_table.c, letter_table.c
+        rows: list[dict[str, Any]] = []
+        for wave_id, fixed_email in conn.execute(select(w.id, w.fixed_email).where(w.status == "launched")):
+            # By the (wave, target) index: a launched wave can hold 450,000 letters.
+            condition = lt.target_key.in_(keys) if keys else None
+            if fixed_email and fixed_email.lower() == address.lower():
+                condition = lt.target_key.is_(None)
+            if condition is None:
+                continue
+            rows += [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(letter_table)
+                    .where(lt.wave_id == wave_id, condition, lt.state.in_(_AWAITING))
+                    .limit(2)
+                )
+            ]
+        return rows
 
     # -- acting on it ------------------------------------------------------------
     def act(

@@ -34,6 +34,8 @@ def upgrade() -> None:
         batch_op.create_foreign_key("fk_letter_parent", "letter", ["parent_id"], ["id"])
         batch_op.drop_constraint("uq_letter_wave_member", type_="unique")
         batch_op.create_unique_constraint("uq_letter_wave_member_kind", ["wave_id", "member_id", "kind"])
+    op.create_index("ix_letter_wave_target", "letter", ["wave_id", "target_key"])
+    op.create_index("ix_member_email", "member", ["email"])
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.alter_column(
             "kind", existing_type=sa.String(length=16), type_=sa.String(length=24), existing_nullable=False
@@ -110,6 +112,8 @@ def downgrade() -> None:
         batch_op.alter_column(
             "kind", existing_type=sa.String(length=24), type_=sa.String(length=16), existing_nullable=False
         )
+    op.drop_index("ix_member_email", table_name="member")
+    op.drop_index("ix_letter_wave_target", table_name="letter")
     with op.batch_alter_table("letter", schema=None) as batch_op:
         batch_op.drop_constraint("uq_letter_wave_member_kind", type_="unique")
         batch_op.create_unique_constraint("uq_letter_wave_member", ["wave_id", "member_id"])

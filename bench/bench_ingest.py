@@ -1,0 +1,174 @@
+"""Benchmark: ingest N incoming messages (an mbox) against a launched wave of letters.
+
+The mix is what an organising mailbox sees after a big wave: members' Gmail
+forwards of their target's reply (matched by the member's address), direct
+replies quoting the reference, RFC 3464 bounces of invitations (matched by the
+quoted Message-ID) and out-of-office replies. Prints messages/s, how many
+matched, and peak memory.
+
+    python bench/bench_ingest.py --messages 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import mailbox
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_send import prepare  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from engine.db import open_engine  # noqa: E402
+from engine.inbox import MboxSource  # noqa: E402
+from engine.models import letter_table, member_table, outbox_table, utcnow  # noqa: E402
+from engine.replies import Ingester  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FORWARD = """From: {name} <{email}>
+To: organising@union.example
+Subject: Fwd: Your letter about school inspection
+Message-ID: <fwd-{n}@mail.members.example>
+Date: Tue, 17 Nov 2026 19:41:07 +0000
+Content-Type: text/plain; charset=utf-8
+
+Here is what my MP said.
+
+---------- Forwarded message ---------
+From: A Member MP <mp@parliament.example>
+Date: Mon, 16 Nov 2026 at 14:12
+Subject: RE: Your letter about school inspection
+To: {name} <{email}>
+
+
+Dear {name},
+
+Thank you for your letter. I share your concern and will raise it with the
+Secretary of State for Education.
+
+Yours sincerely,
+A Member MP
+"""
+
+DIRECT = """From: A Member MP <mp.office@parliament.example>
+To: organising@union.example
+Subject: Re: Your letter about school inspection [Ref: {ref}]
+Message-ID: <direct-{n}@parliament.example>
+Date: Mon, 16 Nov 2026 15:00:00 +0000
+Content-Type: text/plain; charset=utf-8
+
+Thank you for writing. I will reply in full in due course.
+"""
+
+BOUNCE = """From: Mail Delivery System <MAILER-DAEMON@mx.union.example>
+To: campaigns@union.example
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <bounce-{n}@mx.union.example>
+Date: Thu, 12 Nov 2026 09:05:00 +0000
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B{n}"
+
+--B{n}
+Content-Type: text/plain; charset=us-ascii
+
+Your message could not be delivered.
+
+--B{n}
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.union.example
+
+Final-Recipient: rfc822; {email}
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 User unknown
+
+--B{n}
+Content-Type: text/rfc822-headers
+
+Message-ID: {message_id}
+Subject: Will you write to your MP?
+
+--B{n}--
+"""
+
+AUTO = """From: A Member MP <mp@parliament.example>
+To: {name} <{email}>
+Subject: Automatic reply: Your letter about school inspection
+Message-ID: <auto-{n}@parliament.example>
+Date: Thu, 12 Nov 2026 09:03:30 +0000
+Auto-Submitted: auto-replied
+Content-Type: text/plain; charset=utf-8
+
+I am away from the office until Monday.
+"""
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=5_000)
+    args = parser.parse_args()
+    n = args.messages
+    os.chdir(ROOT)
+    work = Path(tempfile.mkdtemp(prefix="campaign-bench-ingest-"))
+    url = f"sqlite:///{work}/ingest.db"
+    prepare(url, n, work)
+    engine = open_engine(url)
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(letter_table.update().values(state="sent", sent_at=now))
+        rows = conn.execute(
+            select(
+                letter_table.c.reference,
+                member_table.c.first_name,
+                member_table.c.last_name,
+                member_table.c.email,
+                outbox_table.c.message_id,
+            )
+            .join(member_table, member_table.c.id == letter_table.c.member_id)
+            .join(outbox_table, outbox_table.c.letter_id == letter_table.c.id)
+            .order_by(letter_table.c.id)
+        ).all()
+    box = mailbox.mbox(work / "in.mbox")
+    templates = (FORWARD, FORWARD, FORWARD, FORWARD, DIRECT, DIRECT, DIRECT, BOUNCE, BOUNCE, AUTO)
+    for i, row in enumerate(rows[:n]):
+        text = templates[i % len(templates)].format(
+            n=i,
+            ref=row.reference,
+            name=f"{row.first_name} {row.last_name}",
+            email=row.email,
+            message_id=row.message_id,
+        )
+        box.add(text.encode())
+    box.flush()
+    box.close()
+    settings = Settings.from_env({})
+    t = time.perf_counter()
+    result = Ingester(engine, settings).ingest(MboxSource(work / "in.mbox"))
+    elapsed = time.perf_counter() - t
+    print(
+        f"ingest {result.read:,} messages (SQLite, one transaction each): {elapsed:.1f} s = "
+        f"{result.read / elapsed:,.0f} messages/s; kinds {dict(result.kinds)}; "
+        f"matched {result.matched:,}, unmatched {result.unmatched:,}, "
+        f"letters replied {result.letters_replied:,}"
+    )
+    print(f"peak RSS: {peak_mb():.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
