@@ -135,7 +135,7 @@ def main() -> int:
     print(f"bare smtplib:    {bare_rate:,.0f} messages/s ({len(built):,} built messages, one connection)")
 
     t = time.perf_counter()
-    result = send_outbox(engine, settings, SmtpTransport(smtp_url), rate=1e6, batch=100)
+    result = send_outbox(engine, settings, SmtpTransport(smtp_url), rate=1e6)
     one = result.sent / (time.perf_counter() - t)
     print(
         f"one worker:      {one:,.0f} messages/s on SQLite ({result.sent:,} sent) = "

@@ -196,7 +196,7 @@ def send_outbox(
     once: bool = True,
     limit: int | None = None,
     pause_after: int = 10,
-    batch: int = 20,
+    batch: int | None = None,
     poll: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
     on_message: Callable[[str], None] | None = None,
@@ -207,6 +207,10 @@ def send_outbox(
         raise CampaignError(
             f"sending is paused since {paused_at:%d %b %H:%M}: {reason}; run `campaign send --resume`"
         )
+    if batch is None:
+        # Claim about two seconds' worth at a time: each claim costs a few queries, and a
+        # killed worker's claimed messages go back to the queue anyway.
+        batch = max(20, min(200, int(rate * 2))) if rate > 0 else 200
     result = SendResult(transport=transport.description)
     result.recovered = recover_abandoned(engine)
     delivery = _Delivery(engine, settings, transport, worker_id())
@@ -405,16 +409,16 @@ class _Delivery:
         if isinstance(payload, CampaignError):
             self._later(message_id, "failed", f"cannot build the message: {payload}")
             return "failed", str(payload)
-        if self.suppressed and parseaddr(data["to_addr"])[1].lower() in self.suppressed:
+        if self.suppressed and address_of(data["to_addr"]).lower() in self.suppressed:
             self._later(message_id, "suppressed", "the address complained: no more campaign mail")
             return "skipped", "suppressed"
         mail_from = self.domain_from
         if settings.bounce_domain:
             # VERP: a bounce comes back to an address that names the letter.
             mail_from = f"bounces+{letter['reference']}@{settings.bounce_domain}"
-        recipients = [parseaddr(data["to_addr"])[1]]
+        recipients = [address_of(data["to_addr"])]
         if data.get("cc_addr"):
-            recipients.append(parseaddr(data["cc_addr"])[1])
+            recipients.append(address_of(data["cc_addr"]))
         name = f"{message_id:08d}-{data['kind']}-{letter['reference']}"
         try:
             delivered = self.transport.send(payload, mail_from, recipients, name)
@@ -461,6 +465,17 @@ class _Delivery:
             )
 
         self.pending = record
+
+
+def address_of(value: str) -> str:
+    """The address in a stored recipient ("Name <addr>" as formataddr wrote it, or a bare address).
+
+    formataddr quotes any name with specials, so the last "<" opens the address; parseaddr
+    would work it out the long way, once per message.
+    """
+    if value.endswith(">"):
+        return value[value.rindex("<") + 1 : -1]
+    return parseaddr(value)[1]
 
 
 def queue_receipt(

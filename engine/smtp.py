@@ -103,7 +103,7 @@ class SmtpTransport:
             if self._smtp is None:
                 self._smtp = self._connect()
             try:
-                refused = self._smtp.sendmail(mail_from, recipients, data)
+                refused, reply = _transaction(self._smtp, mail_from, recipients, data)
             except smtplib.SMTPServerDisconnected:
                 self._smtp = None
                 if attempt == 2:
@@ -120,7 +120,7 @@ class SmtpTransport:
             if refused:
                 code, text = next(iter(refused.values()))
                 raise DeliveryError(f"{code} {_text(text)}", temporary=400 <= code < 500)
-            return Delivery("250 accepted")
+            return Delivery(reply)
         raise AssertionError("unreachable")
 
     def _drop(self) -> None:
@@ -135,6 +135,61 @@ class SmtpTransport:
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 self._smtp.quit()
             self._smtp = None
+
+
+def _transaction(
+    smtp: smtplib.SMTP, mail_from: str, recipients: list[str], data: bytes
+) -> tuple[dict[str, tuple[int, bytes]], str]:
+    """One SMTP mail transaction, as smtplib's sendmail runs it, with the same errors; returns
+    the refused recipients and the server's final reply.
+
+    Our addresses are validated when they are stored, so they go into the commands as they
+    are: sendmail would parse each one again, which costs more per message than our own
+    database work. Built messages already end lines in CRLF, so only dots need stuffing.
+    Addresses outside ASCII take sendmail's way, with SMTPUTF8.
+    """
+    if not (mail_from.isascii() and all(r.isascii() for r in recipients)):
+        options = ["SMTPUTF8"] if smtp.has_extn("smtputf8") else []
+        return smtp.sendmail(mail_from, recipients, data, mail_options=options), "250 accepted"
+    smtp.ehlo_or_helo_if_needed()
+    size = f" SIZE={len(data)}" if smtp.does_esmtp and smtp.has_extn("size") else ""
+    code, reply = smtp.docmd("MAIL", f"FROM:<{mail_from}>{size}")
+    if code != 250:
+        _abandon(smtp, code)
+        raise smtplib.SMTPSenderRefused(code, reply, mail_from)
+    refused: dict[str, tuple[int, bytes]] = {}
+    for recipient in recipients:
+        code, reply = smtp.docmd("RCPT", f"TO:<{recipient}>")
+        if code not in (250, 251):
+            refused[recipient] = (code, reply)
+            if code == 421:
+                smtp.close()
+                raise smtplib.SMTPRecipientsRefused(refused)
+    if len(refused) == len(recipients):
+        _abandon(smtp, 0)
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, reply = smtp.docmd("DATA")
+    if code != 354:
+        _abandon(smtp, code)
+        raise smtplib.SMTPDataError(code, reply)
+    payload = (b"." if data.startswith(b".") else b"") + data.replace(b"\n.", b"\n..")
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    smtp.send(payload + b".\r\n")
+    code, reply = smtp.getreply()
+    if code != 250:
+        _abandon(smtp, code)
+        raise smtplib.SMTPDataError(code, reply)
+    return refused, f"{code} {_text(reply)}"
+
+
+def _abandon(smtp: smtplib.SMTP, code: int) -> None:
+    """End a failed transaction so the connection can carry the next one (or close it on 421)."""
+    if code == 421:
+        smtp.close()
+        return
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        smtp.rset()
 
 
 def _text(text: bytes | str) -> str:
