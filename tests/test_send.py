@@ -188,3 +188,27 @@ def test_two_workers_at_once_never_send_a_message_twice(launched, tmp_path):
     files = [p.name for name in ("one", "two") for p in (tmp_path / name).glob("*.eml")]
     assert len(files) == len(set(files)) == 48
     assert statuses(launched) == {"sent": 48}
+
+
+def test_the_smtp_transaction_stuffs_dots_reports_partial_refusals_and_the_final_reply(smtp):
+    transport = SmtpTransport(smtp.url)
+    data = (
+        b"From: campaigns@union.example\r\nTo: a@members.example.org\r\nSubject: dots\r\n\r\n"
+        b".a line that starts with a dot\r\n..and one with two\r\n.\r\nend"
+    )
+    delivered = transport.send(data, "campaigns@union.example", ["a@members.example.org"], "dots")
+    assert delivered.response == "250 2.0.0 queued as test"
+    body = smtp.recorder.received[-1].message.get_content()
+    assert body.splitlines() == [".a line that starts with a dot", "..and one with two", ".", "end"]
+    # One of two recipients refused: the message goes to the other, and the refusal is an error.
+    smtp.recorder.refuse["b@members.example.org"] = "550 5.1.1 no such user"
+    with pytest.raises(Exception, match="550") as refused:
+        transport.send(
+            data, "campaigns@union.example", ["a@members.example.org", "b@members.example.org"], "x"
+        )
+    assert refused.value.temporary is False
+    assert smtp.recorder.received[-1].rcpt_tos == ["a@members.example.org"]
+    # An address outside ASCII goes the standard library's way, with SMTPUTF8.
+    transport.send(data, "campaigns@union.example", ["siân@members.example.org"], "utf8")
+    assert smtp.recorder.received[-1].rcpt_tos == ["siân@members.example.org"]
+    transport.close()
