@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import mailbox
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_launch import peak_mb  # noqa: E402
 from bench_send import prepare  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
@@ -110,10 +110,6 @@ Content-Type: text/plain; charset=utf-8
 
 I am away from the office until Monday.
 """
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> int:

@@ -589,16 +589,20 @@ def serve_command(app: App, host: str, port: int) -> None:
     uvicorn.run(create_app(app.engine(), app.settings), host=host, port=port, log_level="warning")
 
 
-@letters.command("link")
-@click.argument("wave_name", metavar="WAVE")
-@click.argument("membership_no", metavar="MEMBER")
-@click.option(
+# A member's first letter, or the follow-up or chaser drafted for them after launch.
+_kind_option = click.option(
     "--kind",
     type=click.Choice(["letter", "follow-up", "chaser"]),
     default="letter",
     show_default=True,
     help="Which of the member's letters in the wave.",
 )
+
+
+@letters.command("link")
+@click.argument("wave_name", metavar="WAVE")
+@click.argument("membership_no", metavar="MEMBER")
+@_kind_option
 @pass_app
 def letters_link(app: App, wave_name: str, membership_no: str, kind: str) -> None:
     """Print a member's personal link to their letter (to help them by phone, or to test the pages).
@@ -622,13 +626,7 @@ def letters_link(app: App, wave_name: str, membership_no: str, kind: str) -> Non
     help="The member's edited letter (default: the letter as drafted).",
 )
 @click.option("--address", help="The member's home address, lines separated by | (MP letters).")
-@click.option(
-    "--kind",
-    type=click.Choice(["letter", "follow-up", "chaser"]),
-    default="letter",
-    show_default=True,
-    help="Which of the member's letters in the wave.",
-)
+@_kind_option
 @pass_app
 def letters_decide(
     app: App,

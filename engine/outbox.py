@@ -104,7 +104,7 @@ def _union_headers(
 
 
 def _union_mail_builder(
-    render: Callable[[WaveRenderer, dict[str, Any]], tuple[str, str]],
+    render: Callable[[WaveRenderer, dict[str, Any], str], tuple[str, str]],
 ) -> Callable[..., bytes]:
     """A builder for union-to-member mail whose two parts `render` makes from the frozen templates."""
 
@@ -117,15 +117,18 @@ def _union_mail_builder(
         date: datetime | None = None,
     ) -> bytes:
         context = email_context(letter, wave, settings)
-        text, html = render(renderer, context)
+        context.update(later_context(outbox["kind"], letter, settings))
+        text, html = render(renderer, context, outbox["kind"])
         headers = _union_headers(outbox, letter, settings, context, date or outbox["created_at"])
         return alternative(headers, text, html)
 
     return build
 
 
-build_invitation = _union_mail_builder(lambda renderer, context: renderer.invitation(context))
-build_receipt = _union_mail_builder(lambda renderer, context: renderer.receipt(context)[1:])
+build_invitation = _union_mail_builder(lambda renderer, context, kind: renderer.invitation(context))
+build_receipt = _union_mail_builder(lambda renderer, context, kind: renderer.receipt(context)[1:])
+# Emails queued after launch: follow-up and chaser invitations, the MP questionnaire.
+build_later = _union_mail_builder(lambda renderer, context, kind: renderer.later_email(kind, context)[1:])
 
 
 def build_letter(
@@ -167,22 +170,6 @@ def build_letter(
     footer += f", {', '.join(address.splitlines())}" if address else ""
     footer += f", through {settings.campaign_name}. Reference: {letter['reference']}\n"
     return alternative(headers, text.rstrip("\n") + "\n" + footer, letter_document(letter, renderer))
-
-
-def build_later(
-    outbox: dict[str, Any],
-    letter: dict[str, Any],
-    wave: dict[str, Any],
-    renderer: WaveRenderer,
-    settings: Settings,
-    date: datetime | None = None,
-) -> bytes:
-    """An email queued after launch: a follow-up or chaser invitation, the MP questionnaire."""
-    context = email_context(letter, wave, settings)
-    context.update(later_context(outbox["kind"], letter, settings))
-    _, text, html = renderer.later_email(outbox["kind"], context)
-    headers = _union_headers(outbox, letter, settings, context, date or outbox["created_at"])
-    return alternative(headers, text, html)
 
 
 BUILDERS = {
