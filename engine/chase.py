@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, or_, select
 from .errors import CampaignError
 from .followups import draft_letter, load_wave, queue_email
 from .models import MP_ANSWERS, letter_table, member_table, postcode_table, utcnow, wave_table
+from .renderer import WaveRenderer
 from .settings import Settings
 
 # holidays' codes for the UK's nations, by the country postcodes.io names.
@@ -130,6 +131,7 @@ def _overdue(
     lt = letter_table.c
     after = 0
     loaded: dict[str, Any] | None = None
+    renderer: WaveRenderer | None = None
     while True:
         with engine.begin() as conn:
             page = _letters_page(conn, wave["id"], ("sent", "self_sent"), after)
@@ -152,9 +154,14 @@ def _overdue(
                     continue
                 result.count(wave["name"], "overdue")
                 if wave["chaser_template"] and letter["target_kind"] != "mp":
-                    loaded = loaded or load_wave(conn, wave["id"], settings)
+                    if loaded is None:
+                        loaded = load_wave(conn, wave["id"], settings)
+                        renderer = WaveRenderer(loaded["frozen"])
                     letter.pop("member_country")
-                    if draft_letter(conn, loaded, letter, "chaser", settings, now) is not None:
+                    if (
+                        draft_letter(conn, loaded, letter, "chaser", settings, now, renderer=renderer)
+                        is not None
+                    ):
                         result.count(wave["name"], "chasers")
             if progress is not None:
                 progress(len(page))
@@ -168,31 +175,44 @@ def _questionnaires(
     asked_before = now - timedelta(days=wave["ask_days"])
     with engine.begin() as conn:
         loaded = load_wave(conn, wave["id"], settings)
-        rows = conn.execute(
-            select(letter_table).where(
-                lt.wave_id == wave["id"],
-                lt.kind == "letter",
-                lt.state.in_(("sent", "self_sent", "overdue")),
-                lt.mp_answer.is_(None),
-                or_(lt.asked_at.is_(None), lt.reminded_at.is_(None)),
-            )
-        )
-        for row in rows:
-            letter = dict(row._mapping)
-            went = letter["sent_at"] or letter["decided_at"]
-            if letter["asked_at"] is None:
-                if went is None or went > asked_before:
-                    continue
-                if queue_email(conn, letter, loaded, "questionnaire", settings, now):
-                    result.count(wave["name"], "questionnaires")
-                conn.execute(
-                    letter_table.update().where(lt.id == letter["id"]).values(asked_at=now, updated_at=now)
+    renderer = WaveRenderer(loaded["frozen"])
+    after = 0
+    while True:
+        # A page at a time, each in its own transaction: a wave can hold 450,000 letters.
+        with engine.begin() as conn:
+            page = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(letter_table)
+                    .where(
+                        lt.wave_id == wave["id"],
+                        lt.kind == "letter",
+                        lt.state.in_(("sent", "self_sent", "overdue")),
+                        lt.mp_answer.is_(None),
+                        or_(lt.asked_at.is_(None), lt.reminded_at.is_(None)),
+                        lt.id > after,
+                    )
+                    .order_by(lt.id)
+                    .limit(_PAGE)
                 )
-            elif letter["asked_at"] <= now - REMIND_AFTER:
-                if queue_email(conn, letter, loaded, "questionnaire_reminder", settings, now):
-                    result.count(wave["name"], "reminders")
+            ]
+            if not page:
+                return
+            for letter in page:
+                after = letter["id"]
+                went = letter["sent_at"] or letter["decided_at"]
+                if letter["asked_at"] is None:
+                    if went is None or went > asked_before:
+                        continue
+                    kind, what, stamp = "questionnaire", "questionnaires", "asked_at"
+                elif letter["asked_at"] <= now - REMIND_AFTER:
+                    kind, what, stamp = "questionnaire_reminder", "reminders", "reminded_at"
+                else:
+                    continue
+                if queue_email(conn, letter, loaded, kind, settings, now, renderer=renderer):
+                    result.count(wave["name"], what)
                 conn.execute(
-                    letter_table.update().where(lt.id == letter["id"]).values(reminded_at=now, updated_at=now)
+                    letter_table.update().where(lt.id == letter["id"]).values({stamp: now, "updated_at": now})
                 )
 
 

@@ -10,6 +10,8 @@ more campaign mail.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 from email.utils import formataddr, parseaddr
 from typing import Any
@@ -38,6 +40,20 @@ def load_wave(conn: Connection, wave_id: int, settings: Settings) -> dict[str, A
         conn.execute(wave_table.update().where(wave_table.c.id == wave_id).values(frozen=frozen))
         wave["frozen"] = frozen
     return wave
+
+
+_renderers: dict[str, WaveRenderer] = {}
+
+
+def renderer_for(wave: dict[str, Any]) -> WaveRenderer:
+    """The wave's compiled templates, compiled once per process for the same frozen sources
+    (hashing them costs far less than compiling them for every reply)."""
+    key = hashlib.sha256(json.dumps(wave["frozen"], sort_keys=True).encode()).hexdigest()
+    if key not in _renderers:
+        if len(_renderers) > 32:
+            _renderers.clear()
+        _renderers[key] = WaveRenderer(wave["frozen"])
+    return _renderers[key]
 
 
 def _unique_reference(conn: Connection) -> str:
@@ -73,7 +89,7 @@ def queue_email(
     renderer: WaveRenderer | None = None,
 ) -> bool:
     """Queue one union-to-member email about `letter`: an invitation, a questionnaire or its reminder."""
-    renderer = renderer or WaveRenderer(wave["frozen"])
+    renderer = renderer or renderer_for(wave)
     context = email_context(letter, wave, settings)
     context.update(later_context(kind, letter, settings))
     member = context["member"]
@@ -109,6 +125,8 @@ def draft_letter(
     settings: Settings,
     now: datetime,
     reply: dict[str, Any] | None = None,
+    *,
+    renderer: WaveRenderer | None = None,
 ) -> dict[str, Any] | None:
     """Draft a follow-up or chaser to `original`'s target and queue its invitation; None if one exists."""
     lt = letter_table.c
@@ -117,7 +135,7 @@ def draft_letter(
     ).first()
     if already is not None:
         return None
-    renderer = WaveRenderer(wave["frozen"])
+    renderer = renderer or renderer_for(wave)
     reference = _unique_reference(conn)
     token = link_token(settings.secret, reference)
     date = letter_date(now)
