@@ -3,7 +3,8 @@
 Prints messages/s for one `campaign send` worker, for two workers at once on
 PostgreSQL (with --pg URL), and for a bare smtplib loop sending the same
 number of already-built messages over one connection, measured in the same
-run; the target is at least 70% of the bare loop.
+run (alternated, best of --rounds each, as the machine is shared); the target
+is at least 70% of the bare loop.
 
     python bench/bench_send.py --messages 20000 --pg postgresql://postgres@127.0.0.1/bench
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import smtplib
 import socket
 import subprocess
@@ -109,6 +111,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=2, help="bare loop and worker runs, alternated")
     parser.add_argument("--pg", help="PostgreSQL URL for the two-worker run (its tables are replaced)")
     args = parser.parse_args()
     n = args.messages
@@ -126,22 +129,32 @@ def main() -> int:
     prepare(sqlite_url, n, work)
     engine = open_engine(sqlite_url)
     built = [(m.to, m.data) for m in queued_messages(engine, settings)]
-
-    t = time.perf_counter()
-    with smtplib.SMTP("127.0.0.1", port) as bare:
-        for to, data in built:
-            bare.sendmail("campaigns@union.example", [to], data)
-    bare_rate = len(built) / (time.perf_counter() - t)
-    print(f"bare smtplib:    {bare_rate:,.0f} messages/s ({len(built):,} built messages, one connection)")
-
-    t = time.perf_counter()
-    result = send_outbox(engine, settings, SmtpTransport(smtp_url), rate=1e6)
-    one = result.sent / (time.perf_counter() - t)
-    print(
-        f"one worker:      {one:,.0f} messages/s on SQLite ({result.sent:,} sent) = "
-        f"{one / bare_rate:.0%} of bare"
-    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
+
+    # The machine is shared: alternate the two, and compare the best of each.
+    bare_rates, worker_rates = [], []
+    for round_number in range(1, args.rounds + 1):
+        t = time.perf_counter()
+        with smtplib.SMTP("127.0.0.1", port) as bare:
+            for to, data in built:
+                bare.sendmail("campaigns@union.example", [to], data)
+        bare_rates.append(len(built) / (time.perf_counter() - t))
+        copy = work / f"send-{round_number}.db"
+        shutil.copy(work / "send.db", copy)
+        engine = open_engine(f"sqlite:///{copy}")
+        t = time.perf_counter()
+        result = send_outbox(engine, settings, SmtpTransport(smtp_url), rate=1e6)
+        worker_rates.append(result.sent / (time.perf_counter() - t))
+        engine.dispose()
+        print(
+            f"round {round_number}: bare smtplib {bare_rates[-1]:,.0f} messages/s, "
+            f"one worker {worker_rates[-1]:,.0f} messages/s ({result.sent:,} sent)"
+        )
+    bare_rate, one = max(bare_rates), max(worker_rates)
+    print(f"bare smtplib:    {bare_rate:,.0f} messages/s ({len(built):,} built messages, one connection)")
+    print(f"one worker:      {one:,.0f} messages/s on SQLite = {one / bare_rate:.0%} of bare")
 
     if args.pg:
         prepare(args.pg, n, work)
