@@ -175,7 +175,15 @@ class Ingester:
             if problem:
                 result.problems.append(f"message {inbound_id} ({source}): {problem}")
             if analysis is not None:
-                self.act(conn, inbound_id, analysis, result, now)
+                try:
+                    with conn.begin_nested():
+                        self.act(conn, inbound_id, analysis, result, now)
+                except Exception as exc:  # the message stays stored, with what went wrong
+                    problem = f"stored, but acting on it failed: {exc.__class__.__name__}: {exc}"
+                    conn.execute(
+                        inbound_table.update().where(inbound_table.c.id == inbound_id).values(problem=problem)
+                    )
+                    result.problems.append(f"message {inbound_id} ({source}): {problem}")
             if row["kind"] in ("reply", "auto_reply"):
                 if row["letter_id"] is None:
                     result.unmatched += 1
@@ -197,7 +205,10 @@ class Ingester:
         received = now
         from_addr = subject = None
         if message is not None:
-            received = parse_date(_header(message, "Date")) or now
+            try:
+                received = parse_date(_header(message, "Date")) or now
+            except (ValueError, OverflowError, TypeError):  # a date no parser can place
+                received = now
             from_addr = _header(message, "From")[:500] or None
             subject = _header(message, "Subject")[:500] or None
         row: dict[str, Any] = {

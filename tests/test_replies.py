@@ -499,3 +499,21 @@ def test_cli_ingest_list_and_show(sent, tmp_path, db_url):
         main, ["--db", db_url, "replies", "ingest", "--eml", str(folder), "--mbox", "x"], env=env
     )
     assert both.exit_code == 2 and "exactly one of" in both.output
+
+
+def test_a_message_is_kept_even_when_acting_on_it_fails(sent, monkeypatch):
+    engine, letters = sent
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the follow-up template is missing")
+
+    monkeypatch.setattr(Ingester, "act", broken)
+    data = fill("fwd-gmail-en", letters["fwd-gmail-en"])
+    inbound_id = Ingester(engine, SETTINGS).record(data, "eml")
+    row = stored(engine, inbound_id)
+    assert row["raw"] == data and row["letter_id"] == letters["fwd-gmail-en"]["id"]
+    assert (
+        row["problem"] == "stored, but acting on it failed: RuntimeError: the follow-up template is missing"
+    )
+    assert [r["id"] for r in list_messages(engine, problems=True)] == [inbound_id]
+    assert state_of(engine, letters["fwd-gmail-en"]["id"]) == "sent"
