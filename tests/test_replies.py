@@ -517,3 +517,48 @@ def test_a_message_is_kept_even_when_acting_on_it_fails(sent, monkeypatch):
     )
     assert [r["id"] for r in list_messages(engine, problems=True)] == [inbound_id]
     assert state_of(engine, letters["fwd-gmail-en"]["id"]) == "sent"
+
+
+def test_cli_match_log_outcome_and_chase(sent, tmp_path, db_url):
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    engine, letters = sent
+    env = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates")}
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(main, ["--db", db_url, *args], env=env)
+
+    news = tmp_path / "news.eml"
+    news.write_bytes(fill("newsletter", letters["newsletter"]))
+    assert run("replies", "ingest", "--eml", str(news)).exit_code == 0
+    [row] = json.loads(run("replies", "list", "--unmatched", "--json").output)
+    matched = run("replies", "match", str(row["id"]), letters["spare1"]["reference"])
+    assert matched.exit_code == 0, matched.output
+    assert "the letter is now replied" in matched.output and "follow-up letter is drafted" in matched.output
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-1.4 scanned")
+    logged = run(
+        "replies", "log", letters["spare2"]["reference"], "--received", "2026-11-20",
+        "--from", "Chair of Governors", "--file", str(scan), "--note", "We will consider it",
+    )  # fmt: skip
+    assert logged.exit_code == 0, logged.output
+    assert "Logged as message" in logged.output
+    again = run(
+        "replies", "log", letters["spare2"]["reference"], "--received", "2026-11-20",
+        "--from", "Chair of Governors", "--file", str(scan), "--note", "We will consider it",
+    )  # fmt: skip
+    assert "Already logged" in again.output
+    outcome = run("replies", "outcome", str(row["id"]), "supportive")
+    assert outcome.exit_code == 0 and "supportive" in outcome.output
+    wrong = run("replies", "outcome", str(row["id"]), "delighted")
+    assert wrong.exit_code == 2
+    chased = run("chase", "--json")
+    assert chased.exit_code == 0
+    assert json.loads(chased.output)["overdue"] == 0  # nothing is ten working days old yet
+    raw = run("replies", "show", str(row["id"]), "--raw")
+    assert raw.output == fill("newsletter", letters["newsletter"]).decode()
