@@ -58,6 +58,16 @@ _AWAITING = ("sent", "self_sent", "overdue")
 _REPLY_SUBJECT = re.compile(
     r"^\s*(re|aw|sv|vs|antw|r|rif|odp|ynt|fw|fwd|wg|tr|rv|enc|i|doorst|vb)\s*(\[\d+\])?\s*:", re.I
 )
+# How mail clients mark a forward, in its subject or above the forwarded message, in several languages.
+_FORWARD_SUBJECT = re.compile(
+    r"^\s*(fwd?|fw|wg|tr|rv|enc|i|doorst|vb|vs|pd|fs|ynt|odp: fw)\s*(\[\d+\])?\s*:", re.I
+)
+_FORWARD_SEPARATOR = re.compile(
+    r"forwarded message|begin forwarded message|weitergeleitete nachricht|message transf[ée]r[ée]|"
+    r"mensaje reenviado|messaggio inoltrato|doorgestuurd bericht|wiadomo[śs][ćc] przekazana|"
+    r"videresendt melding|vidarebefordrat meddelande|neges wedi'i hanfon ymlaen",
+    re.I,
+)
 # Kept text of one reply: enough for any letter's reply, bounded against a pasted novel.
 _TEXT_LIMIT = 100_000
 
@@ -254,10 +264,16 @@ class Ingester:
                 analysis.letter, analysis.method = self._by_tags(conn, analysis.tags)
             return analysis
         text = body_text(message)
-        forwarded = find_attached(message) or find_inline(text)
         name, addr = parseaddr(_header(message, "From"))
         addr = addr.lower()
         analysis.from_member = self._is_member(conn, addr)
+        forwarded = find_attached(message) or find_inline(text)
+        if (
+            forwarded is not None
+            and not forwarded.attached
+            and not self._is_forward(message, text, analysis, forwarded)
+        ):
+            forwarded = None  # a reply quoting the mail it answers, not a forward
         if forwarded is not None and (forwarded.author_addr or forwarded.author_name):
             analysis.forwarded = forwarded
             analysis.author_name, analysis.author_addr = forwarded.author_name, forwarded.author_addr
@@ -277,6 +293,16 @@ class Ingester:
             # Nothing ties it to the campaign: a newsletter, a sales pitch, a stray message.
             analysis.kind = "unrelated"
         return analysis
+
+    def _is_forward(self, message: Message, text: str, analysis: Analysis, block: Forwarded) -> bool:
+        """Whether an inline header block is a forwarded message rather than the quoted history
+        below a reply (Outlook writes the same block for both)."""
+        if (block.author_addr or "").endswith("@" + self.domain):
+            return False  # our own mail, quoted: the reply is above it
+        if _FORWARD_SUBJECT.match(_header(message, "Subject")) or _FORWARD_SEPARATOR.search(text):
+            return True
+        # Members forward their targets' replies; anyone else writing with a quote is replying.
+        return analysis.from_member
 
     def match(
         self, conn: Connection, message: Message, text: str, analysis: Analysis

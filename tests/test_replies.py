@@ -50,6 +50,7 @@ SAMPLES = [
     "direct-reply-in-reply-to",
     "direct-reply-ref-in-subject",
     "direct-reply-plus-address",
+    "direct-reply-outlook-quote",
     "member-question",
     "auto-reply",
     "bounce-verp",
@@ -199,6 +200,16 @@ def test_direct_replies_match_by_message_id_or_reference(ingested):
         "address_tag",
         letters["direct-reply-plus-address"]["id"],
     )
+    # Outlook quotes the letter under the same header block it uses for forwards: still a reply.
+    quoting = stored(engine, ids["direct-reply-outlook-quote"])
+    assert (quoting["match_method"], quoting["letter_id"], quoting["forwarded"]) == (
+        "reference",
+        letters["direct-reply-outlook-quote"]["id"],
+        False,
+    )
+    assert quoting["author_addr"] == letters["direct-reply-outlook-quote"]["target_email"].lower()
+    assert quoting["text"].startswith("Dear colleague,") and "impact assessment" not in quoting["text"]
+    assert state_of(engine, letters["direct-reply-outlook-quote"]["id"]) == "replied"
     attached = stored(engine, ids["fwd-attached"])
     assert (attached["match_method"], attached["author_name"]) == ("reference", "Marion Lloyd")
     assert attached["text"].startswith("Dear colleague,\n\nThank you. I will write")
