@@ -46,6 +46,9 @@ SAMPLES = [
     "fwd-thunderbird-es",
     "fwd-outlook-cy",
     "fwd-yahoo",
+    "fwd-gmail-it",
+    "fwd-outlook-nl",
+    "fwd-thunderbird-pl",
     "fwd-attached",
     "direct-reply-in-reply-to",
     "direct-reply-ref-in-subject",
@@ -73,6 +76,9 @@ FORWARDS = {
     "fwd-thunderbird-es": ("Lucía Fernández", None),
     "fwd-outlook-cy": ("Rhian Llywelyn", None),
     "fwd-yahoo": ("Marion Lloyd", "supportive"),
+    "fwd-gmail-it": ("Giulia Rossi", None),
+    "fwd-outlook-nl": ("Daan de Vries", None),
+    "fwd-thunderbird-pl": ("Anna Kowalska", None),
 }
 
 
