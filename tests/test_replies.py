@@ -392,26 +392,14 @@ def test_staff_match_unmatched_mail_log_paper_replies_and_set_outcomes(ingested,
     paper = letters["spare2"]
     scan = b"%PDF-1.4 a scanned letter"
     when = datetime(2026, 11, 20, tzinfo=UTC)
-    logged = log_paper_reply(
-        engine,
-        SETTINGS,
-        paper["reference"],
-        when,
-        author="Chair of Governors",
-        scan=scan,
-        scan_name="scan.pdf",
-        note="Will raise it with the board in January",
-    )
-    again = log_paper_reply(
-        engine,
-        SETTINGS,
-        paper["reference"],
-        when,
-        author="Chair of Governors",
-        scan=scan,
-        scan_name="scan.pdf",
-        note="Will raise it with the board in January",
-    )
+    paper_reply = {
+        "author": "Chair of Governors",
+        "scan": scan,
+        "scan_name": "scan.pdf",
+        "note": "Will raise it with the board in January",
+    }
+    logged = log_paper_reply(engine, SETTINGS, paper["reference"], when, **paper_reply)
+    again = log_paper_reply(engine, SETTINGS, paper["reference"], when, **paper_reply)
     assert again == {**logged, "already": True, "follow_up": False}
     row = stored(engine, logged["reply"])
     assert (row["source"], row["raw"], row["attachment_name"], row["letter_id"]) == (
