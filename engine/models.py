@@ -310,6 +310,11 @@ class InboundMessage(SQLModel, table=True):
     suggested_outcome: str | None = Field(default=None, max_length=16)
     outcome: str | None = Field(default=None, max_length=16)
     outcome_at: datetime | None = None
+    # Why no automatic action was taken and staff must decide (a forged-looking forward,
+    # a complaint about a target, a failed DMARC); None when the engine acted on it.
+    triage: str | None = None
+    # What the receiving server found of the sender (spf=… dkim=… dmarc=…), shown in triage.
+    authentication: str | None = None
 
 
 class DeliveryFailure(SQLModel, table=True):

@@ -1,0 +1,26 @@
+"""triage: why an incoming message waits for staff, and what the receiving server said of its sender
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-28
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("inbound", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("triage", sa.String(), nullable=True))
+        batch_op.add_column(sa.Column("authentication", sa.String(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("inbound", schema=None) as batch_op:
+        batch_op.drop_column("authentication")
+        batch_op.drop_column("triage")
