@@ -48,6 +48,8 @@ demo: $(STAMP)
 	$(CAMPAIGN) replies ingest --eml data/replies/
 	$(CAMPAIGN) replies list
 	$(CAMPAIGN) replies list --unmatched
+	@echo "The bounce quotes no message of ours, so it waits for staff; they check it and accept it:"
+	$(CAMPAIGN) replies accept 3
 	$(CAMPAIGN) wave status "Employers: well-being assessment"
 	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
 	$(CAMPAIGN) chase

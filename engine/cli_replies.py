@@ -14,6 +14,8 @@ from .inbox import EmlSource, ImapSource, MaildirSource, MailSource, MboxSource,
 from .models import INBOUND_KINDS, OUTCOMES
 from .replies import (
     Ingester,
+    accept_suggestion,
+    dismiss,
     list_messages,
     log_paper_reply,
     match_manually,
@@ -106,10 +108,17 @@ def replies_ingest(app: App, imap, move_to, mbox, maildir, eml, as_json: bool) -
             f"{result.letters_replied} letters replied, {result.letters_bounced} bounced, "
             f"{result.addresses_suppressed} addresses suppressed, {result.follow_ups} follow-ups drafted."
         )
+        if result.triaged:
+            click.echo(f"{result.triaged} set aside for staff: the evidence was too weak to act on.")
         for problem in result.problems:
-            click.echo(f"  kept but unreadable: {problem}")
-        if result.unmatched:
+            click.echo(f"  problem: {problem}")
+        if result.unmatched or result.triaged:
             click.echo("Next: campaign replies list --unmatched")
+    if result.not_stored and not result.interrupted:
+        raise CampaignError(
+            f"{result.not_stored} message(s) could not be stored and stay in the source; "
+            f"the other {result.stored} were: run again once the problem above is fixed"
+        )
     if result.interrupted:
         raise CampaignError(f"{result.interrupted}; {result.stored} stored so far: run again to carry on")
 
@@ -126,7 +135,11 @@ _COLUMNS = [
 
 
 @replies.command("list")
-@click.option("--unmatched", is_flag=True, help="Only mail from people not yet matched to a letter.")
+@click.option(
+    "--unmatched",
+    is_flag=True,
+    help="Only what waits for staff: mail not matched to a letter, and mail set aside (triage).",
+)
 @click.option("--kind", type=click.Choice(INBOUND_KINDS), help="Only this kind.")
 @click.option("--ref", "reference", metavar="REF", help="Only messages matched to this letter.")
 @click.option("--problems", is_flag=True, help="Only messages that could not be read (kept raw).")
@@ -151,6 +164,9 @@ def replies_list(app: App, unmatched: bool, kind, reference, problems: bool, lim
         row["received"] = f"{row['received']:%Y-%m-%d %H:%M}"
         if row["kind"] == "bounce":
             row["detail"] = " ".join(x for x in (row["failed_recipient"], row["status"]) if x)
+        elif row["triage"]:
+            suggestion = f"suggest {row['suggested_reference']}: " if row["suggested_reference"] else ""
+            row["detail"] = f"{suggestion}{row['triage']}"
         elif row["problem"]:
             row["detail"] = row["problem"]
         else:
@@ -188,8 +204,17 @@ def replies_show(app: App, reply_id: int, raw: bool, as_json: bool) -> None:
             f"  letter: {row['reference']} to {row['target_name']} ({row['letter_state']}),"
             f" matched by {row['match_method']}"
         )
+    elif row["suggested_reference"]:
+        click.echo(
+            f"  letter: seems to be {row['suggested_reference']}, by {row['match_method']}: "
+            f"campaign replies accept {row['id']} (or match {row['id']} REF)"
+        )
     else:
         click.echo("  letter: not matched (campaign replies match ID REF)")
+    if row["triage"]:
+        click.echo(f"  waiting for staff: {row['triage']}")
+    if row["authentication"]:
+        click.echo(f"  sender checks: {row['authentication']}")
     if row["author_name"] or row["author_addr"]:
         author = " ".join(
             x for x in (row["author_name"], f"<{row['author_addr']}>" if row["author_addr"] else None) if x
@@ -222,6 +247,51 @@ def replies_match(app: App, reply_id: int, reference: str) -> None:
         + ("; a follow-up letter is drafted and its invitation queued" if done["follow_up"] else "")
         + "."
     )
+
+
+@replies.command("accept")
+@click.argument("reply_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def replies_accept(app: App, reply_id: int, as_json: bool) -> None:
+    """Confirm what the engine suggested for a message set aside for staff.
+
+    A reply then counts for its suggested letter, a bounce marks its message
+    (and letter) bounced, a complaint suppresses the address complained about.
+    Check the message first (`replies show ID`): anyone can send mail.
+
+    \b
+    Example:
+      campaign replies accept 42
+    """
+    done = accept_suggestion(app.engine(), app.settings, reply_id)
+    if as_json:
+        echo_json(done)
+        return
+    parts = [f"Message {reply_id} ({done['kind']}) accepted"]
+    if done.get("reference"):
+        parts.append(f"matched to {done['reference']}")
+    if done.get("follow_up"):
+        parts.append("a follow-up letter is drafted and its invitation queued")
+    if done["bounced"]:
+        parts.append(f"{done['bounced']} letter(s) marked bounced")
+    if done["suppressed"]:
+        parts.append(f"suppressed: {', '.join(done['suppressed'])}")
+    click.echo("; ".join(parts) + ".")
+
+
+@replies.command("dismiss")
+@click.argument("reply_id", type=int)
+@pass_app
+def replies_dismiss(app: App, reply_id: int) -> None:
+    """Take a message out of triage without acting on it (a forgery, a mistake).
+
+    \b
+    Example:
+      campaign replies dismiss 42
+    """
+    dismiss(app.engine(), reply_id)
+    click.echo(f"Message {reply_id} dismissed: nothing was done with it.")
 
 
 def _date(value: str) -> datetime:

@@ -18,6 +18,7 @@ from .errors import CampaignError
 from .events import record_event
 from .links import token_hash
 from .merge import member_from_snapshot
+from .mime import new_message_id
 from .models import letter_table, member_table, outbox_table, utcnow, wave_table
 from .settings import Settings
 from .states import mark_opted_out, mark_queued, mark_self_sent
@@ -142,7 +143,7 @@ def send_for_me(
                 to_addr=formataddr((letter["target_name"], letter["target_email"])),
                 cc_addr=formataddr((member["name"], member["email"])),
                 subject=f"{letter['subject']} [Ref: {letter['reference']}]",
-                message_id=f"<{letter['reference']}.letter@{domain}>",
+                message_id=new_message_id(letter["reference"], "letter", domain),
                 status="queued",
                 attempts=0,
                 created_at=utcnow(),

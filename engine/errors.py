@@ -19,3 +19,15 @@ class RowErrors(CampaignError):
     def __init__(self, summary: str, problems: list[str]):
         super().__init__(summary)
         self.problems = problems
+
+
+def failure_text(exc: BaseException) -> str:
+    """An unexpected failure as one line for people: a database error without the statement
+    or the values it carried (they hold members' personal data)."""
+    from sqlalchemy.exc import StatementError  # errors.py is imported everywhere: keep it light
+
+    if isinstance(exc, StatementError):
+        cause = exc.orig if exc.orig is not None else exc
+        return f"database error ({type(cause).__name__})"
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -20,10 +20,12 @@ from sqlalchemy import Connection, select
 
 from .launch import letter_date
 from .links import link_token, new_reference, token_hash
-from .models import inbound_table, letter_table, member_table, outbox_table, suppression_table, wave_table
+from .mime import new_message_id
+from .models import inbound_table, letter_table, member_table, outbox_table, wave_table
 from .outbox import email_context, later_context
 from .renderer import WaveRenderer, freeze_later
 from .settings import Settings
+from .suppression import is_suppressed
 
 # The invitation that goes with each kind of letter drafted after launch.
 INVITATION_KIND = {"follow_up": "follow_up_invitation", "chaser": "chaser_invitation"}
@@ -71,11 +73,7 @@ def may_email(conn: Connection, member_id: int, address: str) -> bool:
     ).scalar()
     if opted_out is not None:
         return False
-    address = parseaddr(address)[1].lower()
-    return (
-        conn.execute(select(suppression_table.c.id).where(suppression_table.c.address == address)).first()
-        is None
-    )
+    return not is_suppressed(conn, parseaddr(address)[1])
 
 
 def queue_email(
@@ -98,8 +96,9 @@ def queue_email(
         return False
     subject, _, _ = renderer.later_email(kind, context)
     domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
-    message_id = f"<{letter['reference']}.{kind.replace('_', '-')}@{domain}>"
-    exists = conn.execute(select(outbox_table.c.id).where(outbox_table.c.message_id == message_id)).first()
+    message_id = new_message_id(letter["reference"], kind, domain)
+    o = outbox_table.c
+    exists = conn.execute(select(o.id).where(o.letter_id == letter["id"], o.kind == kind)).first()
     if exists:
         return False
     conn.execute(

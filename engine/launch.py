@@ -26,6 +26,7 @@ from .errors import CampaignError
 from .events import record_event
 from .links import letter_link, link_token, new_reference, token_hash, unsubscribe_link
 from .merge import Target, employer_target, fixed_target, member_context, mp_target
+from .mime import new_message_id
 from .models import (
     employer_table,
     letter_table,
@@ -222,7 +223,7 @@ class Merger:
             "kind": "invitation",
             "to_addr": formataddr((member["name"], member["email"])),
             "subject": self.renderer.invitation_subject(context),
-            "message_id": f"<{reference}.invitation@{self.domain}>",
+            "message_id": new_message_id(reference, "invitation", self.domain),
             "status": "queued",
             "attempts": 0,
             "created_at": self.now,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 from email.header import Header
 from functools import lru_cache
 
@@ -60,3 +61,19 @@ def alternative(headers: list[tuple[str, str]], text: str, html: str) -> bytes:
         + _part("text/html", html)
         + f"\r\n--{boundary}--\r\n".encode("ascii")
     )
+
+
+def new_message_id(reference: str, kind: str, domain: str) -> str:
+    """A Message-ID for one outgoing message: names its letter, and holds a random part.
+
+    Bounces, complaints and replies that quote it are trusted to be about that
+    message. The letter's reference is printed on every letter, so without the
+    random part anyone who has seen a letter could forge a bounce or a complaint
+    about it. Hex keeps it the same when a mail server lowercases a VERP address.
+    """
+    return f"<{reference}.{kind.replace('_', '-')}.{secrets.token_hex(8)}@{domain}>"
+
+
+def verp_tag(message_id: str) -> str:
+    """The part of a Message-ID carried in its VERP bounce address (bounces+TAG@…)."""
+    return message_id.strip("<>").rpartition("@")[0]

@@ -315,6 +315,8 @@ class InboundMessage(SQLModel, table=True):
     triage: str | None = None
     # What the receiving server found of the sender (spf=… dkim=… dmarc=…), shown in triage.
     authentication: str | None = None
+    # The letter the evidence points to when it was not strong enough to act on: staff confirm it.
+    suggested_letter_id: int | None = Field(default=None, foreign_key="letter.id")
 
 
 class DeliveryFailure(SQLModel, table=True):

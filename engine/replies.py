@@ -23,11 +23,11 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, and_, exists, or_, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .classify import Classification, classify, content_type, parse
-from .errors import CampaignError
+from .errors import CampaignError, failure_text
 from .events import record_event
 from .forwards import Forwarded, body_text, find_attached, find_inline, parse_date
 from .inbox import CONNECTION_ERRORS, MailSource
@@ -39,12 +39,15 @@ from .models import (
     member_table,
     mp_table,
     outbox_table,
-    suppression_table,
     utcnow,
     wave_table,
 )
+from .outbox import INVITATIONS
 from .outcomes import suggest_outcome
+from .send import address_of
+from .sender_auth import SenderAuthentication, read_authentication
 from .settings import Settings
+from .suppression import spellings, suppress_address
 
 # A letter reference, as links.new_reference makes them (Crockford base32, 5-5).
 _REF = r"[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}"
@@ -86,6 +89,13 @@ class Analysis:
     from_member: bool = False
     embedded_ids: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    from_addr: str = ""
+    auth: SenderAuthentication = field(default_factory=SenderAuthentication)
+    # A bounce's or complaint's message of ours, proven by its Message-ID or VERP address.
+    sent: dict[str, Any] | None = None
+    # Where the evidence points when it is too weak to act on, and why: staff decide.
+    suggested: dict[str, Any] | None = None
+    triage: str | None = None
 
 
 @dataclass
@@ -102,6 +112,8 @@ class IngestResult:
     letters_bounced: int = 0
     addresses_suppressed: int = 0
     follow_ups: int = 0
+    triaged: int = 0
+    not_stored: int = 0
     interrupted: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -159,7 +171,7 @@ class Ingester:
         try:
             message = parse(data)
         except Exception as exc:
-            message, problem = None, f"cannot parse: {exc.__class__.__name__}: {exc}"
+            message, problem = None, f"cannot parse: {failure_text(exc)}"
         key, message_id = dedupe_key(message, data)
         now = utcnow()
         with self.engine.begin() as conn:
@@ -170,36 +182,66 @@ class Ingester:
             if message is not None:
                 problem = _defects(message)
                 try:
-                    analysis = self.analyse(conn, message)
+                    with conn.begin_nested():
+                        analysis = self.analyse(conn, message)
                 except Exception as exc:  # kept and listed, never dropped
-                    problem = f"cannot read: {exc.__class__.__name__}: {exc}"
+                    problem = f"cannot read: {failure_text(exc)}"
             row = self._row(data, source, message, message_id, key, analysis, problem, now)
-            try:
-                with conn.begin_nested():
-                    inbound_id = conn.execute(inbound_table.insert().values(**row)).inserted_primary_key[0]
-            except IntegrityError:  # another run stored it a moment ago
+            inbound_id = self._insert(conn, row, key)
+            if inbound_id is None:
                 result.duplicates += 1
                 return None
-            result.stored += 1
             result.kinds[row["kind"]] += 1
+            result.stored += 1
+            problem = row["problem"]
             if problem:
                 result.problems.append(f"message {inbound_id} ({source}): {problem}")
-            if analysis is not None:
+            if analysis is not None and row["kind"] == analysis.kind:
                 try:
                     with conn.begin_nested():
                         self.act(conn, inbound_id, analysis, result, now)
                 except Exception as exc:  # the message stays stored, with what went wrong
-                    problem = f"stored, but acting on it failed: {exc.__class__.__name__}: {exc}"
+                    problem = f"stored, but acting on it failed: {failure_text(exc)}"
                     conn.execute(
                         inbound_table.update().where(inbound_table.c.id == inbound_id).values(problem=problem)
                     )
                     result.problems.append(f"message {inbound_id} ({source}): {problem}")
+            if row.get("triage"):
+                result.triaged += 1
             if row["kind"] in ("reply", "auto_reply"):
                 if row["letter_id"] is None:
                     result.unmatched += 1
                 else:
                     result.matched += 1
             return inbound_id
+
+    def _insert(self, conn: Connection, row: dict[str, Any], key: str) -> int | None:
+        """The stored row's id; None when another run stored the same message a moment ago.
+
+        A message the database will not take as read (a byte it refuses, a value out of
+        range) is stored raw with the reason instead, so that it never stops the rest.
+        """
+        try:
+            with conn.begin_nested():
+                return conn.execute(inbound_table.insert().values(**row)).inserted_primary_key[0]
+        except IntegrityError:
+            if conn.execute(select(inbound_table.c.id).where(inbound_table.c.dedupe_key == key)).first():
+                return None
+            reason = "the database refused it as read"
+        except DBAPIError as exc:
+            reason = f"the database refused it as read ({failure_text(exc)})"
+        bare = {
+            name: row[name]
+            for name in ("dedupe_key", "source", "raw", "size", "message_id", "received_at", "ingested_at")
+        }
+        bare.update(
+            kind="unrelated",
+            forwarded=False,
+            problem=reason,
+            triage="could not be read into the database: look at the raw message (replies show --raw)",
+        )
+        with conn.begin_nested():
+            return conn.execute(inbound_table.insert().values(**bare)).inserted_primary_key[0]
 
     def _row(
         self,
@@ -240,32 +282,35 @@ class Ingester:
             row.update(
                 kind=analysis.kind,
                 letter_id=letter["id"] if letter else None,
+                suggested_letter_id=analysis.suggested["id"] if analysis.suggested else None,
                 match_method=analysis.method,
                 forwarded=analysis.forwarded is not None,
                 author_name=analysis.author_name,
                 author_addr=analysis.author_addr,
                 authored_at=analysis.authored_at or received,
                 text=analysis.text[:_TEXT_LIMIT] or None,
+                triage=analysis.triage,
+                authentication=analysis.auth.summary,
             )
             if analysis.kind == "reply" and analysis.text:
                 row["suggested_outcome"] = suggest_outcome(analysis.text)
-        return row
+        return without_nul(row)
 
     # -- what it is and which letter ------------------------------------------
     def analyse(self, conn: Connection, message: Message) -> Analysis:
         classification = classify(message)
         kind = classification.kind
         analysis = Analysis(kind="reply" if kind == "ordinary" else kind, classification=classification)
+        analysis.auth = read_authentication(message, self.settings.authserv_id)
         analysis.tags = self._address_tags(message)
         if kind in ("bounce", "complaint"):
             analysis.embedded_ids = _embedded_ids(message)
-            analysis.letter, analysis.method = self._by_ids(conn, analysis.embedded_ids, "original_message")
-            if analysis.letter is None:
-                analysis.letter, analysis.method = self._by_tags(conn, analysis.tags)
+            self._tie_report(conn, analysis)
             return analysis
         text = body_text(message)
         name, addr = parseaddr(_header(message, "From"))
         addr = addr.lower()
+        analysis.from_addr = addr
         analysis.from_member = self._is_member(conn, addr)
         forwarded = find_attached(message) or find_inline(text)
         if (
@@ -283,7 +328,12 @@ class Ingester:
             analysis.author_name, analysis.author_addr = name or None, addr or None
             analysis.text = _own_words(text)
         letter, method = self.match(conn, message, text, analysis)
-        analysis.letter, analysis.method = letter, method
+        analysis.method = method
+        doubt = self._doubt(conn, letter, method, analysis) if letter is not None else None
+        if doubt and analysis.kind == "reply":
+            analysis.suggested, analysis.triage = letter, doubt
+        else:
+            analysis.letter = letter
         if (
             letter is None
             and analysis.kind == "reply"
@@ -293,6 +343,72 @@ class Ingester:
             # Nothing ties it to the campaign: a newsletter, a sales pitch, a stray message.
             analysis.kind = "unrelated"
         return analysis
+
+    def _tie_report(self, conn: Connection, analysis: Analysis) -> None:
+        """Which message of ours a bounce or complaint is about, and whether that is proven.
+
+        Only our own Message-ID or VERP address in it proves it: both hold a random
+        part that nobody who has merely seen a letter can know. Anything weaker (a
+        reference, an address we once wrote to) is a suggestion for staff.
+        """
+        sent, method = self._sent_message(conn, analysis.embedded_ids, analysis.tags)
+        kinds = analysis.kind
+        if sent is not None:
+            analysis.sent, analysis.method = sent, method
+            analysis.letter = self._letter(conn, sent["letter_id"])
+            if kinds == "complaint" and sent["kind"] == "letter":
+                analysis.suggested, analysis.letter = analysis.letter, None
+                analysis.triage = (
+                    "a complaint about a member's letter to its recipient: recipients are "
+                    "suppressed only by staff (replies accept suppresses it)"
+                )
+            return
+        letter, method = self._by_tags(conn, analysis.tags)
+        if letter is None:
+            letter, method = self._by_ids(conn, analysis.embedded_ids, "original_message")
+        if letter is not None:
+            analysis.suggested, analysis.method = letter, "reference"
+        if kinds == "bounce":
+            permanent = [f for f in analysis.classification.failed if f.permanent]
+            if not permanent:
+                return  # a delay: recorded, and nothing would change
+            outbox = self._message_to(conn, permanent[0].address, analysis.suggested)
+            if outbox is not None and analysis.suggested is None:
+                analysis.suggested = self._letter(conn, outbox["letter_id"])
+                analysis.method = "failed_recipient"
+            analysis.triage = (
+                "a bounce that quotes no message of ours (neither our Message-ID nor our VERP "
+                "address): nothing was marked bounced; replies accept marks it"
+            )
+        else:
+            analysis.triage = (
+                "a complaint that quotes no message of ours (neither our Message-ID nor our VERP "
+                "address): nobody was suppressed; replies accept suppresses the addresses it names"
+            )
+
+    def _doubt(
+        self, conn: Connection, letter: dict[str, Any], method: str | None, analysis: Analysis
+    ) -> str | None:
+        """Why a reply that points to `letter` must not be acted on without staff, or None."""
+        if analysis.auth.failure:
+            return analysis.auth.failure
+        member_email = conn.execute(
+            select(member_table.c.email).where(member_table.c.id == letter["member_id"])
+        ).scalar()
+        by_its_member = bool(member_email) and analysis.from_addr == str(member_email).lower()
+        if analysis.forwarded is not None:
+            if by_its_member:
+                return None
+            return (
+                "forwarded by someone other than the member who wrote the letter: "
+                "only they can forward its reply"
+            )
+        if by_its_member or method in ("in_reply_to", "address_tag"):
+            return None
+        return (
+            "claims to answer a letter without answering a message of ours (no Message-ID or "
+            "tagged address of ours in it): check who sent it"
+        )
 
     def _is_forward(self, message: Message, text: str, analysis: Analysis, block: Forwarded) -> bool:
         """Whether an inline header block is a forwarded message rather than the quoted history
@@ -324,10 +440,15 @@ class Ingester:
                         return letter, "reference"
         return self._by_sender(conn, message, analysis)
 
+    def _ours(self, ids: Iterable[str]) -> list[str]:
+        return [i for i in dict.fromkeys(ids) if i.lower().endswith(f"@{self.domain}>")]
+
     def _by_ids(
         self, conn: Connection, ids: Iterable[str], method: str
     ) -> tuple[dict[str, Any] | None, str | None]:
-        ids = [i for i in dict.fromkeys(ids) if i.lower().endswith(f"@{self.domain}>")]
+        """The letter of the newest of our messages among `ids`: proof (`method`) when the
+        Message-ID is one we sent, only a reference when it merely has our shape."""
+        ids = self._ours(ids)
         if not ids:
             return None, None
         o = outbox_table.c
@@ -338,32 +459,59 @@ class Ingester:
             .order_by(o.id.desc())
             .limit(1)
         ).first()
-        if row is None:
-            # Our Message-IDs name the letter: <REF.kind@domain>.
-            for message_id in ids:
-                found = re.match(rf"<({_REF})\.", message_id, re.I)
-                if found:
-                    letter = self._by_reference(conn, found.group(1).upper())
-                    if letter is not None:
-                        return letter, method
-            return None, None
-        return dict(row._mapping), method
+        if row is not None:
+            return dict(row._mapping), method
+        # Our Message-IDs begin with the letter's reference, which anyone who saw the letter knows.
+        for message_id in ids:
+            found = re.match(rf"<({_REF})\.", message_id, re.I)
+            if found:
+                letter = self._by_reference(conn, found.group(1).upper())
+                if letter is not None:
+                    return letter, "reference"
+        return None, None
+
+    def _sent_message(
+        self, conn: Connection, ids: list[str], tags: list[str]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The message we sent that a report quotes by its exact Message-ID or VERP address."""
+        o = outbox_table.c
+        delivered = o.status.in_(("sent", "uncertain", "bounced"))
+        ours = self._ours(ids)
+        if ours:
+            row = conn.execute(
+                select(outbox_table).where(o.message_id.in_(ours), delivered).order_by(o.id.desc()).limit(1)
+            ).first()
+            if row is not None:
+                return dict(row._mapping), "original_message"
+        for tag in tags:
+            reference, _, rest = tag.partition(".")
+            if not rest:
+                continue
+            message_id = f"<{reference.upper()}.{rest.lower()}@{self.domain}>"
+            row = conn.execute(select(outbox_table).where(o.message_id == message_id, delivered)).first()
+            if row is not None:
+                return dict(row._mapping), "bounce_address"
+        return None, None
+
+    def _letter(self, conn: Connection, letter_id: int) -> dict[str, Any]:
+        return dict(conn.execute(select(letter_table).where(letter_table.c.id == letter_id)).one()._mapping)
 
     def _address_tags(self, message: Message) -> list[str]:
-        """References carried in a recipient address: bounces+REF@… (VERP) or organising+REF@…."""
+        """What a recipient address carries after its '+': a reference (organising+REF@…) or,
+        in our VERP bounce address, a whole Message-ID's left part (bounces+REF.kind.random@…)."""
         values = [_header(message, h) for h in ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")]
         tags = []
         for _, address in getaddresses(values):
             local = address.rpartition("@")[0]
             if "+" in local:
                 tag = local.split("+", 1)[1]
-                if re.fullmatch(_REF, tag, re.I):
-                    tags.append(tag.upper())
+                if re.fullmatch(rf"{_REF}(\.[a-z-]+\.[0-9a-f]{{16}})?", tag, re.I):
+                    tags.append(tag)
         return list(dict.fromkeys(tags))
 
     def _by_tags(self, conn: Connection, tags: list[str]) -> tuple[dict[str, Any] | None, str | None]:
         for tag in tags:
-            letter = self._by_reference(conn, tag)
+            letter = self._by_reference(conn, tag.partition(".")[0].upper())
             if letter is not None:
                 return letter, "address_tag"
         return None, None
@@ -376,7 +524,7 @@ class Ingester:
         if not address:
             return False
         return bool(
-            conn.execute(select(exists().where(member_table.c.email.in_(_spellings(address))))).scalar()
+            conn.execute(select(exists().where(member_table.c.email.in_(spellings(address))))).scalar()
         )
 
     def _by_sender(
@@ -387,11 +535,11 @@ class Ingester:
         if not address:
             return None, None
         # A member forwarding from another address: the forwarded reply was addressed to them.
-        senders = _spellings(address)
+        senders = spellings(address)
         if analysis.forwarded is not None and analysis.forwarded.to:
             for _, forwarded_to in getaddresses([analysis.forwarded.to]):
                 if "@" in forwarded_to:
-                    senders += _spellings(forwarded_to)
+                    senders += spellings(forwarded_to)
         lt, m = letter_table.c, member_table.c
         rows = [
             dict(r._mapping)
@@ -421,15 +569,15 @@ class Ingester:
 
     def _by_target_address(self, conn: Connection, address: str) -> list[dict[str, Any]]:
         """Letters awaiting a reply from this address: the target wrote to us straight."""
-        spellings = _spellings(address)
+        addresses = spellings(address)
         keys = set(
             conn.execute(
-                select(mp_table.c.constituency_code).where(mp_table.c.email.in_(spellings))
+                select(mp_table.c.constituency_code).where(mp_table.c.email.in_(addresses))
             ).scalars()
         )
         keys |= set(
             conn.execute(
-                select(employer_table.c.employer_key).where(employer_table.c.email.in_(spellings))
+                select(employer_table.c.employer_key).where(employer_table.c.email.in_(addresses))
             ).scalars()
         )
         w, lt = wave_table.c, letter_table.c
@@ -455,10 +603,18 @@ class Ingester:
     def act(
         self, conn: Connection, inbound_id: int, analysis: Analysis, result: IngestResult, now: datetime
     ) -> None:
+        """What the evidence proves, done; what it only suggests was set aside for staff in analyse()."""
         if analysis.kind == "bounce":
-            self._bounce(conn, inbound_id, analysis, result, now)
+            self._record_failures(conn, inbound_id, analysis)
+            if analysis.sent is not None:
+                result.letters_bounced += bounce_message(conn, analysis.sent, analysis.classification, now)
         elif analysis.kind == "complaint":
-            self._complaint(conn, inbound_id, analysis, result, now)
+            sent = analysis.sent
+            if sent is not None and analysis.triage is None:
+                # Only the recipient of the message complained about: never an address the report lists.
+                address = address_of(sent["to_addr"])
+                if suppress_address(conn, address, "complaint", inbound_id, now):
+                    result.addresses_suppressed += 1
         elif analysis.kind == "reply" and analysis.letter is not None and self._counts_as_reply(analysis):
             replied = mark_replied(conn, analysis.letter, analysis.authored_at or now, now)
             result.letters_replied += replied
@@ -471,85 +627,45 @@ class Ingester:
             return True
         return not analysis.from_member
 
-    def _bounce(
-        self, conn: Connection, inbound_id: int, analysis: Analysis, result: IngestResult, now: datetime
-    ) -> None:
-        letter = analysis.letter
+    def _record_failures(self, conn: Connection, inbound_id: int, analysis: Analysis) -> None:
+        """Every failed recipient a bounce names, with the message it is (or seems to be) about."""
         for failure in analysis.classification.failed:
-            outbox = self._bounced_message(conn, failure.address, analysis)
-            reason = " ".join(x for x in (failure.status, failure.diagnostic) if x)[:500] or "bounced"
+            outbox = analysis.sent or self._message_to(conn, failure.address, analysis.suggested)
             conn.execute(
                 failure_table.insert().values(
-                    inbound_id=inbound_id,
-                    address=failure.address[:320],
-                    status=(failure.status or None) and failure.status[:12],
-                    diagnostic=failure.diagnostic,
-                    permanent=failure.permanent,
-                    outbox_id=outbox["id"] if outbox else None,
+                    **without_nul(
+                        {
+                            "inbound_id": inbound_id,
+                            "address": failure.address[:320],
+                            "status": (failure.status or None) and failure.status[:12],
+                            "diagnostic": failure.diagnostic,
+                            "permanent": failure.permanent,
+                            "outbox_id": outbox["id"] if outbox else None,
+                        }
+                    )
                 )
-            )
-            if outbox is None or not failure.permanent:
-                continue  # a temporary failure is recorded and nothing changes
-            conn.execute(
-                outbox_table.update()
-                .where(outbox_table.c.id == outbox["id"], outbox_table.c.status.in_(("sent", "uncertain")))
-                .values(status="bounced", error=reason)
-            )
-            states = ("sent", "queued") if outbox["kind"] == "letter" else None
-            if outbox["kind"] in ("invitation", "follow_up_invitation", "chaser_invitation"):
-                states = ("drafted", "invited")
-            if states:
-                lt = letter_table.c
-                done = conn.execute(
-                    letter_table.update()
-                    .where(lt.id == outbox["letter_id"], lt.state.in_(states))
-                    .values(state="bounced", bounce_reason=reason, updated_at=now)
-                ).rowcount
-                result.letters_bounced += done
-            if letter is None:
-                letter = {"id": outbox["letter_id"]}
-        if letter is not None and analysis.letter is None:
-            conn.execute(
-                inbound_table.update()
-                .where(inbound_table.c.id == inbound_id)
-                .values(letter_id=letter["id"], match_method="failed_recipient")
             )
 
-    def _bounced_message(self, conn: Connection, address: str, analysis: Analysis) -> dict[str, Any] | None:
-        """The outbox message a failure is about: named by the bounce, else the last one sent there."""
-        o = outbox_table.c
-        candidates: list[dict[str, Any]] = []
-        if analysis.embedded_ids:
-            candidates = [
-                dict(r._mapping)
-                for r in conn.execute(select(outbox_table).where(o.message_id.in_(analysis.embedded_ids)))
-            ]
-        if not candidates and analysis.letter is not None:
-            candidates = [
-                dict(r._mapping)
-                for r in conn.execute(
-                    select(outbox_table)
-                    .where(
-                        o.letter_id == analysis.letter["id"], o.status.in_(("sent", "uncertain", "bounced"))
-                    )
-                    .order_by(o.id.desc())
-                )
-            ]
-        if not candidates:
-            m = member_table.c
+    def _message_to(
+        self, conn: Connection, address: str, letter: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The message of `letter` (else of the member with that address) we last sent to `address`:
+        only a suggestion, as anyone can name an address or a reference."""
+        o, m = outbox_table.c, member_table.c
+        if letter is not None:
+            among = o.letter_id == letter["id"]
+        else:
             member_letters = select(letter_table.c.id).join(member_table, m.id == letter_table.c.member_id)
-            candidates = [
-                dict(r._mapping)
-                for r in conn.execute(
-                    select(outbox_table)
-                    .where(
-                        o.letter_id.in_(member_letters.where(m.email.in_(_spellings(address)))),
-                        o.status.in_(("sent", "uncertain")),
-                    )
-                    .order_by(o.id.desc())
-                    .limit(20)
-                )
-            ]
+            among = o.letter_id.in_(member_letters.where(m.email.in_(spellings(address))))
+        candidates = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(outbox_table)
+                .where(among, o.status.in_(("sent", "uncertain")))
+                .order_by(o.id.desc())
+                .limit(20)
+            )
+        ]
         for candidate in candidates:
             addresses = [
                 a.lower() for _, a in getaddresses([candidate["to_addr"], candidate["cc_addr"] or ""])
@@ -558,19 +674,22 @@ class Ingester:
                 return candidate
         return candidates[0] if len(candidates) == 1 else None
 
-    def _complaint(
-        self, conn: Connection, inbound_id: int, analysis: Analysis, result: IngestResult, now: datetime
-    ) -> None:
-        for failure in analysis.classification.failed:
-            if suppress_address(conn, failure.address, "complaint", inbound_id, now):
-                result.addresses_suppressed += 1
-
     # -- whole sources ----------------------------------------------------------
     def ingest(self, source: MailSource, *, progress: Callable[[int], None] | None = None) -> IngestResult:
         result = IngestResult(source=source.name)
         try:
             for incoming in source:
-                self.record(incoming.data, source.name, result)
+                try:
+                    self.record(incoming.data, source.name, result)
+                except CONNECTION_ERRORS:
+                    raise
+                except Exception as exc:
+                    # Not even its raw bytes could be kept: it stays in the mailbox (unacknowledged)
+                    # for the next run, and the rest go on.
+                    where = incoming.label or source.name
+                    result.problems.append(f"{where}: not stored: {failure_text(exc)}")
+                    result.not_stored += 1
+                    continue
                 if incoming.ack is not None:
                     incoming.ack()
                 if progress is not None:
@@ -608,11 +727,6 @@ def _defects(message: Message) -> str | None:
     return f"broken MIME: {'; '.join(found)}" if found else None
 
 
-def _spellings(address: str) -> list[str]:
-    """An address as a member list may hold it: bounces report it in lower case."""
-    return list(dict.fromkeys([address, address.lower()]))
-
-
 def _embedded_ids(message: Message) -> list[str]:
     """Message-IDs of the original message that a bounce or complaint quotes."""
     ids: list[str] = []
@@ -632,6 +746,41 @@ def _embedded_ids(message: Message) -> list[str]:
             text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
             ids += _EMBEDDED_MSGID.findall(text)
     return list(dict.fromkeys(ids))
+
+
+def without_nul(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's text without NUL characters, which PostgreSQL refuses in text (raw bytes keep them)."""
+    return {k: v.replace("\0", "") if isinstance(v, str) else v for k, v in row.items()}
+
+
+def bounce_message(
+    conn: Connection, outbox: dict[str, Any], classification: Classification, now: datetime
+) -> int:
+    """A message of ours failed for good: it is marked bounced, and so is its letter unless only
+    the member's copy failed (the letter itself then reached its recipient). Letters marked."""
+    cc = address_of(outbox["cc_addr"]).lower() if outbox.get("cc_addr") else None
+    bounced = 0
+    for failure in classification.failed:
+        if not failure.permanent or (cc and failure.address.lower() == cc):
+            continue
+        reason = " ".join(x for x in (failure.status, failure.diagnostic) if x)[:500] or "bounced"
+        reason = reason.replace("\0", "")
+        conn.execute(
+            outbox_table.update()
+            .where(outbox_table.c.id == outbox["id"], outbox_table.c.status.in_(("sent", "uncertain")))
+            .values(status="bounced", error=reason)
+        )
+        states: tuple[str, ...] | None = ("sent", "queued") if outbox["kind"] == "letter" else None
+        if outbox["kind"] in INVITATIONS:
+            states = ("drafted", "invited")
+        if states:
+            lt = letter_table.c
+            bounced += conn.execute(
+                letter_table.update()
+                .where(lt.id == outbox["letter_id"], lt.state.in_(states))
+                .values(state="bounced", bounce_reason=reason, updated_at=now)
+            ).rowcount
+    return bounced
 
 
 def _own_words(text: str) -> str:
@@ -659,39 +808,6 @@ def mark_replied(conn: Connection, letter: dict[str, Any], replied_at: datetime,
         .values(state="replied", replied_at=replied_at, updated_at=now)
     ).rowcount
     return 1 if done else 0
-
-
-def suppress_address(
-    conn: Connection, address: str, reason: str, inbound_id: int | None, now: datetime
-) -> bool:
-    """No more campaign mail to `address`: recorded, its member opted out, its queued mail held back."""
-    address = address.lower()
-    if conn.execute(select(suppression_table.c.id).where(suppression_table.c.address == address)).first():
-        return False
-    conn.execute(
-        suppression_table.insert().values(
-            address=address, reason=reason, inbound_id=inbound_id, created_at=now
-        )
-    )
-    m, o, lt = member_table.c, outbox_table.c, letter_table.c
-    members = select(m.id).where(m.email.in_(_spellings(address)))
-    conn.execute(
-        member_table.update()
-        .where(m.id.in_(members), m.mail_opt_out_at.is_(None))
-        .values(mail_opt_out_at=now, updated_at=now)
-    )
-    # Union mail to the member waiting in the outbox; a letter they asked us to send still goes.
-    their_letters = select(lt.id).where(lt.member_id.in_(members))
-    conn.execute(
-        outbox_table.update()
-        .where(o.letter_id.in_(their_letters), o.status == "queued", o.kind != "letter")
-        .values(status="suppressed", error=f"{address} {reason}")
-    )
-    return True
-
-
-def suppressed_addresses(conn: Connection) -> set[str]:
-    return {row[0] for row in conn.execute(select(suppression_table.c.address))}
 
 
 def reply_for(conn: Connection, reply_id: int) -> dict[str, Any]:
@@ -724,6 +840,7 @@ def list_messages(
 ) -> list[dict[str, Any]]:
     """Incoming messages, newest first, with the letter each matched and, for bounces, who failed."""
     i, lt = inbound_table.c, letter_table.c
+    suggested = letter_table.alias("suggested")
     stmt = (
         select(
             i.id,
@@ -740,13 +857,30 @@ def list_messages(
             i.outcome,
             i.problem,
             i.source,
+            i.triage,
+            suggested.c.reference.label("suggested_reference"),
+            i.authentication,
         )
-        .select_from(inbound_table.outerjoin(letter_table, lt.id == i.letter_id))
+        .select_from(
+            inbound_table.outerjoin(letter_table, lt.id == i.letter_id).outerjoin(
+                suggested, suggested.c.id == i.suggested_letter_id
+            )
+        )
         .order_by(i.id.desc())
     )
     if unmatched:
-        # Waiting for staff: mail from people that no evidence tied to a letter.
-        stmt = stmt.where(i.letter_id.is_(None), i.kind.in_(("reply", "unrelated")))
+        # Waiting for staff: mail from people that no evidence tied to a letter, and anything
+        # the evidence was too weak to act on.
+        stmt = stmt.where(
+            or_(
+                i.triage.is_not(None),
+                and_(
+                    i.letter_id.is_(None),
+                    i.kind.in_(("reply", "unrelated")),
+                    or_(i.match_method.is_(None), i.match_method != "dismissed"),
+                ),
+            )
+        )
     if kind:
         stmt = stmt.where(i.kind == kind)
     if reference:
@@ -794,6 +928,14 @@ def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
                 )
             ).first()
     row.pop("raw")
+    with engine.connect() as conn:
+        row["suggested_reference"] = (
+            conn.execute(
+                select(letter_table.c.reference).where(letter_table.c.id == row["suggested_letter_id"])
+            ).scalar()
+            if row["suggested_letter_id"]
+            else None
+        )
     row["reference"] = letter.reference if letter else None
     row["letter_state"] = letter.state if letter else None
     row["target_name"] = letter.target_name if letter else None
@@ -807,30 +949,110 @@ def raw_message(engine: Engine, reply_id: int) -> bytes:
 
 def match_manually(engine: Engine, settings: Settings, reply_id: int, reference: str) -> dict[str, Any]:
     """Staff say which letter a message answers; it then counts as that letter's reply."""
-    now = utcnow()
     with engine.begin() as conn:
         reply = reply_for(conn, reply_id)
         if reply["kind"] in ("bounce", "complaint"):
             raise CampaignError(f"message {reply_id} is a {reply['kind']}, not a reply: it cannot be matched")
-        letter = letter_by_reference(conn, reference)
-        kind = "reply" if reply["kind"] == "unrelated" else reply["kind"]
-        conn.execute(
-            inbound_table.update()
-            .where(inbound_table.c.id == reply_id)
-            .values(letter_id=letter["id"], match_method="staff", kind=kind)
-        )
-        replied = follow_ups = 0
-        if kind == "reply":
-            replied = mark_replied(conn, letter, reply["authored_at"] or reply["received_at"], now)
-            if replied and follow_up(conn, letter, reply_id, settings, now):
-                follow_ups = 1
-        record_event(conn, "replies.match", reply=reply_id, reference=letter["reference"])
+        return _match(conn, settings, reply, letter_by_reference(conn, reference))
+
+
+def _match(
+    conn: Connection, settings: Settings, reply: dict[str, Any], letter: dict[str, Any]
+) -> dict[str, Any]:
+    now = utcnow()
+    kind = "reply" if reply["kind"] == "unrelated" else reply["kind"]
+    conn.execute(
+        inbound_table.update()
+        .where(inbound_table.c.id == reply["id"])
+        .values(letter_id=letter["id"], match_method="staff", kind=kind, triage=None)
+    )
+    replied = follow_ups = 0
+    if kind == "reply":
+        replied = mark_replied(conn, letter, reply["authored_at"] or reply["received_at"], now)
+        if replied and follow_up(conn, letter, reply["id"], settings, now):
+            follow_ups = 1
+    record_event(conn, "replies.match", reply=reply["id"], reference=letter["reference"])
     return {
-        "reply": reply_id,
+        "reply": reply["id"],
         "reference": letter["reference"],
         "replied": bool(replied),
         "follow_up": bool(follow_ups),
     }
+
+
+def accept_suggestion(engine: Engine, settings: Settings, reply_id: int) -> dict[str, Any]:
+    """Staff confirm what the engine only suggested for a message in triage, and it is done:
+    a reply counts for its suggested letter, a bounce marks its message bounced, a complaint
+    suppresses the address complained about."""
+    now = utcnow()
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if not reply["triage"]:
+            raise CampaignError(f"message {reply_id} is not waiting for staff: nothing to accept")
+        kind = reply["kind"]
+        done: dict[str, Any] = {"reply": reply_id, "kind": kind, "suppressed": [], "bounced": 0}
+        if kind in ("reply", "auto_reply", "unrelated"):
+            if reply["suggested_letter_id"] is None:
+                raise CampaignError(
+                    f"message {reply_id} suggests no letter: say which with 'campaign replies match "
+                    f"{reply_id} REFERENCE'"
+                )
+            letter = dict(
+                conn.execute(select(letter_table).where(letter_table.c.id == reply["suggested_letter_id"]))
+                .one()
+                ._mapping
+            )
+            done.update(_match(conn, settings, reply, letter))
+            record_event(conn, "replies.accept", reply=reply_id, kind=kind)
+            return done
+        elif kind == "bounce":
+            classification = classify(parse(reply["raw"]))
+            f = failure_table.c
+            outbox_ids = set(
+                conn.execute(
+                    select(f.outbox_id).where(f.inbound_id == reply_id, f.outbox_id.is_not(None))
+                ).scalars()
+            )
+            for outbox_id in outbox_ids:
+                outbox = dict(
+                    conn.execute(select(outbox_table).where(outbox_table.c.id == outbox_id)).one()._mapping
+                )
+                done["bounced"] += bounce_message(conn, outbox, classification, now)
+        elif kind == "complaint":
+            analysis = Ingester(engine, settings).analyse(conn, parse(reply["raw"]))
+            if analysis.sent is not None:
+                # The report may name both the letter's recipient and the member's copy: the recipient.
+                addresses = [address_of(analysis.sent["to_addr"])]
+            else:
+                addresses = [failure.address for failure in analysis.classification.failed]
+            if not addresses:
+                raise CampaignError(f"message {reply_id} names no address to suppress: dismiss it instead")
+            for address in addresses:
+                if suppress_address(conn, address, "complaint (staff)", reply_id, now):
+                    done["suppressed"].append(address.lower())
+        letter_id = reply["suggested_letter_id"]
+        conn.execute(
+            inbound_table.update()
+            .where(inbound_table.c.id == reply_id)
+            .values(triage=None, letter_id=letter_id, match_method="staff" if letter_id else None)
+        )
+        record_event(conn, "replies.accept", reply=reply_id, kind=kind)
+    return done
+
+
+def dismiss(engine: Engine, reply_id: int) -> dict[str, Any]:
+    """Staff looked at a message waiting for them and nothing is to be done about it."""
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if not reply["triage"] and (reply["letter_id"] or reply["kind"] not in ("reply", "unrelated")):
+            raise CampaignError(f"message {reply_id} is not waiting for staff: nothing to dismiss")
+        conn.execute(
+            inbound_table.update()
+            .where(inbound_table.c.id == reply_id)
+            .values(triage=None, suggested_letter_id=None, match_method="dismissed")
+        )
+        record_event(conn, "replies.dismiss", reply=reply_id, reason=reply["triage"])
+    return {"reply": reply_id, "dismissed": True}
 
 
 def log_paper_reply(

@@ -26,13 +26,14 @@ from sqlalchemy import Engine, and_, bindparam, or_, select
 from .db import FastStatement
 from .errors import CampaignError
 from .events import record_event
+from .mime import new_message_id, verp_tag
 from .models import letter_table, outbox_table, send_control_table, utcnow, wave_table
 from .outbox import INVITATIONS, build_message, email_context
 from .renderer import WaveRenderer
-from .replies import suppressed_addresses
 from .settings import Settings
 from .smtp import DeliveryError
 from .states import mark_invited, mark_sent
+from .suppression import suppressed_addresses
 
 MAX_ATTEMPTS = 5
 FIRST_RETRY = timedelta(minutes=1)
@@ -421,8 +422,8 @@ class _Delivery:
             return "skipped", "suppressed"
         mail_from = self.domain_from
         if settings.bounce_domain:
-            # VERP: a bounce comes back to an address that names the letter.
-            mail_from = f"bounces+{letter['reference']}@{settings.bounce_domain}"
+            # VERP: a bounce comes back to an address that names this very message.
+            mail_from = f"bounces+{verp_tag(data['message_id'])}@{settings.bounce_domain}"
         recipients = [address_of(data["to_addr"])]
         if data.get("cc_addr"):
             recipients.append(address_of(data["cc_addr"]))
@@ -504,7 +505,7 @@ def queue_receipt(
             kind="receipt",
             to_addr=formataddr((member["name"], member["email"])),
             subject=subject,
-            message_id=f"<{letter['reference']}.receipt@{domain}>",
+            message_id=new_message_id(letter["reference"], "receipt", domain),
             status="queued",
             attempts=0,
             created_at=now,

@@ -43,6 +43,10 @@ class Settings:
     # and a CA file for a server whose certificate the system does not trust.
     imap_password: str | None = None
     imap_ca_file: str | None = None
+    # The authserv-id our receiving mail server writes in Authentication-Results: only its
+    # verdicts are read (anyone can add such a header further down). Unset: all are read,
+    # and only a failure is acted on.
+    authserv_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -67,6 +71,7 @@ class Settings:
             outbox_dir=env.get("CAMPAIGN_OUTBOX_DIR") or "outbox",
             imap_password=env.get("IMAP_PASSWORD") or None,
             imap_ca_file=env.get("IMAP_CA_FILE") or None,
+            authserv_id=env.get("CAMPAIGN_AUTHSERV_ID") or None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.validate()

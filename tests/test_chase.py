@@ -93,9 +93,9 @@ def test_a_reply_to_the_chaser_answers_the_letter_it_chased(sent):  # noqa: F811
                 letter_table.c.parent_id == original["id"], letter_table.c.kind == "chaser"
             )
         ).one()
-    # The employer answers the chaser, quoting its reference.
+    # The employer answers the chaser, writing to the address that carries its reference.
     data = fill(
-        "direct-reply-ref-in-subject",
+        "direct-reply-plus-address",
         {**original, "placeholders": {**original["placeholders"], "REF": chaser.reference}},
     )
     Ingester(engine, SETTINGS).record(data, "eml")

@@ -17,6 +17,7 @@ from engine.errors import CampaignError
 from engine.inbox import EmlSource, MaildirSource, MboxSource
 from engine.launch import launch_wave
 from engine.links import link_token
+from engine.mime import verp_tag
 from engine.models import (
     failure_table,
     inbound_table,
@@ -26,7 +27,15 @@ from engine.models import (
     suppression_table,
 )
 from engine.outbox import parse_message
-from engine.replies import Ingester, list_messages, log_paper_reply, match_manually, set_outcome
+from engine.replies import (
+    Ingester,
+    accept_suggestion,
+    dismiss,
+    list_messages,
+    log_paper_reply,
+    match_manually,
+    set_outcome,
+)
 from engine.send import send_outbox
 from engine.smtp import FolderTransport
 from engine.waves import WaveSpec, create_wave
@@ -141,6 +150,7 @@ def sent(sample, tmp_path):  # noqa: F811
                 "TARGET_NAME": letter["target_name"],
                 "LETTER_MSGID": ids["letter"],
                 "INVITE_MSGID": ids["invitation"],
+                "VERP": verp_tag(ids["letter"]),
             }
             letters[name] = letter
     return sample, letters
@@ -187,7 +197,7 @@ def test_every_forward_is_matched_to_its_letter_with_the_real_author_and_date(in
     )
 
 
-def test_direct_replies_match_by_message_id_or_reference(ingested):
+def test_direct_replies_match_by_message_id_or_tagged_address(ingested):
     engine, letters, ids = ingested
     by_id = stored(engine, ids["direct-reply-in-reply-to"])
     assert (by_id["match_method"], by_id["letter_id"], by_id["forwarded"]) == (
@@ -196,31 +206,52 @@ def test_direct_replies_match_by_message_id_or_reference(ingested):
         False,
     )
     assert by_id["text"].startswith("Dear colleague")
-    by_ref = stored(engine, ids["direct-reply-ref-in-subject"])
-    assert (by_ref["match_method"], by_ref["letter_id"]) == (
-        "reference",
-        letters["direct-reply-ref-in-subject"]["id"],
-    )
     by_tag = stored(engine, ids["direct-reply-plus-address"])
-    assert (by_tag["match_method"], by_tag["letter_id"]) == (
+    assert (by_tag["match_method"], by_tag["letter_id"], by_tag["triage"]) == (
         "address_tag",
         letters["direct-reply-plus-address"]["id"],
+        None,
     )
-    # Outlook quotes the letter under the same header block it uses for forwards: still a reply.
-    quoting = stored(engine, ids["direct-reply-outlook-quote"])
-    assert (quoting["match_method"], quoting["letter_id"], quoting["forwarded"]) == (
+    attached = stored(engine, ids["fwd-attached"])
+    assert (attached["match_method"], attached["author_name"]) == ("reference", "Marion Lloyd")
+    assert attached["text"].startswith("Dear colleague,\n\nThank you. I will write")
+    for name in ("direct-reply-in-reply-to", "direct-reply-plus-address", "fwd-attached"):
+        assert state_of(engine, letters[name]["id"]) == "replied"
+
+
+def test_mail_that_only_names_a_reference_waits_for_staff_with_its_suggestion(ingested):
+    """Anyone who has seen a letter knows its reference: naming it proves nothing."""
+    engine, letters, ids = ingested
+    by_ref = stored(engine, ids["direct-reply-ref-in-subject"])
+    assert (by_ref["letter_id"], by_ref["suggested_letter_id"], by_ref["match_method"]) == (
+        None,
+        letters["direct-reply-ref-in-subject"]["id"],
         "reference",
+    )
+    assert by_ref["triage"].startswith("claims to answer a letter without answering a message of ours")
+    # Outlook quotes the letter under the same header block it uses for forwards: still a reply, by its author.
+    quoting = stored(engine, ids["direct-reply-outlook-quote"])
+    assert (quoting["suggested_letter_id"], quoting["forwarded"]) == (
         letters["direct-reply-outlook-quote"]["id"],
         False,
     )
     assert quoting["author_addr"] == letters["direct-reply-outlook-quote"]["target_email"].lower()
     assert quoting["text"].startswith("Dear colleague,") and "impact assessment" not in quoting["text"]
+    for name in ("direct-reply-ref-in-subject", "direct-reply-outlook-quote"):
+        assert state_of(engine, letters[name]["id"]) == "sent"
+    waiting = {row["id"]: row for row in list_messages(engine, unmatched=True)}
+    assert (
+        waiting[ids["direct-reply-ref-in-subject"]]["suggested_reference"]
+        == (letters["direct-reply-ref-in-subject"]["reference"])
+    )
+    # Staff check the sender and accept: the letter is replied and its follow-up drafted.
+    done = accept_suggestion(engine, SETTINGS, ids["direct-reply-outlook-quote"])
+    assert (done["reference"], done["replied"]) == (letters["direct-reply-outlook-quote"]["reference"], True)
     assert state_of(engine, letters["direct-reply-outlook-quote"]["id"]) == "replied"
-    attached = stored(engine, ids["fwd-attached"])
-    assert (attached["match_method"], attached["author_name"]) == ("reference", "Marion Lloyd")
-    assert attached["text"].startswith("Dear colleague,\n\nThank you. I will write")
-    for name in ("direct-reply-in-reply-to", "direct-reply-ref-in-subject", "fwd-attached"):
-        assert state_of(engine, letters[name]["id"]) == "replied"
+    assert stored(engine, ids["direct-reply-outlook-quote"])["triage"] is None
+    assert ids["direct-reply-outlook-quote"] not in {r["id"] for r in list_messages(engine, unmatched=True)}
+    with pytest.raises(CampaignError, match="not waiting for staff"):
+        accept_suggestion(engine, SETTINGS, ids["direct-reply-outlook-quote"])
 
 
 def test_a_member_writing_in_their_own_words_is_kept_on_the_letter_but_is_no_reply(ingested):
@@ -312,7 +343,12 @@ def test_unreadable_and_unrelated_mail_is_kept_raw_and_listed(ingested):
     assert (news["kind"], news["letter_id"]) == ("unrelated", None)
     assert news["dedupe_key"].startswith("sha256:")  # it has no Message-ID
     unmatched = list_messages(engine, unmatched=True)
-    assert [row["id"] for row in unmatched] == [ids["newsletter"]]
+    # Beside the two replies that only name their letter (set aside for staff).
+    assert [row["id"] for row in unmatched] == [
+        ids["newsletter"],
+        ids["direct-reply-outlook-quote"],
+        ids["direct-reply-ref-in-subject"],
+    ]
     bounces = list_messages(engine, kind="bounce")
     assert {(b["failed_recipient"], b["status"]) for b in bounces} == {
         (letters["bounce-verp"]["target_email"].lower(), "5.1.1"),
@@ -383,7 +419,10 @@ def test_staff_match_unmatched_mail_log_paper_replies_and_set_outcomes(ingested,
     done = match_manually(engine, SETTINGS, ids["newsletter"], spare["reference"].lower())
     assert (done["replied"], done["follow_up"]) == (True, True)
     assert state_of(engine, spare["id"]) == "replied"
+    dismiss(engine, ids["direct-reply-outlook-quote"])
+    match_manually(engine, SETTINGS, ids["direct-reply-ref-in-subject"], letters["spare3"]["reference"])
     assert list_messages(engine, unmatched=True) == []
+    assert state_of(engine, letters["direct-reply-outlook-quote"]["id"]) == "sent"  # dismissed: nothing done
     with pytest.raises(CampaignError, match="is a bounce"):
         match_manually(engine, SETTINGS, ids["bounce-verp"], spare["reference"])
     with pytest.raises(CampaignError, match="no letter with reference"):

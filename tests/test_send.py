@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from test_waves import MP_WAVE, SETTINGS, load_sample, sample  # noqa: F401  (th
 from engine.db import init_db, open_engine
 from engine.errors import CampaignError
 from engine.launch import launch_wave
+from engine.mime import verp_tag
 from engine.models import letter_table, outbox_table
 from engine.send import pause_state, recover_abandoned, resend_uncertain, send_outbox
 from engine.settings import Settings
@@ -66,7 +68,9 @@ def test_invitations_arrive_with_their_headers_and_envelope(launched, smtp):
         states = dict(
             conn.execute(select(letter_table.c.state, func.count()).group_by(letter_table.c.state)).all()
         )
-    assert first.mail_from == f"bounces+{reference}@bounces.union.example"
+    # The VERP address names this very message, random part and all: a bounce to it proves itself.
+    assert first.mail_from == f"bounces+{verp_tag(message_id)}@bounces.union.example"
+    assert re.fullmatch(rf"<{reference}\.invitation\.[0-9a-f]{{16}}@union\.example>", message_id)
     assert first.rcpt_tos == ["aisha.khan@members.example.org"]
     message = first.message
     assert message["Message-ID"] == message_id

@@ -1,4 +1,4 @@
-"""triage: why an incoming message waits for staff, and what the receiving server said of its sender
+"""triage: why a message waits for staff, the letter it seems to be about, its sender's authentication
 
 Revision ID: 0006
 Revises: 0005
@@ -18,9 +18,13 @@ def upgrade() -> None:
     with op.batch_alter_table("inbound", schema=None) as batch_op:
         batch_op.add_column(sa.Column("triage", sa.String(), nullable=True))
         batch_op.add_column(sa.Column("authentication", sa.String(), nullable=True))
+        batch_op.add_column(sa.Column("suggested_letter_id", sa.Integer(), nullable=True))
+        batch_op.create_foreign_key("fk_inbound_suggested_letter", "letter", ["suggested_letter_id"], ["id"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("inbound", schema=None) as batch_op:
+        batch_op.drop_constraint("fk_inbound_suggested_letter", type_="foreignkey")
+        batch_op.drop_column("suggested_letter_id")
         batch_op.drop_column("authentication")
         batch_op.drop_column("triage")

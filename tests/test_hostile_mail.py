@@ -1,0 +1,309 @@
+"""Mail from outside that tries to speak for others: forged complaints, forwards, bounces, spoofed senders.
+
+Anyone can write to organising@, and every MP and employer sees a letter's
+reference. Each message here goes through `campaign replies ingest` as a
+real .eml file against a sent wave, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT
+from sqlalchemy import select
+from test_replies import MAIL, WAVE, sent, state_of, stored  # noqa: F401  (the sent-wave fixture)
+from test_waves import SETTINGS, sample  # noqa: F401
+
+from engine.cli import main
+from engine.confirm import letter_for_member, send_for_me
+from engine.models import failure_table, inbound_table, letter_table, member_table, suppression_table
+from engine.replies import accept_suggestion
+from engine.send import send_outbox
+from engine.smtp import FolderTransport
+
+ENV = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates")}
+
+
+class Mailroom:
+    """`campaign replies …` run on a folder of hostile messages aimed at the sent wave's letters."""
+
+    def __init__(self, db_url, engine, letters, tmp_path):
+        self.db_url, self.engine, self.letters, self.folder = db_url, engine, letters, tmp_path / "mail"
+        self.folder.mkdir()
+        self.runner = CliRunner()
+
+    def drop(self, name: str, letter: str, **extra: str) -> None:
+        data = fill_with(name, self.letters[letter], extra)
+        (self.folder / f"{name}.eml").write_bytes(data)
+
+    def run(self, *args: str):
+        return self.runner.invoke(main, ["--db", self.db_url, *args], env=ENV)
+
+    def ingest(self):
+        result = self.run("replies", "ingest", "--eml", str(self.folder))
+        assert result.exit_code == 0, result.output
+        return result
+
+    def waiting(self) -> dict[str, dict]:
+        """What waits for staff, by the message's own Message-ID."""
+        listed = self.run("replies", "list", "--unmatched", "--json")
+        assert listed.exit_code == 0, listed.output
+        rows = json.loads(listed.output)
+        with self.engine.connect() as conn:
+            ids = dict(conn.execute(select(inbound_table.c.id, inbound_table.c.message_id)).all())
+        return {ids[row["id"]]: row for row in rows}
+
+
+def fill_with(name: str, letter: dict, extra: dict[str, str]) -> bytes:
+    data = (MAIL / f"{name}.eml").read_bytes()
+    for key, value in {**letter["placeholders"], **extra}.items():
+        data = data.replace(b"{{" + key.encode() + b"}}", value.encode())
+    assert b"{{" not in data, name
+    return data
+
+
+@pytest.fixture
+def mailroom(sent, db_url, tmp_path):  # noqa: F811
+    engine, letters = sent
+    return Mailroom(db_url, engine, letters, tmp_path)
+
+
+def suppressed(engine) -> list[str]:
+    with engine.connect() as conn:
+        return conn.execute(select(suppression_table.c.address)).scalars().all()
+
+
+def opted_out(engine, letter: dict) -> bool:
+    with engine.connect() as conn:
+        return (
+            conn.execute(
+                select(member_table.c.mail_opt_out_at).where(member_table.c.id == letter["member_id"])
+            ).scalar_one()
+            is not None
+        )
+
+
+def test_forged_complaints_suppress_nobody_and_a_later_letter_to_that_target_still_goes(mailroom, tmp_path):
+    engine, letters = mailroom.engine, mailroom.letters
+    victim, other = letters["spare1"], letters["spare2"]
+    # A member who has not written yet: the forgeries name the employer they will write to.
+    with engine.connect() as conn:
+        unsent = conn.execute(
+            select(member_table.c.membership_no)
+            .join(letter_table, letter_table.c.member_id == member_table.c.id)
+            .where(letter_table.c.state == "invited", letter_table.c.target_email.is_not(None))
+            .limit(1)
+        ).scalar_one()
+    found = letter_for_member(engine, WAVE, unsent)
+    target = found.letter["target_email"]
+    mailroom.drop("hostile-complaint-apple", "spare1", TARGET=target)
+    mailroom.drop(
+        "hostile-complaint-arf",
+        "spare1",
+        TARGET=target,
+        OTHER_TARGET=other["target_email"],
+        OTHER_MEMBER=other["email"],
+    )
+    result = mailroom.ingest()
+    assert "2 stored (2 complaint)" in result.output
+    assert "0 addresses suppressed" in result.output
+    assert "2 set aside for staff" in result.output
+    assert suppressed(engine) == []
+    assert not opted_out(engine, victim) and not opted_out(engine, other)
+    waiting = mailroom.waiting()
+    for message_id in ("<apple-unsub-0031@outside.example>", "<arf-forged-0032@outside.example>"):
+        assert waiting[message_id]["triage"].startswith("a complaint that quotes no message of ours"), (
+            message_id
+        )
+    # The guessed Message-ID <REF.letter@…> is only a suggestion: it names the letter, proves nothing.
+    assert waiting["<arf-forged-0032@outside.example>"]["suggested_reference"] == victim["reference"]
+
+    # That member now sends their letter to the employer the forgeries named: it goes.
+    assert send_for_me(engine, SETTINGS, found, found.text, None)
+    outcome = send_outbox(
+        engine, SETTINGS, FolderTransport(tmp_path / "out"), rate=10_000, sleep=lambda s: None
+    )
+    assert outcome.failed == 0
+    assert state_of(engine, found.letter["id"]) == "sent"
+
+
+def test_a_complaint_about_a_letter_waits_for_staff_before_its_recipient_is_suppressed(mailroom):
+    engine, letters = mailroom.engine, mailroom.letters
+    letter = letters["spare1"]
+    mailroom.drop("hostile-complaint-letter", "spare1")
+    mailroom.ingest()
+    assert suppressed(engine) == []
+    row = mailroom.waiting()["<arf-letter-0033@feedback.mailbox.example>"]
+    assert row["triage"].startswith("a complaint about a member's letter to its recipient")
+    assert row["suggested_reference"] == letter["reference"]
+    accepted = mailroom.run("replies", "accept", str(row["id"]))
+    assert accepted.exit_code == 0, accepted.output
+    # The letter's recipient, not the member who had a copy.
+    assert suppressed(engine) == [letter["target_email"].lower()]
+    assert f"suppressed: {letter['target_email'].lower()}" in accepted.output
+    assert not opted_out(engine, letter)
+    assert "<arf-letter-0033@feedback.mailbox.example>" not in mailroom.waiting()
+
+
+def test_a_complaint_about_our_invitation_suppresses_its_recipient_only(mailroom):
+    engine, letters = mailroom.engine, mailroom.letters
+    letter = letters["spare2"]
+    mailroom.drop("complaint-arf", "spare2")  # it also names the letter's target as a removal recipient
+    result = mailroom.ingest()
+    assert "1 addresses suppressed" in result.output
+    assert suppressed(engine) == [letter["email"].lower()]
+    assert opted_out(engine, letter)
+
+
+def test_forged_forwards_and_spoofed_targets_record_no_reply_and_draft_nothing(mailroom):
+    engine, letters = mailroom.engine, mailroom.letters
+    # A letter whose employer has no other letter awaiting a reply: its address alone would pick it.
+    awaiting = Counter(letter["target_email"] for letter in letters.values())
+    alone = next(
+        name for name, letter in letters.items() if awaiting[letter["target_email"]] == 1 and name != "spare1"
+    )
+    mailroom.drop("hostile-forward", "spare1")
+    mailroom.drop("hostile-spoofed-target", alone)
+    result = mailroom.ingest()
+    assert "0 letters replied" in result.output and "0 follow-ups drafted" in result.output
+    waiting = mailroom.waiting()
+    forward = waiting["<forged-forward-0034@outside.example>"]
+    assert forward["triage"].startswith("forwarded by someone other than the member who wrote the letter")
+    assert forward["suggested_reference"] == letters["spare1"]["reference"]
+    spoofed = waiting["<spoofed-target-0035@outside.example>"]
+    assert spoofed["triage"].startswith("claims to answer a letter without answering a message of ours")
+    assert spoofed["suggested_reference"] == letters[alone]["reference"]
+    for name in ("spare1", alone):
+        assert state_of(engine, letters[name]["id"]) == "sent"
+    with engine.connect() as conn:
+        follow_ups = conn.execute(select(letter_table.c.id).where(letter_table.c.kind == "follow_up")).all()
+    assert follow_ups == []
+    # The real member forwarding the same reply is believed.
+    mailroom.folder.joinpath("hostile-forward.eml").unlink()
+    mailroom.folder.joinpath("hostile-spoofed-target.eml").unlink()
+    mailroom.drop("fwd-gmail-en", "spare1")
+    result = mailroom.ingest()
+    assert "1 letters replied" in result.output and "1 follow-ups drafted" in result.output
+
+
+def test_a_forged_bounce_marks_nothing_until_staff_accept_it(mailroom):
+    engine, letters = mailroom.engine, mailroom.letters
+    letter = letters["spare1"]
+    mailroom.drop("hostile-bounce", "spare1")
+    result = mailroom.ingest()
+    assert "0 bounced" in result.output
+    assert state_of(engine, letter["id"]) == "sent"
+    row = mailroom.waiting()["<forged-bounce-0036@outside.example>"]
+    assert row["triage"].startswith("a bounce that quotes no message of ours")
+    assert row["suggested_reference"] == letter["reference"]
+    with engine.connect() as conn:
+        failure = conn.execute(select(failure_table).where(failure_table.c.inbound_id == row["id"])).one()
+    assert (failure.address, failure.status) == (letter["target_email"].lower(), "5.1.1")
+    accepted = mailroom.run("replies", "accept", str(row["id"]), "--json")
+    assert accepted.exit_code == 0, accepted.output
+    assert json.loads(accepted.output)["bounced"] == 1
+    assert state_of(engine, letter["id"]) == "bounced"
+
+
+def test_a_real_bounce_quoting_our_message_is_acted_on_at_once(mailroom):
+    engine, letters = mailroom.engine, mailroom.letters
+    mailroom.drop("bounce-verp", "spare1")
+    result = mailroom.ingest()
+    assert "1 bounced" in result.output
+    assert state_of(engine, letters["spare1"]["id"]) == "bounced"
+    assert mailroom.waiting() == {}
+
+
+def test_a_failed_dmarc_never_matches_automatically_and_shows_in_triage(mailroom):
+    engine, letters = mailroom.engine, mailroom.letters
+    letter = letters["spare1"]
+    mailroom.drop("hostile-dmarc-fail", "spare1")
+    mailroom.ingest()
+    assert state_of(engine, letter["id"]) == "sent"
+    row = mailroom.waiting()["<dmarc-fail-0037@outside.example>"]
+    assert row["triage"] == (
+        "the sender's domain failed DMARC (mx.union.example: spf=fail dkim=none dmarc=fail)"
+    )
+    assert row["suggested_reference"] == letter["reference"]
+    shown = mailroom.run("replies", "show", str(row["id"]))
+    assert "sender checks: mx.union.example: spf=fail dkim=none dmarc=fail" in shown.output
+    assert f"seems to be {letter['reference']}" in shown.output
+
+
+def test_only_our_own_servers_verdicts_are_read_when_its_authserv_id_is_set(sent, tmp_path):  # noqa: F811
+    from engine.replies import Ingester
+
+    engine, letters = sent
+    letter = letters["spare1"]
+    settings = SETTINGS.__class__(**{**SETTINGS.__dict__, "authserv_id": "mx.elsewhere.example"})
+    # mx.union.example is not our receiving server here: its header could have been written by anyone.
+    inbound_id = Ingester(engine, settings).record(fill_with("hostile-dmarc-fail", letter, {}), "eml")
+    row = stored(engine, inbound_id)
+    assert (row["triage"], row["letter_id"], row["authentication"]) == (None, letter["id"], None)
+    assert state_of(engine, letter["id"]) == "replied"
+
+
+def test_a_nul_byte_is_stored_without_stopping_the_run(mailroom):
+    engine, letters = mailroom.engine, mailroom.letters
+    mailroom.drop("hostile-nul", "spare1")
+    mailroom.drop("fwd-gmail-en", "spare2")
+    result = mailroom.ingest()
+    assert "2 stored (2 reply)" in result.output
+    with engine.connect() as conn:
+        rows = {
+            r.message_id: r
+            for r in conn.execute(
+                select(
+                    inbound_table.c.message_id,
+                    inbound_table.c.raw,
+                    inbound_table.c.subject,
+                    inbound_table.c.text,
+                    inbound_table.c.letter_id,
+                )
+            )
+        }
+    nul = rows["<nul-0038@members.example.org>"]
+    assert nul.raw == fill_with("hostile-nul", letters["spare1"], {})  # the bytes exactly as received
+    assert "\0" not in nul.subject and nul.subject.startswith("Fwd: their reply [Ref:")
+    assert "\0" not in nul.text and "Thank you for your letter" in nul.text
+    assert nul.letter_id == letters["spare1"]["id"]
+    assert rows["<CAGmailFwdEn0001@mail.gmail.example>"].letter_id == letters["spare2"]["id"]
+
+
+def test_a_message_that_cannot_be_stored_is_left_in_the_source_and_the_rest_go_on(mailroom, monkeypatch):
+    import engine.replies as replies
+
+    real = replies.without_nul
+
+    def refuse(row):
+        if "their reply" in (row.get("subject") or ""):
+            raise RuntimeError("disk full")
+        return real(row)
+
+    monkeypatch.setattr(replies, "without_nul", refuse)
+    mailroom.drop("hostile-nul", "spare1")
+    mailroom.drop("fwd-gmail-en", "spare2")
+    result = mailroom.run("replies", "ingest", "--eml", str(mailroom.folder))
+    assert result.exit_code == 2
+    assert "hostile-nul.eml: not stored: RuntimeError: disk full" in result.output
+    assert "1 message(s) could not be stored and stay in the source; the other 1 were" in result.output
+    assert state_of(mailroom.engine, mailroom.letters["spare2"]["id"]) == "replied"
+    monkeypatch.setattr(replies, "without_nul", real)
+    again = mailroom.ingest()
+    assert "1 stored (1 reply); 1 already stored." in again.output
+
+
+def test_accept_and_dismiss_say_what_they_cannot_do(mailroom):
+    mailroom.drop("fwd-gmail-en", "spare1")
+    mailroom.ingest()
+    with mailroom.engine.connect() as conn:
+        reply_id = conn.execute(select(inbound_table.c.id)).scalar_one()
+    for verb in ("accept", "dismiss"):
+        result = mailroom.run("replies", verb, str(reply_id))
+        assert result.exit_code == 2
+        assert f"message {reply_id} is not waiting for staff: nothing to {verb}" in result.output
+    with pytest.raises(Exception, match="no message 999"):
+        accept_suggestion(mailroom.engine, SETTINGS, 999)
