@@ -581,12 +581,13 @@ def serve_command(app: App, host: str, port: int) -> None:
     """
     import uvicorn
 
-    from .web.app import create_app
+    from .web.app import create_app, server_config
 
+    pages = create_app(app.engine(), app.settings)
     click.echo(
         f"Member pages on http://{host}:{port}/ (links in invitations use {app.settings.base_url}).", err=True
     )
-    uvicorn.run(create_app(app.engine(), app.settings), host=host, port=port, log_level="warning")
+    uvicorn.Server(server_config(pages, host, port)).run()
 
 
 # A member's first letter, or the follow-up or chaser drafted for them after launch.

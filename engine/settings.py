@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ DEFAULT_MEMBERS_API = "https://members-api.parliament.uk"
 DEFAULT_FROM = "Campaigns Team <campaigns@union.example>"
 DEFAULT_ORGANISING = "organising@union.example"
 DEV_SECRET = "development-only-secret-do-not-use-in-production"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Settings:
     # verdicts are read (anyone can add such a header further down). Unset: all are read,
     # and only a failure is acted on.
     authserv_id: str | None = None
+    # Proxies whose X-Forwarded-For the member pages believe (none unless configured).
+    trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -72,6 +77,7 @@ class Settings:
             imap_password=env.get("IMAP_PASSWORD") or None,
             imap_ca_file=env.get("IMAP_CA_FILE") or None,
             authserv_id=env.get("CAMPAIGN_AUTHSERV_ID") or None,
+            trusted_proxies=_networks(env, "CAMPAIGN_TRUSTED_PROXIES"),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.validate()
@@ -118,6 +124,17 @@ class Settings:
             raise CampaignError(f"BOUNCE_DOMAIN: {self.bounce_domain!r} is not a domain name")
         if not 1 <= self.http_concurrency <= 16:
             raise CampaignError("CAMPAIGN_HTTP_CONCURRENCY: must be between 1 and 16")
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    networks = []
+    for item in (env.get(name) or "").split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise CampaignError(f"{name}: {item.strip()!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -19,16 +22,19 @@ from engine.models import letter_table, member_table, outbox_table, utcnow
 from engine.send import send_outbox
 from engine.smtp import SmtpTransport
 from engine.waves import create_wave
-from engine.web.app import GuessThrottle, create_app
+from engine.web.app import create_app, server_config
+from engine.web.throttle import GuessThrottle, client_address
 
 
 class Site:
-    def __init__(self, engine, throttle=None):
+    """The member pages on a real uvicorn server, configured as `campaign serve` runs them."""
+
+    def __init__(self, engine, throttle=None, settings=SETTINGS):
         self.engine = engine
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(
-            create_app(engine, SETTINGS, throttle=throttle), host="127.0.0.1", port=port, log_level="error"
+        config = server_config(
+            create_app(engine, settings, throttle=throttle), "127.0.0.1", port, log_level="error"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -186,12 +192,110 @@ def test_one_click_unsubscribe(site):
     assert forged.status_code == 404
 
 
-def test_repeated_wrong_links_are_slowed_down():
-    throttle = GuessThrottle(free=3, max_delay=5)
-    delays = [throttle.miss("203.0.113.9") for _ in range(7)]
-    assert delays[:3] == [0, 0, 0]
-    assert delays[3:] == [0.25, 0.5, 1.0, 2.0]
-    assert throttle.miss("198.51.100.1") == 0
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_client_presenting_wrong_links_is_shut_out_longer_each_time_then_forgiven():
+    clock = FakeClock()
+    throttle = GuessThrottle(free=3, window=600, max_block=60, clock=clock)
+    waits = []
+    for _ in range(10):
+        waits.append(throttle.retry_after("203.0.113.9"))
+        throttle.miss("203.0.113.9")
+        waits.append(throttle.retry_after("203.0.113.9"))
+        clock.now += waits[-1]  # the client comes back exactly when told
+    assert waits[:4] == [0] * 4  # two wrong links cost nothing; the third shuts it out for a second
+    assert waits[4::2] == [0] * 8  # never turned away when it waited as told
+    assert waits[5::2] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert throttle.retry_after("198.51.100.1") == 0  # another client is not affected
+    clock.now += 601  # ten minutes without a miss: free again
+    throttle.miss("203.0.113.9")
+    assert throttle.retry_after("203.0.113.9") == 0
+
+
+def test_the_throttle_remembers_a_bounded_number_of_clients():
+    clock = FakeClock()
+    throttle = GuessThrottle(free=1, max_clients=100, clock=clock)
+    for n in range(1000):
+        throttle.miss(f"10.0.{n // 256}.{n % 256}")
+    assert len(throttle) == 100
+    assert throttle.retry_after("10.0.3.231") == 1  # the last one seen is still shut out
+    assert throttle.retry_after("10.0.0.0") == 0  # the first one is forgotten
+
+
+def test_behind_trusted_proxies_the_client_is_the_right_most_address_they_did_not_add():
+    proxies = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
+    # The client wrote the left-most entry itself; our two proxies added the rest.
+    assert client_address("127.0.0.1", ["6.6.6.6, 203.0.113.9", "10.1.2.3"], proxies) == "203.0.113.9"
+    assert client_address("127.0.0.1", ["203.0.113.9:51000"], proxies) == "203.0.113.9"
+    assert client_address("127.0.0.1", [], proxies) == "127.0.0.1"
+    # A peer that is not a trusted proxy is the client, whatever it claims.
+    assert client_address("198.51.100.7", ["203.0.113.9"], proxies) == "198.51.100.7"
+    assert client_address("127.0.0.1", ["203.0.113.9"], ()) == "127.0.0.1"
+    # One IPv6 host holds a whole /64: it is one client however many addresses it uses.
+    assert (
+        client_address("2001:db8:1:2::7", [], ())
+        == client_address("2001:db8:1:2::8", [], ())
+        == ("2001:db8:1:2::/64")
+    )
+
+
+def wrong_link(site, client: str | None = None, n: int = 0) -> requests.Response:
+    headers = {"X-Forwarded-For": client} if client else {}
+    return requests.get(f"{site.base}/l/not-a-real-token-{n}", headers=headers, timeout=30)
+
+
+def test_a_flood_of_wrong_links_gets_429_at_once_and_members_are_served_meanwhile(sample):  # noqa: F811
+    """80 wrong links at once from one client, through our proxy, while a member opens theirs."""
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    behind_proxy = replace(SETTINGS, trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
+    with Site(sample, settings=behind_proxy) as site:
+        member = {"X-Forwarded-For": "198.51.100.7"}
+        started = time.monotonic()
+        assert requests.get(site.link("M100001"), headers=member, timeout=30).status_code == 200
+        unloaded = time.monotonic() - started
+        with ThreadPoolExecutor(max_workers=80) as pool:
+            flood = [pool.submit(wrong_link, site, "203.0.113.9", n) for n in range(80)]
+            time.sleep(0.2)  # the flood is in flight
+            started = time.monotonic()
+            page = requests.get(site.link("M100001"), headers=member, timeout=30)
+            loaded = time.monotonic() - started
+            answers = [f.result() for f in flood]
+    assert page.status_code == 200 and "Your letter to Harriet Alden MP" in page.text
+    assert {a.status_code for a in answers} <= {404, 429}
+    refused = [a for a in answers if a.status_code == 429]
+    assert len(refused) >= 40
+    assert all(int(a.headers["Retry-After"]) >= 1 for a in refused)
+    assert "Too many links that do not work" in refused[0].text
+    assert refused[0].headers["Cache-Control"] == "no-store"
+    # Nobody's request was held: on a quiet or a busy machine, the member waited about as
+    # long as with no flood at all (a throttle that sleeps kept them waiting 5-8 seconds).
+    assert loaded < max(2.0, 10 * unloaded)
+
+
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(sample):  # noqa: F811
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    throttle = GuessThrottle(free=5)
+    with Site(sample, throttle=throttle) as direct:
+        # No proxy is trusted: a client claiming a new address each time is still one client.
+        answers = [wrong_link(direct, f"203.0.113.{n}", n).status_code for n in range(7)]
+    assert answers == [404] * 5 + [429] * 2
+    behind_proxy = replace(SETTINGS, trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
+    with Site(sample, settings=behind_proxy) as proxied:
+        # Through our proxy: the forwarded client is shut out, however it fakes the left of the header...
+        answers = [wrong_link(proxied, f"192.0.2.{n}, 203.0.113.9", n).status_code for n in range(7)]
+        assert answers == [404] * 5 + [429] * 2
+        # ...and another member behind the same proxy is not.
+        mine = requests.get(proxied.link("M100001"), headers={"X-Forwarded-For": "198.51.100.7"}, timeout=10)
+        assert mine.status_code == 200
+        assert wrong_link(proxied, "198.51.100.7").status_code == 404
 
 
 def test_the_letter_reaches_its_target_from_the_campaign_with_a_copy_and_a_receipt(site):

@@ -2,18 +2,17 @@
 
 Every page is server-rendered and works without JavaScript. A link shows one
 letter and nothing else; a wrong or expired link gets the same plain page
-whatever the reason, and a client that keeps guessing is slowed down.
+whatever the reason, and a client that keeps guessing is turned away for a
+while (see throttle.py).
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import uvicorn
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -37,6 +36,7 @@ from ..merge import placeholders, without_placeholders
 from ..models import letter_table, member_table, utcnow
 from ..renderer import WaveRenderer
 from ..settings import Settings
+from .throttle import GuessThrottle, client_address
 
 TEMPLATES = Path(__file__).parent / "templates"
 _DONE = {
@@ -47,27 +47,14 @@ _DONE = {
 }
 
 
-class GuessThrottle:
-    """Slows down a client that keeps presenting wrong links: free for a few, then ever longer waits."""
-
-    def __init__(self, free: int = 5, window: float = 600.0, max_delay: float = 5.0):
-        self.free, self.window, self.max_delay = free, window, max_delay
-        self._misses: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def miss(self, client: str) -> float:
-        """Record a wrong guess; the delay this client now waits."""
-        now = time.monotonic()
-        with self._lock:
-            misses = self._misses[client]
-            while misses and now - misses[0] > self.window:
-                misses.popleft()
-            misses.append(now)
-            extra = len(misses) - self.free
-        return 0.0 if extra <= 0 else min(0.25 * 2 ** (extra - 1), self.max_delay)
+def server_config(app: FastAPI, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
+    """How `campaign serve` runs the pages. uvicorn's own X-Forwarded-For handling stays off:
+    it believes any proxy on 127.0.0.1 (or in FORWARDED_ALLOW_IPS); CAMPAIGN_TRUSTED_PROXIES decides."""
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, proxy_headers=False)
 
 
 def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | None = None) -> FastAPI:
+    """The member pages over `engine`."""
     app = FastAPI(title="Campaign Engine", docs_url=None, redoc_url=None, openapi_url=None)
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     guesses = throttle or GuessThrottle()
@@ -84,10 +71,29 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         )
         return response
 
+    def client(request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxies)
+
+    def turned_away(request: Request) -> HTMLResponse | None:
+        """429 at once for a client shut out for presenting wrong links: its link is not even
+        looked up, so guessing learns nothing, and no worker thread is held."""
+        wait = guesses.retry_after(client(request))
+        if not wait:
+            return None
+        response = page(
+            "message.html",
+            429,
+            heading="Too many links that do not work",
+            text="Too many wrong or out-of-date links have come from your connection. Please wait a "
+            f"minute and try again. If you were expecting to see your letter, please write to "
+            f"{settings.organising_email}.",
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+
     def not_found(request: Request) -> HTMLResponse:
-        delay = guesses.miss(request.client.host if request.client else "?")
-        if delay:
-            time.sleep(delay)
+        guesses.miss(client(request))
         return page(
             "message.html",
             404,
@@ -161,6 +167,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
 
     @app.get("/l/{token}", response_class=HTMLResponse)
     def show_letter(token: str, request: Request, done: str | None = None) -> HTMLResponse:
+        if refused := turned_away(request):
+            return refused
         found = letter_for_token(engine, token)
         if found is None:
             return not_found(request)
@@ -175,6 +183,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         text: str = Form(""),
         address: str | None = Form(None),
     ) -> Response:
+        if refused := turned_away(request):
+            return refused
         found = letter_for_token(engine, token)
         if found is None:
             return not_found(request)
@@ -210,6 +220,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
 
     @app.get("/l/{token}/letter.pdf")
     def letter_pdf(token: str, request: Request) -> Response:
+        if refused := turned_away(request):
+            return refused
         found = letter_for_token(engine, token)
         if found is None:
             return not_found(request)
@@ -233,6 +245,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
 
     @app.get("/unsubscribe/{reference}/{token}", response_class=HTMLResponse)
     def unsubscribe_form(reference: str, token: str, request: Request) -> HTMLResponse:
+        if refused := turned_away(request):
+            return refused
         if unsubscribe_target(reference, token) is None:
             return not_found(request)
         return page(
@@ -245,6 +259,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
 
     @app.post("/unsubscribe/{reference}/{token}", response_class=HTMLResponse)
     def unsubscribe(reference: str, token: str, request: Request) -> HTMLResponse:
+        if refused := turned_away(request):
+            return refused
         member_id = unsubscribe_target(reference, token)
         if member_id is None:
             return not_found(request)
@@ -282,6 +298,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
     # every link in a message, and must not answer for the member.
     @app.get("/answer/{reference}/{token}/{answer}", response_class=HTMLResponse)
     def answer_form(reference: str, token: str, answer: str, request: Request) -> HTMLResponse:
+        if refused := turned_away(request):
+            return refused
         letter = answer_target(reference, token, answer)
         if letter is None:
             return not_found(request)
@@ -295,6 +313,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
 
     @app.post("/answer/{reference}/{token}/{answer}", response_class=HTMLResponse)
     def answer(reference: str, token: str, answer: str, request: Request) -> HTMLResponse:
+        if refused := turned_away(request):
+            return refused
         letter = answer_target(reference, token, answer)
         if letter is None:
             return not_found(request)
