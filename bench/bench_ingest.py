@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_launch import peak_mb  # noqa: E402
-from bench_send import prepare  # noqa: E402
+from bench_send import BENCH_SECRET, prepare  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from engine.db import open_engine  # noqa: E402
@@ -152,7 +152,7 @@ def main() -> int:
         box.add(text.encode())
     box.flush()
     box.close()
-    settings = Settings.from_env({})
+    settings = Settings.from_env({"CAMPAIGN_SECRET": BENCH_SECRET})
     t = time.perf_counter()
     result = Ingester(engine, settings).ingest(MboxSource(work / "in.mbox"))
     elapsed = time.perf_counter() - t

@@ -18,6 +18,7 @@ import argparse
 import multiprocessing
 import os
 import resource
+import secrets
 import sys
 import tempfile
 import time
@@ -94,7 +95,8 @@ def main() -> int:
     print(f"set up {n:,} members in {len(seats)} constituencies")
 
     os.chdir(ROOT)
-    settings = Settings.from_env({})
+    # A throwaway link secret for this run: the engine has no default.
+    settings = Settings.from_env({"CAMPAIGN_SECRET": secrets.token_urlsafe(48)})
     create_wave(engine, "bench", WaveSpec(target="mp", letter="mp-inspection", invite="invitation"), settings)
 
     # Render-only: the same compiled templates, Jinja2 alone, on contexts built beforehand.

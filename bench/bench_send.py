@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import secrets
 import shutil
 import smtplib
 import socket
@@ -37,6 +38,9 @@ from engine.send import send_outbox  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 from engine.smtp import SmtpTransport  # noqa: E402
 from engine.waves import WaveSpec, create_wave  # noqa: E402
+
+# A throwaway link secret for this run: the engine has no default, and no link outlives the bench.
+BENCH_SECRET = secrets.token_urlsafe(48)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +94,7 @@ def prepare(url: str, n: int, work: Path) -> None:
                 mp_status="resolved", constituency_code="E14000001", constituency_name="Seat"
             )
         )
-    settings = Settings.from_env({})
+    settings = Settings.from_env({"CAMPAIGN_SECRET": BENCH_SECRET})
     create_wave(engine, "bench", WaveSpec(target="mp", letter="mp-inspection", invite="invitation"), settings)
     launch_wave(engine, "bench", settings)
     engine.dispose()
@@ -123,7 +127,7 @@ def main() -> int:
     server.start()
     ready.wait(10)
     smtp_url = f"smtp://127.0.0.1:{port}"
-    settings = Settings.from_env({"SMTP_URL": smtp_url})
+    settings = Settings.from_env({"SMTP_URL": smtp_url, "CAMPAIGN_SECRET": BENCH_SECRET})
 
     sqlite_url = f"sqlite:///{work}/send.db"
     prepare(sqlite_url, n, work)

@@ -19,6 +19,7 @@ from .db import check_schema, init_db, open_engine
 from .employers import employer_gaps, import_contacts
 from .errors import CampaignError, RowErrors
 from .http import JsonClient
+from .link_secret import check_links_made_with, ensure_secret
 from .members import get_member, import_members, iter_members
 from .models import EMPLOYER_STATUSES, MP_STATUSES
 from .parliament import MembersAPI
@@ -51,6 +52,14 @@ class App:
                 raise CampaignError(f"database {database} does not exist: run `campaign init` first")
             check_schema(self._engine)
         return self._engine
+
+    def require_secret(self, *, check_links: bool = True) -> str:
+        """The link secret, for commands that build or check members' links. Refuses without one
+        and, with `check_links`, with one the database's existing links were not made with."""
+        secret = self.settings.require_secret()
+        if check_links:
+            check_links_made_with(self.engine(), self.settings)
+        return secret
 
     def close(self) -> None:
         if self._engine is not None:
@@ -157,7 +166,12 @@ def main(ctx: click.Context, db: str | None) -> None:
 @main.command()
 @pass_app
 def init(app: App) -> None:
-    """Create the database, or upgrade it to this version keeping all data.
+    """Create the database, or upgrade it to this version keeping all data; create the link secret.
+
+    The secret that signs members' links is CAMPAIGN_SECRET or, when that is
+    unset, a key file beside a SQLite database (campaign.db.key), else
+    campaign.key here, or CAMPAIGN_SECRET_FILE; init creates the file once
+    and never replaces it.
 
     \b
     Example:
@@ -172,6 +186,18 @@ def init(app: App) -> None:
         click.echo(f"Database {where} is up to date (schema {after}).")
     else:
         click.echo(f"Upgraded database {where} from schema {before} to {after}.")
+    app.settings, created = ensure_secret(app.settings)
+    if created:
+        click.echo(
+            f"Created the link secret {app.settings.secret_file} (readable by you only): "
+            "back it up, apart from the database."
+        )
+    else:
+        click.echo(f"Link secret: {app.settings.secret_origin}.")
+    try:
+        check_links_made_with(engine, app.settings)
+    except CampaignError as exc:
+        click.echo(f"Warning: {exc}", err=True)
 
 
 # ---- members ---------------------------------------------------------------

@@ -90,6 +90,8 @@ def replies_ingest(app: App, imap, move_to, mbox, maildir, eml, as_json: bool) -
       campaign replies ingest --mbox exported.mbox
       campaign replies ingest --eml forwarded/ --eml one-more.eml
     """
+    # A matched employer reply drafts a follow-up, with its link, as it is ingested.
+    app.require_secret()
     engine = app.engine()
     source = _source(app, imap, move_to, mbox, maildir, eml)
     with Progress("Ingesting") as bar:
@@ -240,6 +242,7 @@ def replies_match(app: App, reply_id: int, reference: str) -> None:
     Example:
       campaign replies match 42 K7M2Q-9XH4T
     """
+    app.require_secret()
     done = match_manually(app.engine(), app.settings, reply_id, reference)
     click.echo(
         f"Message {reply_id} matched to {done['reference']}"
@@ -319,6 +322,7 @@ def replies_log(app: App, reference: str, received: str, author, scan: Path | No
       campaign replies log K7M2Q-9XH4T --received 2026-11-20 --from "Jane Head" \\
           --file scan.pdf --note "Will raise it with the board in January"
     """
+    app.require_secret()
     done = log_paper_reply(
         app.engine(),
         app.settings,
@@ -374,6 +378,7 @@ def chase(app: App, wave_name: str | None, as_json: bool) -> None:
       campaign chase
       campaign chase --wave "Employers: well-being assessment" --json
     """
+    app.require_secret()
     with Progress("Chasing") as bar:
         result = run_chase(app.engine(), app.settings, wave_name, progress=bar.update)
     if as_json:

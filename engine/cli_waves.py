@@ -14,6 +14,7 @@ from .confirm import letter_for_member, not_for_me, send_for_me, sent_myself
 from .errors import CampaignError
 from .launch import launch_wave, preview_merge
 from .letters import iter_letters, letter_document, pdf_bytes, write_wave_pdfs
+from .link_secret import reinvite_wave, reissue_links
 from .links import letter_link, link_token
 from .members import set_mail_opt_out
 from .models import LETTER_STATES, WAVE_TARGETS
@@ -260,6 +261,8 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
       campaign wave preview "MPs autumn" --member M100001
       campaign wave preview "MPs autumn" --out preview.pdf
     """
+    # A preview's link is an example, but it is made like a real one: from the secret.
+    app.require_secret(check_links=False)
     wave, letter, invitation, merger = preview_merge(app.engine(), name, app.settings, membership_no)
     document = letter_document(letter, merger.renderer)
     raw = build_invitation(invitation, letter, wave, merger.renderer, app.settings)
@@ -309,6 +312,7 @@ def wave_launch(app: App, name: str, as_json: bool) -> None:
     Example:
       campaign wave launch "MPs autumn"
     """
+    app.require_secret()
     with Progress("Merging letters") as bar:
         result = launch_wave(
             app.engine(), name, app.settings, list_skipped=as_json, progress=bar.update, on_start=bar.start
@@ -357,6 +361,35 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
         )
     if status["outbox"]:
         click.echo("  mail: " + ", ".join(f"{k} {v}" for k, v in sorted(status["outbox"].items())))
+
+
+@wave.command("reinvite")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_app
+def wave_reinvite(app: App, name: str, as_json: bool) -> None:
+    """Queue the invitation again, with each member's current link, for every letter not yet acted on.
+
+    For after `campaign links reissue`: the links in the invitations already
+    sent no longer work. Letters whose link has expired, and members who asked
+    for no more campaign mail, get nothing; an invitation still in the outbox
+    will carry the new link anyway.
+
+    \b
+    Example:
+      campaign wave reinvite "MPs autumn"
+    """
+    app.require_secret()
+    result = reinvite_wave(app.engine(), app.settings, name)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    click.echo(
+        f"Wave {name!r}: {result.queued} invitation(s) queued again; {result.waiting} still in the outbox, "
+        f"{result.expired} expired, {result.not_emailed} not to be emailed."
+    )
+    if result.queued:
+        click.echo("Next: campaign send")
 
 
 @wave.command("pdf")
@@ -458,6 +491,7 @@ def outbox_export(app: App, directory: Path, as_json: bool) -> None:
     Example:
       campaign outbox export outbox-preview/
     """
+    app.require_secret()
     with Progress("Writing messages") as bar:
         count = export_outbox(app.engine(), directory, app.settings, progress=bar.update)
     if as_json:
@@ -531,6 +565,7 @@ def send_command(
       campaign send --once                      # into ./outbox/ unless SMTP_URL is set
       SMTP_URL=smtp://user:pass@relay.example:587 campaign send --rate 10
     """
+    app.require_secret()
     engine = app.engine()
     if resume:
         set_paused(engine, None)
@@ -583,6 +618,7 @@ def serve_command(app: App, host: str, port: int) -> None:
 
     from .web.app import create_app, server_config
 
+    app.require_secret()
     pages = create_app(app.engine(), app.settings)
     click.echo(
         f"Member pages on http://{host}:{port}/ (links in invitations use {app.settings.base_url}).", err=True
@@ -612,9 +648,9 @@ def letters_link(app: App, wave_name: str, membership_no: str, kind: str) -> Non
     Example:
       campaign letters link "MPs autumn" M100001
     """
+    secret = app.require_secret()
     found = letter_for_member(app.engine(), wave_name, membership_no, kind.replace("-", "_"))
-    reference = found.letter["reference"]
-    click.echo(letter_link(app.settings.base_url, link_token(app.settings.secret, reference)))
+    click.echo(letter_link(app.settings.base_url, link_token(secret, found.letter["link_nonce"])))
 
 
 @letters.command("decide")
@@ -662,3 +698,40 @@ def letters_decide(
     if not done:
         raise CampaignError(f"{membership_no} had already decided: the letter is {found.letter['state']}")
     click.echo(f"{membership_no}: {choice} recorded for letter {found.letter['reference']}.")
+
+
+@main.group()
+def links() -> None:
+    """Members' personal links and the secret that signs them."""
+
+
+@links.command("reissue")
+@click.option("--yes", is_flag=True, help="Do it (without it, only count the letters that would change).")
+@pass_app
+def links_reissue(app: App, yes: bool) -> None:
+    """Give every letter the link the current secret makes, after rotating the secret or upgrading.
+
+    The links already sent (letters, unsubscribe, questionnaire answers) stop
+    working; `campaign letters link` prints a member's new one, and
+    `campaign wave reinvite` emails undecided members theirs.
+
+    \b
+    Example:
+      campaign links reissue --yes
+    """
+    app.require_secret(check_links=False)
+    with Progress("Checking links") as bar:
+        changed = reissue_links(app.engine(), app.settings, apply=yes, progress=bar.update)
+    origin = app.settings.secret_origin
+    if not changed:
+        click.echo(f"Every letter's link is already made with the secret from {origin}.")
+    elif not yes:
+        click.echo(
+            f"{changed} letter(s) would get a new link made with the secret from {origin}, "
+            "and their old links would stop working. To do it: campaign links reissue --yes"
+        )
+    else:
+        click.echo(
+            f"{changed} letter(s) have a new link; their old links no longer work. "
+            "Next: campaign wave reinvite WAVE, to email members who have not acted yet their new link."
+        )

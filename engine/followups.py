@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from .launch import letter_date
-from .links import link_token, new_reference, token_hash
+from .links import link_token, new_link_nonce, new_reference, token_hash
 from .mime import new_message_id
 from .models import inbound_table, letter_table, member_table, outbox_table, wave_table
 from .outbox import email_context, later_context
@@ -136,7 +136,8 @@ def draft_letter(
         return None
     renderer = renderer or renderer_for(wave)
     reference = _unique_reference(conn)
-    token = link_token(settings.secret, reference)
+    nonce = new_link_nonce()
+    token = link_token(settings.require_secret(), nonce)
     date = letter_date(now)
     draft = {
         **{k: original[k] for k in ("wave_id", "member_id", "target_kind", "target_key", "target_name")},
@@ -146,6 +147,7 @@ def draft_letter(
         "parent_id": original["id"],
         "state": "drafted",
         "merge_snapshot": {**original["merge_snapshot"], "date": date},
+        "link_nonce": nonce,
         "token_hash": token_hash(token),
         "token_expires_at": now + timedelta(days=wave["link_days"]),
         "created_at": now,

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, and_, func, select
 from .db import PreparedInsert, insert_rows, prepare_insert, sqlite_dialect
 from .errors import CampaignError
 from .events import record_event
-from .links import letter_link, link_token, new_reference, token_hash, unsubscribe_link
+from .links import letter_link, link_token, new_link_nonce, new_reference, token_hash, unsubscribe_link
 from .merge import Target, employer_target, fixed_target, member_context, mp_target
 from .mime import new_message_id
 from .models import (
@@ -168,6 +168,7 @@ class Merger:
     def __init__(self, wave: dict[str, Any], settings: Settings, launched_at: datetime):
         self.wave = wave
         self.settings = settings
+        self.secret = settings.require_secret()
         self.renderer = WaveRenderer(wave["frozen"])
         self.now = utcnow()
         self.expires = launched_at + timedelta(days=wave["link_days"])
@@ -185,7 +186,8 @@ class Merger:
         target = target_for(row, self.wave, self.targets)
         member = member_context(row, row["school_name"], self.custom_fields)
         reference = _unique_reference(self.references)
-        token = link_token(settings.secret, reference)
+        nonce = new_link_nonce()
+        token = link_token(self.secret, nonce)
         letter_ctx = {"reference": reference, "date": self.date}
         context = {
             "member": member,
@@ -212,13 +214,14 @@ class Merger:
             "target_address": target.address,
             # Empty fields are left out: they merge as blanks either way.
             "merge_snapshot": {"member": {k: v for k, v in member.items() if v}, "date": self.date},
+            "link_nonce": nonce,
             "token_hash": token_hash(token),
             "token_expires_at": self.expires,
             "created_at": self.now,
             "updated_at": self.now,
         }
         context["letter"] = {**letter_ctx, "subject": subject, "text": text}
-        context["unsubscribe_link"] = unsubscribe_link(settings.base_url, settings.secret, reference)
+        context["unsubscribe_link"] = unsubscribe_link(settings.base_url, self.secret, reference, nonce)
         invitation = {
             "kind": "invitation",
             "to_addr": formataddr((member["name"], member["email"])),

@@ -1,8 +1,12 @@
 """Letter references and members' personal links.
 
-A link's token is an HMAC of the letter's reference under the campaign
-secret: unguessable without the secret, never stored (only its SHA-256 is,
-for lookup), and the same every time a message is rebuilt.
+Every link a member gets (their letter's page, unsubscribe, the MP
+questionnaire's answers, and the page's form token) is an HMAC, under the
+campaign secret, of a random nonce stored with the letter, never of the
+reference: references are printed on letters that MPs and employers read,
+so anything derived from them alone could be worked out by a reader who ever
+learnt the secret. A token is never stored (only its SHA-256 is, for lookup)
+and is the same every time a message is rebuilt from the letter.
 """
 
 from __future__ import annotations
@@ -23,9 +27,17 @@ def new_reference() -> str:
     return f"{chars[:5]}-{chars[5:]}"
 
 
-def link_token(secret: str, reference: str, purpose: str = "letter") -> str:
-    """The token in a member's personal link (132 bits, URL-safe)."""
-    digest = hmac.digest(secret.encode(), f"{purpose}:{reference}".encode(), "sha256")
+def new_link_nonce() -> str:
+    """The random value a letter's links are made from (128 bits, 22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def link_token(secret: str, nonce: str, purpose: str = "letter") -> str:
+    """The token in one of a letter's links (132 bits, URL-safe)."""
+    if not nonce:
+        # A letter without its nonce would share its links with every other such letter.
+        raise ValueError("a letter has no link nonce")
+    digest = hmac.digest(secret.encode(), f"{purpose}:{nonce}".encode(), "sha256")
     return base64.urlsafe_b64encode(digest).decode()[:22]
 
 
@@ -37,22 +49,21 @@ def letter_link(base_url: str, token: str) -> str:
     return f"{base_url}/l/{token}"
 
 
-def unsubscribe_link(base_url: str, secret: str, reference: str) -> str:
+def unsubscribe_link(base_url: str, secret: str, reference: str, nonce: str) -> str:
     """One-click unsubscribe: the reference says whose, the token proves the link is ours."""
-    return f"{base_url}/unsubscribe/{reference}/{link_token(secret, reference, 'unsubscribe')}"
+    return f"{base_url}/unsubscribe/{reference}/{link_token(secret, nonce, 'unsubscribe')}"
 
 
-def csrf_token(secret: str, reference: str) -> str:
+def csrf_token(secret: str, nonce: str) -> str:
     """The hidden form field that proves a form came from this letter's own page."""
-    return link_token(secret, reference, "form")
+    return link_token(secret, nonce, "form")
 
 
 def check_token(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(expected, given or "")
 
 
-def answer_link(base_url: str, secret: str, reference: str, answer: str) -> str:
+def answer_link(base_url: str, secret: str, reference: str, nonce: str, answer: str) -> str:
     """A one-click answer to "Has your MP replied?" for one letter."""
-    return (
-        f"{base_url}/answer/{reference}/{link_token(secret, reference, 'answer')}/{answer.replace('_', '-')}"
-    )
+    token = link_token(secret, nonce, "answer")
+    return f"{base_url}/answer/{reference}/{token}/{answer.replace('_', '-')}"

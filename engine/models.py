@@ -215,6 +215,9 @@ class Letter(SQLModel, table=True):
     target_address: str | None = Field(default=None, sa_column=Column(Text))
     # The member as merged and the letter date, for the address block and the emails.
     merge_snapshot: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Every link of this letter is an HMAC of this random value (never of the reference,
+    # which is printed for the target to read); token_hash is the letter link's SHA-256.
+    link_nonce: str = Field(max_length=32)
     token_hash: str = Field(unique=True, max_length=64)
     token_expires_at: datetime
     # What the member did on their page: the edited text (the merge above stays

@@ -42,7 +42,8 @@ class BuiltMessage:
 
 def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """What an email template sees for one letter, rebuilt from the letter's frozen merge."""
-    reference = letter["reference"]
+    reference, nonce = letter["reference"], letter["link_nonce"]
+    secret = settings.require_secret()
     snapshot = letter["merge_snapshot"]
     member = member_from_snapshot(snapshot["member"], wave["frozen"].get("custom_fields") or ())
     return {
@@ -63,8 +64,8 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
             "subject": letter["subject"],
             "text": letter["body_text"],
         },
-        "link": letter_link(settings.base_url, link_token(settings.secret, reference)),
-        "unsubscribe_link": unsubscribe_link(settings.base_url, settings.secret, reference),
+        "link": letter_link(settings.base_url, link_token(secret, nonce)),
+        "unsubscribe_link": unsubscribe_link(settings.base_url, secret, reference, nonce),
         "campaign": {"name": settings.campaign_name, "organising_email": settings.organising_email},
     }
 
@@ -73,9 +74,10 @@ def later_context(kind: str, letter: dict[str, Any], settings: Settings) -> dict
     """What an after-launch email template sees besides the usual fields: the answer links."""
     if kind not in ("questionnaire", "questionnaire_reminder"):
         return {}
+    secret = settings.require_secret()
     return {
         "answers": {
-            answer: answer_link(settings.base_url, settings.secret, letter["reference"], answer)
+            answer: answer_link(settings.base_url, secret, letter["reference"], letter["link_nonce"], answer)
             for answer in ("yes", "not_yet", "no")
         },
         "reminder": kind == "questionnaire_reminder",

@@ -326,7 +326,7 @@ _FINISH = (
 _LETTER_COLUMNS = (
     "id", "wave_id", "member_id", "reference", "kind", "state", "subject", "body_text", "target_kind",
     "target_key", "target_name", "target_email", "target_salutation", "target_address", "merge_snapshot",
-    "final_text", "sender_address",
+    "final_text", "sender_address", "link_nonce",
 )  # fmt: skip
 _BATCH = (
     select(outbox_table, *[letter_table.c[name].label(f"l_{name}") for name in _LETTER_COLUMNS])

@@ -8,7 +8,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from email.utils import parseaddr
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .errors import CampaignError
 
@@ -18,7 +22,8 @@ DEFAULT_MEMBERS_API = "https://members-api.parliament.uk"
 # Reserved example domains: nothing is ever delivered to them by accident.
 DEFAULT_FROM = "Campaigns Team <campaigns@union.example>"
 DEFAULT_ORGANISING = "organising@union.example"
-DEV_SECRET = "development-only-secret-do-not-use-in-production"
+MIN_SECRET = 32
+MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -32,8 +37,15 @@ class Settings:
     http_tries: int = 5
     http_backoff: float = 0.5
     http_concurrency: int = 4
-    env: str = "development"
-    secret: str = DEV_SECRET
+    # The key that signs members' links: CAMPAIGN_SECRET, else the key file `campaign init`
+    # writes, else None. Never a default: anyone who knew it could make any member's link.
+    secret: str | None = None
+    # Where `campaign init` keeps the secret (CAMPAIGN_SECRET_FILE, else beside a SQLite
+    # database, else campaign.key in the current folder), and where the secret was read from.
+    secret_file: str = ""
+    secret_origin: str = "CAMPAIGN_SECRET"
+    # Proxies whose X-Forwarded-For the member pages believe (none unless configured).
+    trusted_proxies: tuple[Network, ...] = ()
     base_url: str = "http://127.0.0.1:8000"
     mail_from: str = DEFAULT_FROM
     organising_email: str = DEFAULT_ORGANISING
@@ -50,8 +62,6 @@ class Settings:
     # verdicts are read (anyone can add such a header further down). Unset: all are read,
     # and only a failure is acted on.
     authserv_id: str | None = None
-    # Proxies whose X-Forwarded-For the member pages believe (none unless configured).
-    trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -64,8 +74,9 @@ class Settings:
             http_tries=int(_number(env, "CAMPAIGN_HTTP_TRIES", 5)),
             http_backoff=_number(env, "CAMPAIGN_HTTP_BACKOFF", 0.5),
             http_concurrency=int(_number(env, "CAMPAIGN_HTTP_CONCURRENCY", 4)),
-            env=env.get("CAMPAIGN_ENV") or "development",
-            secret=env.get("CAMPAIGN_SECRET") or DEV_SECRET,
+            secret=env.get("CAMPAIGN_SECRET") or None,
+            secret_file=env.get("CAMPAIGN_SECRET_FILE") or "",
+            trusted_proxies=_networks(env, "CAMPAIGN_TRUSTED_PROXIES"),
             base_url=(env.get("CAMPAIGN_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             mail_from=env.get("CAMPAIGN_FROM") or DEFAULT_FROM,
             organising_email=env.get("CAMPAIGN_ORGANISING_EMAIL") or DEFAULT_ORGANISING,
@@ -77,11 +88,25 @@ class Settings:
             imap_password=env.get("IMAP_PASSWORD") or None,
             imap_ca_file=env.get("IMAP_CA_FILE") or None,
             authserv_id=env.get("CAMPAIGN_AUTHSERV_ID") or None,
-            trusted_proxies=_networks(env, "CAMPAIGN_TRUSTED_PROXIES"),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        if not settings.secret_file:
+            settings = replace(settings, secret_file=default_secret_file(settings.db_url))
+        if settings.secret is None:
+            secret = read_secret_file(settings.secret_file)
+            if secret is not None:
+                settings = replace(settings, secret=secret, secret_origin=settings.secret_file)
         settings.validate()
         return settings
+
+    def require_secret(self) -> str:
+        """The link secret, for commands that make or check members' links; refuses without one."""
+        if self.secret is None:
+            raise CampaignError(
+                f"CAMPAIGN_SECRET: not set, and there is no key file {self.secret_file}: "
+                "run `campaign init` to create it (or set CAMPAIGN_SECRET to 32 or more random characters)"
+            )
+        return self.secret
 
     def validate(self) -> None:
         for name, url in (
@@ -98,12 +123,10 @@ class Settings:
             )
         if self.http_tries < 1:
             raise CampaignError("CAMPAIGN_HTTP_TRIES: must be at least 1")
-        if self.env not in ("development", "production"):
-            raise CampaignError(f"CAMPAIGN_ENV: {self.env!r} is not development or production")
-        if self.env == "production" and (self.secret == DEV_SECRET or len(self.secret) < 32):
+        if self.secret is not None and len(self.secret) < MIN_SECRET:
             raise CampaignError(
-                "CAMPAIGN_SECRET: set a random secret of at least 32 characters in production "
-                "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                f"{self.secret_origin}: the link secret has {len(self.secret)} characters and needs "
+                f"at least {MIN_SECRET} random ones (make one with {MAKE_SECRET})"
             )
         base = urlsplit(self.base_url)
         if base.scheme not in ("http", "https") or not base.netloc:
@@ -124,6 +147,32 @@ class Settings:
             raise CampaignError(f"BOUNCE_DOMAIN: {self.bounce_domain!r} is not a domain name")
         if not 1 <= self.http_concurrency <= 16:
             raise CampaignError("CAMPAIGN_HTTP_CONCURRENCY: must be between 1 and 16")
+
+
+def default_secret_file(db_url: str) -> str:
+    """Where the link secret lives unless CAMPAIGN_SECRET_FILE says: beside a SQLite database
+    file (campaign.db.key), else campaign.key in the current folder."""
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        return str(Path.cwd() / "campaign.key")  # validate() then reports the bad URL
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        return f"{database}.key"
+    return str(Path.cwd() / "campaign.key")
+
+
+def read_secret_file(path: str) -> str | None:
+    """The secret in a key file, or None when there is no such file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot read the link secret: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CampaignError(f"{path}: not a link secret (not text)") from None
+    return text.strip()
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:

@@ -23,6 +23,8 @@ DATA = ROOT / "data"
 REQUIRE_SERVERS = os.environ.get("CAMPAIGN_REQUIRE_SERVERS") == "1"
 PG_URL = os.environ.get("CAMPAIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SHARED = Path(os.environ.get("CAMPAIGN_SHARED", ROOT.parent / "shared"))
+# The link secret every test that builds links uses, set explicitly: the engine has no default.
+TEST_SECRET = "tests-only-link-secret-7Qm2Kx9PvR4tW8yZ"
 
 
 def unavailable(reason: str) -> None:
@@ -88,13 +90,15 @@ def engine(db_url: str):
 
 
 class Cli:
-    """Runs `campaign --db URL …` in-process, as a user would type it."""
+    """Runs `campaign --db URL …` in-process, as a user would type it, with the tests' link secret
+    in CAMPAIGN_SECRET unless `env` says otherwise (None unsets a variable)."""
 
     def __init__(self, db_url: str):
         self.db_url = db_url
         self.runner = CliRunner()
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
+    def __call__(self, *args: str, env: dict[str, str | None] | None = None) -> Result:
+        env = {"CAMPAIGN_SECRET": TEST_SECRET, "CAMPAIGN_SECRET_FILE": None, **(env or {})}
         return self.runner.invoke(main, ["--db", self.db_url, *args], env=env, catch_exceptions=False)
 
 

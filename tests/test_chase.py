@@ -142,7 +142,7 @@ def test_members_are_asked_whether_their_mp_replied_then_reminded_once(mp_sent, 
 
     # One member answers on the page the link opens; the button records it.
     letter = letter_for_member(engine, "MPs", "M100001").letter
-    link = answer_link("", SETTINGS.secret, letter["reference"], "not_yet")
+    link = answer_link("", SETTINGS.secret, letter["reference"], letter["link_nonce"], "not_yet")
     letters_asked = [p.name for p in (tmp_path / "asked").glob(f"*questionnaire-{letter['reference']}*")]
     assert len(letters_asked) == 1
     own = (

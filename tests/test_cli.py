@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -50,7 +51,8 @@ def test_offline_and_refresh_together_is_a_usage_error(tmp_path):
 
 def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     """The README's first command: the whole flow so far, on the bundled data."""
-    env = {**os.environ, "POSTCODES_IO_URL": "http://127.0.0.1:9", "MEMBERS_API_URL": "http://127.0.0.1:9"}
+    env = {k: v for k, v in os.environ.items() if k not in ("CAMPAIGN_SECRET", "CAMPAIGN_SECRET_FILE")}
+    env.update(POSTCODES_IO_URL="http://127.0.0.1:9", MEMBERS_API_URL="http://127.0.0.1:9")
     # Run the Makefile's own recipe with the interpreter running these tests.
     stamp = tmp_path / "installed"
     stamp.touch()
@@ -72,6 +74,10 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
+    # `campaign init` made the link secret beside the demo database, and every later step used it.
+    key = tmp_path / "demo" / "campaign.db.key"
+    assert f"Created the link secret {key}" in out
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert "56 created, 0 updated, 0 unchanged, 4 rejected" in out
     assert "MP:       resolved 48, no MP 6, not looked up (offline) 2" in out
     assert "Employer: resolved 38, unknown URN 11, closed school 1, independent 1, no trust named 3" in out

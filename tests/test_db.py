@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import sqlite3
 
 import pytest
+import requests
 from click.testing import CliRunner
 from conftest import MEMBER_HEADER
 
@@ -108,3 +111,54 @@ def test_migrations_build_exactly_the_models(engine):
 
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_upgrading_gives_letters_nonces_and_revokes_their_links_made_from_references(engine, tmp_path):
+    from alembic import command
+    from sqlalchemy import text
+    from test_waves import MP_WAVE, SETTINGS, load_sample
+    from test_web import Site
+
+    from engine.db import _alembic_config
+    from engine.launch import launch_wave
+    from engine.link_secret import check_links_made_with, reissue_links
+    from engine.links import link_token, token_hash
+    from engine.waves import create_wave
+
+    load_sample(engine, tmp_path)
+    create_wave(engine, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(engine, "MPs", SETTINGS)
+    command.downgrade(_alembic_config(engine), "0006")
+
+    def from_reference(reference: str) -> str:
+        digest = hmac.digest(SETTINGS.secret.encode(), f"letter:{reference}".encode(), "sha256")
+        return base64.urlsafe_b64encode(digest).decode()[:22]
+
+    # The letters as schema 0006 made them: each link an HMAC of the letter's reference.
+    columns = "id, reference, state, subject, body_text, target_name, token_expires_at"
+    with engine.begin() as conn:
+        for letter_id, reference in conn.execute(text("SELECT id, reference FROM letter")).all():
+            conn.execute(
+                text("UPDATE letter SET token_hash = :hash WHERE id = :id"),
+                {"hash": token_hash(from_reference(reference)), "id": letter_id},
+            )
+        before = conn.execute(text(f"SELECT {columns} FROM letter ORDER BY id")).all()
+        outbox = conn.execute(text("SELECT id, letter_id, message_id FROM outbox ORDER BY id")).all()
+    assert init_db(engine) == ("0006", head_revision())
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT {columns} FROM letter ORDER BY id")).all() == before
+        assert conn.execute(text("SELECT id, letter_id, message_id FROM outbox ORDER BY id")).all() == outbox
+        nonces = dict(conn.execute(text("SELECT reference, link_nonce FROM letter")).all())
+    assert len(before) == 48 and len(set(nonces.values())) == 48
+    assert all(len(nonce) == 22 for nonce in nonces.values())
+    reference = before[0].reference
+    with Site(engine) as site:
+        assert requests.get(f"{site.base}/l/{from_reference(reference)}", timeout=10).status_code == 404
+        # Until every letter is given its new link, commands that make links refuse to run.
+        with pytest.raises(CampaignError, match="run `campaign links reissue`"):
+            check_links_made_with(engine, SETTINGS)
+        assert reissue_links(engine, SETTINGS) == 48
+        check_links_made_with(engine, SETTINGS)
+        new = link_token(SETTINGS.secret, nonces[reference])
+        assert requests.get(f"{site.base}/l/{new}", timeout=10).status_code == 200
+        assert requests.get(f"{site.base}/l/{from_reference(reference)}", timeout=10).status_code == 404

@@ -128,6 +128,7 @@ def test_cli_reads_the_password_from_the_environment_and_refuses_a_wrong_one(sen
     dovecot.append([fill("fwd-yahoo", letters["fwd-yahoo"])])
     env = {
         "CAMPAIGN_TEMPLATES": str(ROOT / "templates"),
+        "CAMPAIGN_SECRET": SETTINGS.secret,
         "IMAP_CA_FILE": str(dovecot.ca_file),
         "IMAP_PASSWORD": PASSWORD,
     }

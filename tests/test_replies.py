@@ -393,7 +393,7 @@ def test_an_employer_reply_drafts_the_follow_up_and_invites_the_member_to_confir
     message = parse_message(path.read_bytes())
     assert message["To"].addresses[0].addr_spec == original["email"]
     text = message.get_body(("plain",)).get_content()
-    token = link_token(SETTINGS.secret, follow_up["reference"])
+    token = link_token(SETTINGS.secret, follow_up["link_nonce"])
     assert f"/l/{token}" in text
     # The link opens the follow-up on the same member page as the first letter.
     found = letter_for_token(engine, token)
@@ -511,7 +511,7 @@ def test_cli_ingest_list_and_show(sent, tmp_path, db_url):
     folder.mkdir()
     for name in ("fwd-gmail-en", "bounce-verp", "newsletter"):
         (folder / f"{name}.eml").write_bytes(fill(name, letters[name]))
-    env = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates")}
+    env = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates"), "CAMPAIGN_SECRET": SETTINGS.secret}
     runner = CliRunner()
     result = runner.invoke(main, ["--db", db_url, "replies", "ingest", "--eml", str(folder)], env=env)
     assert result.exit_code == 0, result.output
@@ -571,7 +571,7 @@ def test_cli_match_log_outcome_and_chase(sent, tmp_path, db_url):
     from engine.cli import main
 
     engine, letters = sent
-    env = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates")}
+    env = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates"), "CAMPAIGN_SECRET": SETTINGS.secret}
     runner = CliRunner()
 
     def run(*args: str):

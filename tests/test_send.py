@@ -52,7 +52,8 @@ def no_sleep(seconds: float) -> None:
 
 def test_invitations_arrive_with_their_headers_and_envelope(launched, smtp):
     settings = Settings.from_env(
-        {"BOUNCE_DOMAIN": "bounces.union.example"}, templates_dir=SETTINGS.templates_dir
+        {"BOUNCE_DOMAIN": "bounces.union.example", "CAMPAIGN_SECRET": SETTINGS.secret},
+        templates_dir=SETTINGS.templates_dir,
     )
     result = send_outbox(launched, settings, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep)
     assert (result.sent, result.failed) == (48, 0)
@@ -139,7 +140,7 @@ def test_killed_worker_loses_nothing_and_sends_nothing_twice(smtp, tmp_path):
     create_wave(launched, "MPs", MP_WAVE, SETTINGS)
     launch_wave(launched, "MPs", SETTINGS)
     smtp.recorder.delay = 0.05
-    env = {**os.environ, "SMTP_URL": smtp.url, "CAMPAIGN_DB": db_url}
+    env = {**os.environ, "SMTP_URL": smtp.url, "CAMPAIGN_DB": db_url, "CAMPAIGN_SECRET": SETTINGS.secret}
     worker = subprocess.Popen(
         [sys.executable, "-m", "engine", "send", "--rate", "1000"],
         cwd=ROOT,

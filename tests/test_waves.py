@@ -8,7 +8,7 @@ from email import policy
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, TEST_SECRET
 from sqlalchemy import func, select
 
 from engine.employers import import_contacts
@@ -25,7 +25,7 @@ from engine.schools import import_schools
 from engine.settings import Settings
 from engine.waves import WaveSpec, create_wave, edit_wave, get_wave, wave_status
 
-SETTINGS = Settings.from_env({}, templates_dir=str(ROOT / "templates"))
+SETTINGS = Settings.from_env({"CAMPAIGN_SECRET": TEST_SECRET}, templates_dir=str(ROOT / "templates"))
 MP_WAVE = WaveSpec(target="mp", letter="mp-inspection", invite="invitation")
 EMPLOYER_WAVE = WaveSpec(target="employer", letter="employer-wellbeing", invite="invitation", reply_days=15)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import ipaddress
 import threading
 import time
@@ -60,10 +62,10 @@ class Site:
         return dict(row._mapping)
 
     def link(self, membership_no: str) -> str:
-        return f"{self.base}/l/{link_token(SETTINGS.secret, self.letter(membership_no)['reference'])}"
+        return f"{self.base}/l/{link_token(SETTINGS.secret, self.letter(membership_no)['link_nonce'])}"
 
     def form(self, membership_no: str, **fields) -> dict:
-        return {"csrf": csrf_token(SETTINGS.secret, self.letter(membership_no)["reference"]), **fields}
+        return {"csrf": csrf_token(SETTINGS.secret, self.letter(membership_no)["link_nonce"]), **fields}
 
 
 @pytest.fixture
@@ -177,8 +179,9 @@ def test_the_letter_downloads_as_a_pdf(site):
 
 
 def test_one_click_unsubscribe(site):
-    reference = site.letter("M100001")["reference"]
-    token = link_token(SETTINGS.secret, reference, "unsubscribe")
+    letter = site.letter("M100001")
+    reference = letter["reference"]
+    token = link_token(SETTINGS.secret, letter["link_nonce"], "unsubscribe")
     response = requests.post(
         f"{site.base}/unsubscribe/{reference}/{token}", data={"List-Unsubscribe": "One-Click"}, timeout=10
     )
@@ -338,12 +341,12 @@ def test_employer_with_postal_address_only_offers_self_send(sample):  # noqa: F8
     launch_wave(sample, "Employers", SETTINGS)
     with Site(sample) as running:
         with sample.connect() as conn:
-            reference = (
-                conn.execute(select(letter_table.c.reference).where(letter_table.c.target_email.is_(None)))
+            nonce = (
+                conn.execute(select(letter_table.c.link_nonce).where(letter_table.c.target_email.is_(None)))
                 .scalars()
                 .first()
             )
-        page = requests.get(f"{running.base}/l/{link_token(SETTINGS.secret, reference)}", timeout=10)
+        page = requests.get(f"{running.base}/l/{link_token(SETTINGS.secret, nonce)}", timeout=10)
     assert "Bristol City Council" in page.text
     assert 'value="send"' not in page.text
     assert 'value="self"' in page.text
@@ -365,3 +368,29 @@ def test_the_page_prompts_for_own_words_and_an_unfilled_prompt_is_not_sent(site)
     text = letter.get_body(("plain",)).get_content()
     assert "Why this matters" not in text
     assert "I am one of your constituents" in text
+
+
+def test_knowing_the_secret_and_a_reference_gives_none_of_a_members_links(site):
+    """References are printed on every letter; links were once HMACs of them."""
+    letter = site.letter("M100001")
+    reference = letter["reference"]
+
+    def from_reference(purpose: str) -> str:
+        digest = hmac.digest(SETTINGS.secret.encode(), f"{purpose}:{reference}".encode(), "sha256")
+        return base64.urlsafe_b64encode(digest).decode()[:22]
+
+    assert requests.get(f"{site.base}/l/{from_reference('letter')}", timeout=10).status_code == 404
+    unsubscribe = f"{site.base}/unsubscribe/{reference}/{from_reference('unsubscribe')}"
+    assert requests.post(unsubscribe, timeout=10).status_code == 404
+    answer = f"{site.base}/answer/{reference}/{from_reference('answer')}/yes"
+    assert requests.get(answer, timeout=10).status_code == 404
+    forged = requests.post(
+        site.link("M100001"), data={"action": "optout", "csrf": from_reference("form")}, timeout=10
+    )
+    assert forged.status_code == 400
+    assert site.letter("M100001")["state"] == "drafted"
+    # The member's own link, made from the letter's random nonce, works; no two letters share one.
+    assert requests.get(site.link("M100001"), timeout=10).status_code == 200
+    with site.engine.connect() as conn:
+        nonces = conn.execute(select(letter_table.c.link_nonce)).scalars().all()
+    assert len(set(nonces)) == len(nonces) == 48

@@ -54,7 +54,8 @@ def server_config(app: FastAPI, host: str, port: int, log_level: str = "warning"
 
 
 def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | None = None) -> FastAPI:
-    """The member pages over `engine`."""
+    """The member pages over `engine`; refuses to be made without the link secret."""
+    secret = settings.require_secret()
     app = FastAPI(title="Campaign Engine", docs_url=None, redoc_url=None, openapi_url=None)
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     guesses = throttle or GuessThrottle()
@@ -139,7 +140,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             address=address if address is not None else (letter["sender_address"] or member["address"]),
             needs_address=found.needs_address,
             can_send=found.can_send_for_member,
-            csrf=csrf_token(settings.secret, letter["reference"]),
+            csrf=csrf_token(secret, letter["link_nonce"]),
             form_action=f"/l/{token}",
             pdf_url=f"/l/{token}/letter.pdf",
             mailto=mailto,
@@ -188,7 +189,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         found = letter_for_token(engine, token)
         if found is None:
             return not_found(request)
-        if not check_token(csrf_token(settings.secret, found.letter["reference"]), csrf):
+        if not check_token(csrf_token(secret, found.letter["link_nonce"]), csrf):
             return page(
                 "message.html",
                 400,
@@ -235,13 +236,19 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             },
         )
 
-    def unsubscribe_target(reference: str, token: str) -> int | None:
-        if not check_token(link_token(settings.secret, reference, "unsubscribe"), token):
+    def letter_by_reference(reference: str, token: str, purpose: str) -> dict[str, Any] | None:
+        """The letter a link names by its reference, if the link's token is that letter's own."""
+        if not token or len(reference) > 16:
             return None
         with engine.connect() as conn:
-            return conn.execute(
-                select(letter_table.c.member_id).where(letter_table.c.reference == reference)
-            ).scalar()
+            row = conn.execute(select(letter_table).where(letter_table.c.reference == reference)).first()
+        if row is None or not check_token(link_token(secret, row.link_nonce, purpose), token):
+            return None
+        return dict(row._mapping)
+
+    def unsubscribe_target(reference: str, token: str) -> int | None:
+        letter = letter_by_reference(reference, token, "unsubscribe")
+        return letter["member_id"] if letter is not None else None
 
     @app.get("/unsubscribe/{reference}/{token}", response_class=HTMLResponse)
     def unsubscribe_form(reference: str, token: str, request: Request) -> HTMLResponse:
@@ -288,11 +295,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
     }
 
     def answer_target(reference: str, token: str, answer: str) -> dict[str, Any] | None:
-        if answer not in answers or not check_token(link_token(settings.secret, reference, "answer"), token):
-            return None
-        with engine.connect() as conn:
-            row = conn.execute(select(letter_table).where(letter_table.c.reference == reference)).first()
-        return dict(row._mapping) if row is not None else None
+        return letter_by_reference(reference, token, "answer") if answer in answers else None
 
     # The emailed link only shows the choice; a button records it. Mail scanners open
     # every link in a message, and must not answer for the member.
