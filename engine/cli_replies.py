@@ -267,6 +267,8 @@ def replies_accept(app: App, reply_id: int, as_json: bool) -> None:
     Example:
       campaign replies accept 42
     """
+    # A reply accepted for an employer letter drafts its follow-up, with a link.
+    app.require_secret()
     done = accept_suggestion(app.engine(), app.settings, reply_id)
     if as_json:
         echo_json(done)

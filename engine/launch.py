@@ -468,8 +468,16 @@ def preview_merge(
         if row["letter_id"] is not None:
             stored = conn.execute(select(letter_table).where(letter_table.c.id == row["letter_id"])).one()
             letter = dict(stored._mapping)
+            # Its latest invitation: a letter also has its own mail and receipt once sent, and
+            # a second invitation after `wave reinvite`.
+            o = outbox_table.c
             invitation = dict(
-                conn.execute(select(outbox_table).where(outbox_table.c.letter_id == letter["id"]))
+                conn.execute(
+                    select(outbox_table)
+                    .where(o.letter_id == letter["id"], o.kind == "invitation")
+                    .order_by(o.id.desc())
+                    .limit(1)
+                )
                 .one()
                 ._mapping
             )

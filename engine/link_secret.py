@@ -26,6 +26,7 @@ from .errors import CampaignError
 from .events import record_event
 from .followups import may_email
 from .links import link_token, token_hash
+from .mime import new_message_id
 from .models import letter_table, outbox_table, utcnow
 from .settings import Settings, read_secret_file
 from .waves import get_wave
@@ -222,9 +223,7 @@ def reinvite_wave(
                             "kind": kind,
                             "to_addr": earlier[-1].to_addr,
                             "subject": earlier[-1].subject,
-                            # A Message-ID of its own that still names the letter, for replies.
-                            "message_id": f"<{letter.reference}.{kind.replace('_', '-')}-"
-                            f"{len(earlier) + 1}@{domain}>",
+                            "message_id": new_message_id(letter.reference, kind, domain),
                             "status": "queued",
                             "attempts": 0,
                             "created_at": now,

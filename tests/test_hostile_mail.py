@@ -24,7 +24,7 @@ from engine.replies import accept_suggestion
 from engine.send import send_outbox
 from engine.smtp import FolderTransport
 
-ENV = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates")}
+ENV = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates"), "CAMPAIGN_SECRET": SETTINGS.secret}
 
 
 class Mailroom:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -68,6 +69,8 @@ COMMANDS_THAT_MAKE_LINKS = [
     ("chase",),
     ("replies", "ingest", "--eml", str(DATA / "replies")),
     ("replies", "match", "1", "K7M2Q-9XH4T"),
+    ("replies", "accept", "1"),
+    ("replies", "log", "K7M2Q-9XH4T", "--received", "2026-11-20"),
     ("links", "reissue"),
 ]
 
@@ -231,9 +234,16 @@ def test_after_rotating_the_secret_links_are_reissued_and_undecided_members_invi
     assert "46 sent, 0 to retry later, 0 failed." in second.stdout
     [invitation] = (tmp_path / "2").glob(f"*-invitation-{letter['reference']}.eml")
     message = parse_message(invitation.read_bytes())
-    assert message["Message-ID"] == f"<{letter['reference']}.invitation-2@union.example>"
+    # A Message-ID of its own, naming the letter, so a reply to it still finds the letter.
+    assert re.fullmatch(
+        rf"<{letter['reference']}\.invitation\.[0-9a-f]{{16}}@union\.example>", message["Message-ID"]
+    )
+    [first_invitation] = (tmp_path / "first").glob(f"*-invitation-{letter['reference']}.eml")
+    assert parse_message(first_invitation.read_bytes())["Message-ID"] != message["Message-ID"]
     text = message.get_body(("plain",)).get_content()
     assert new_link in text and old_token not in text
+    preview = cli("wave", "preview", "MPs", "--member", "M100001", env=ROTATED)
+    assert preview.exit_code == 0 and new_link in preview.stdout
 
     with Site(sample, settings=replace(SETTINGS, secret=ROTATED["CAMPAIGN_SECRET"])) as site:
         path = new_link.removeprefix(SETTINGS.base_url)
