@@ -314,8 +314,8 @@ def test_the_letter_reaches_its_target_from_the_campaign_with_a_copy_and_a_recei
     )
     with SmtpServer() as smtp:
         send_outbox(site.engine, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=lambda s: None)
-        letters = [r for r in smtp.recorder.received if ".letter@" in r.message["Message-ID"]]
-        receipts = [r for r in smtp.recorder.received if ".receipt@" in r.message["Message-ID"]]
+        letters = [r for r in smtp.recorder.received if ".letter." in r.message["Message-ID"]]
+        receipts = [r for r in smtp.recorder.received if ".receipt." in r.message["Message-ID"]]
     assert len(letters) == 1 and len(receipts) == 1
     message = letters[0].message
     assert message["From"] == "Aisha Khan via the union <campaigns@union.example>"
@@ -364,7 +364,7 @@ def test_the_page_prompts_for_own_words_and_an_unfilled_prompt_is_not_sent(site)
     )
     with SmtpServer() as smtp:
         send_outbox(site.engine, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=lambda s: None)
-        [letter] = [r.message for r in smtp.recorder.received if ".letter@" in r.message["Message-ID"]]
+        [letter] = [r.message for r in smtp.recorder.received if ".letter." in r.message["Message-ID"]]
     text = letter.get_body(("plain",)).get_content()
     assert "Why this matters" not in text
     assert "I am one of your constituents" in text
