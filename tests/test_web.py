@@ -273,7 +273,9 @@ def test_a_flood_of_wrong_links_gets_429_at_once_and_members_are_served_meanwhil
     assert page.status_code == 200 and "Your letter to Harriet Alden MP" in page.text
     assert {a.status_code for a in answers} <= {404, 429}
     refused = [a for a in answers if a.status_code == 429]
-    assert len(refused) >= 40
+    # Only the five free wrong links, and those the server's 40 worker threads had already
+    # started to look up when the fifth was counted, can have got as far as a 404.
+    assert len(answers) - len(refused) <= 5 + 40
     assert all(int(a.headers["Retry-After"]) >= 1 for a in refused)
     assert "Too many links that do not work" in refused[0].text
     assert refused[0].headers["Cache-Control"] == "no-store"
