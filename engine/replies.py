@@ -31,6 +31,7 @@ from .errors import CampaignError, failure_text
 from .events import record_event
 from .forwards import Forwarded, body_text, find_attached, find_inline, parse_date
 from .inbox import CONNECTION_ERRORS, MailSource
+from .links import check_token, link_token
 from .models import (
     employer_table,
     failure_table,
@@ -54,6 +55,8 @@ _REF = r"[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}"
 _LABELLED_REF = re.compile(rf"\bRef(?:erence)?\s*[:#.]?\s*({_REF})\b", re.I)
 _BARE_REF = re.compile(rf"(?<![\w-])({_REF})(?![\w-])", re.I)
 _MSGID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+# Our one-click unsubscribe link, as a complaint may quote it from the message's headers.
+_UNSUBSCRIBE = re.compile(rf"/unsubscribe/({_REF})/([A-Za-z0-9_-]{{22}})(?![A-Za-z0-9_-])")
 _EMBEDDED_MSGID = re.compile(r"^Message-ID:\s*(<[^<>\s]+@[^<>\s]+>)", re.I | re.M)
 # Letters a reply can still arrive for, and those that a reply moves to `replied`.
 _OPEN = ("sent", "self_sent", "overdue", "replied", "bounced")
@@ -90,6 +93,7 @@ class Analysis:
     embedded_ids: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     from_addr: str = ""
+    unsubscribe_links: list[tuple[str, str]] = field(default_factory=list)
     auth: SenderAuthentication = field(default_factory=SenderAuthentication)
     # A bounce's or complaint's message of ours, proven by its Message-ID or VERP address.
     sent: dict[str, Any] | None = None
@@ -305,6 +309,8 @@ class Ingester:
         analysis.tags = self._address_tags(message)
         if kind in ("bounce", "complaint"):
             analysis.embedded_ids = _embedded_ids(message)
+            if kind == "complaint":
+                analysis.unsubscribe_links = _UNSUBSCRIBE.findall(_raw_text(message))
             self._tie_report(conn, analysis)
             return analysis
         text = body_text(message)
@@ -352,6 +358,8 @@ class Ingester:
         reference, an address we once wrote to) is a suggestion for staff.
         """
         sent, method = self._sent_message(conn, analysis.embedded_ids, analysis.tags)
+        if sent is None and analysis.kind == "complaint":
+            sent, method = self._unsubscribed_message(conn, analysis.unsubscribe_links)
         kinds = analysis.kind
         if sent is not None:
             analysis.sent, analysis.method = sent, method
@@ -491,6 +499,35 @@ class Ingester:
             row = conn.execute(select(outbox_table).where(o.message_id == message_id, delivered)).first()
             if row is not None:
                 return dict(row._mapping), "bounce_address"
+        return None, None
+
+    def _unsubscribed_message(
+        self, conn: Connection, links: list[tuple[str, str]]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The union email whose own List-Unsubscribe link a complaint quotes: the link's token
+        proves it, as only that email carried it."""
+        secret = self.settings.secret
+        if secret is None:
+            return None, None
+        o = outbox_table.c
+        for reference, token in dict.fromkeys(links):
+            letter = self._by_reference(conn, reference.upper())
+            if letter is None or not letter.get("link_nonce"):
+                continue
+            if not check_token(link_token(secret, letter["link_nonce"], "unsubscribe"), token):
+                continue
+            row = conn.execute(
+                select(outbox_table)
+                .where(
+                    o.letter_id == letter["id"],
+                    o.kind != "letter",
+                    o.status.in_(("sent", "uncertain", "bounced")),
+                )
+                .order_by(o.id.desc())
+                .limit(1)
+            ).first()
+            if row is not None:
+                return dict(row._mapping), "unsubscribe_link"
         return None, None
 
     def _letter(self, conn: Connection, letter_id: int) -> dict[str, Any]:
@@ -746,6 +783,22 @@ def _embedded_ids(message: Message) -> list[str]:
             text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
             ids += _EMBEDDED_MSGID.findall(text)
     return list(dict.fromkeys(ids))
+
+
+def _raw_text(message: Message) -> str:
+    """Every text part and quoted header block of a report, decoded, for finding links in."""
+    texts = []
+    for part in message.walk():
+        if content_type(part).partition("/")[0] in ("text", "message"):
+            try:
+                payload = part.get_payload(decode=True)
+            except Exception:
+                continue
+            if isinstance(payload, bytes):
+                texts.append(payload.decode("utf-8", "replace"))
+            elif isinstance(payload, list):
+                texts += [str(inner) for inner in payload if isinstance(inner, Message)]
+    return "\n".join(texts)
 
 
 def without_nul(row: dict[str, Any]) -> dict[str, Any]:

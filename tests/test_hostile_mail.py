@@ -307,3 +307,24 @@ def test_accept_and_dismiss_say_what_they_cannot_do(mailroom):
         assert f"message {reply_id} is not waiting for staff: nothing to {verb}" in result.output
     with pytest.raises(Exception, match="no message 999"):
         accept_suggestion(mailroom.engine, SETTINGS, 999)
+
+
+def test_a_complaint_quoting_our_unsubscribe_link_suppresses_that_member_a_forged_link_nobody(mailroom):
+    from engine.links import unsubscribe_link
+
+    engine, letters = mailroom.engine, mailroom.letters
+    member, other = letters["spare1"], letters["spare2"]
+    real = unsubscribe_link(SETTINGS.base_url, SETTINGS.secret, member["reference"], member["link_nonce"])
+    mailroom.drop("complaint-unsubscribe-link", "spare1", UNSUBSCRIBE=real)
+    mailroom.ingest()
+    assert suppressed(engine) == [member["email"].lower()]
+    # The other member's reference with a made-up token: it proves nothing.
+    (mailroom.folder / "complaint-unsubscribe-link.eml").unlink()
+    forged = f"{SETTINGS.base_url}/unsubscribe/{other['reference']}/{'A' * 22}"
+    data = fill_with("complaint-unsubscribe-link", other, {"UNSUBSCRIBE": forged})
+    (mailroom.folder / "forged.eml").write_bytes(data.replace(b"arf-unsub-0039", b"arf-unsub-0040"))
+    mailroom.ingest()
+    assert suppressed(engine) == [member["email"].lower()]
+    assert mailroom.waiting()["<arf-unsub-0040@feedback.mailbox.example>"]["triage"].startswith(
+        "a complaint that quotes no message of ours"
+    )
