@@ -361,6 +361,8 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
         )
     if status["outbox"]:
         click.echo("  mail: " + ", ".join(f"{k} {v}" for k, v in sorted(status["outbox"].items())))
+    for row in status["undelivered"]:
+        click.echo(f"  {row['letters']} {row['state']}: {row['reason']}")
 
 
 @wave.command("reinvite")

@@ -22,6 +22,7 @@ from .mime import new_message_id
 from .models import letter_table, member_table, outbox_table, utcnow, wave_table
 from .settings import Settings
 from .states import mark_opted_out, mark_queued, mark_self_sent
+from .suppression import is_suppressed
 
 MAX_TEXT = 12_000
 MAX_ADDRESS = 400
@@ -32,6 +33,8 @@ _COMPARE_WITH = 20
 class MemberLetter:
     letter: dict[str, Any]
     wave: dict[str, Any]
+    # The recipient's address asked for no more campaign mail (a staff decision on a complaint).
+    target_suppressed: bool = False
 
     @property
     def text(self) -> str:
@@ -52,7 +55,7 @@ class MemberLetter:
 
     @property
     def can_send_for_member(self) -> bool:
-        return bool(self.letter["target_email"])
+        return bool(self.letter["target_email"]) and not self.target_suppressed
 
     def expired(self) -> bool:
         return utcnow() > self.letter["token_expires_at"]
@@ -71,7 +74,7 @@ def letter_for_token(engine: Engine, token: str) -> MemberLetter | None:
         wave = dict(
             conn.execute(select(wave_table).where(wave_table.c.id == letter["wave_id"])).one()._mapping
         )
-    found = MemberLetter(letter, wave)
+        found = MemberLetter(letter, wave, is_suppressed(conn, letter["target_email"]))
     # After the member has acted the link stays good for looking; before, it expires.
     if found.undecided and found.expired():
         return None
@@ -95,7 +98,7 @@ def letter_for_member(
             raise CampaignError(f"member {membership_no} has no {what} in wave {wave_name!r}")
         letter = dict(row._mapping)
         wave = dict(conn.execute(select(wave_table).where(w.id == letter["wave_id"])).one()._mapping)
-    return MemberLetter(letter, wave)
+        return MemberLetter(letter, wave, is_suppressed(conn, letter["target_email"]))
 
 
 def _clean_text(text: str) -> str:
@@ -122,6 +125,11 @@ def send_for_me(
 ) -> bool:
     """Queue the letter to its target (a copy to the member); False if it was already decided."""
     letter = found.letter
+    if found.target_suppressed:
+        raise CampaignError(
+            f"{letter['target_name']} has asked not to receive email sent through the campaign: "
+            "please send it yourself"
+        )
     if not found.can_send_for_member:
         raise CampaignError(
             f"{letter['target_name']} has no email address on record: please send it yourself"

@@ -9,6 +9,9 @@ from sqlalchemy import Connection, select
 
 from .models import letter_table, member_table, outbox_table, suppression_table
 
+# Why a letter to a suppressed address did not go, as its member and organisers read it.
+SUPPRESSED_RECIPIENT = "the recipient asked not to receive email sent through the campaign"
+
 
 def spellings(address: str) -> list[str]:
     """An address as a member list may hold it: bounces and complaints report it in lower case."""
@@ -40,6 +43,19 @@ def suppress_address(
         outbox_table.update()
         .where(o.letter_id.in_(their_letters), o.status == "queued", o.kind != "letter")
         .values(status="suppressed", error=f"{address} {reason}")
+    )
+    # Letters members asked us to send to this address cannot go: each says so on its member's
+    # page and in `wave status`, rather than waiting in the queue for ever.
+    stopped = select(lt.id).where(lt.target_email.in_(spellings(address)), lt.state == "queued")
+    conn.execute(
+        outbox_table.update()
+        .where(o.letter_id.in_(stopped), o.kind == "letter", o.status == "queued")
+        .values(status="suppressed", error=f"{address} {reason}")
+    )
+    conn.execute(
+        letter_table.update()
+        .where(lt.id.in_(stopped))
+        .values(state="failed", bounce_reason=SUPPRESSED_RECIPIENT, updated_at=now)
     )
     return True
 

@@ -231,6 +231,16 @@ def wave_status(engine: Engine, name: str) -> dict[str, Any]:
                 .group_by(i.kind)
             ).all()
         )
+        # Why letters did not reach their recipient, so that none waits unexplained.
+        undelivered = [
+            {"state": state, "reason": reason or "no reason recorded", "letters": count}
+            for state, reason, count in conn.execute(
+                select(lt.state, lt.bounce_reason, func.count())
+                .where(lt.wave_id == wave["id"], lt.state.in_(("failed", "bounced")))
+                .group_by(lt.state, lt.bounce_reason)
+                .order_by(func.count().desc())
+            )
+        ]
         outbox = dict(
             conn.execute(
                 select(o.status, func.count())
@@ -250,4 +260,5 @@ def wave_status(engine: Engine, name: str) -> dict[str, Any]:
         "chasers": by_kind.get("chaser", {}),
         "incoming": incoming,
         "outbox": outbox,
+        "undelivered": undelivered,
     }

@@ -19,10 +19,18 @@ from test_waves import SETTINGS, sample  # noqa: F401
 
 from engine.cli import main
 from engine.confirm import letter_for_member, send_for_me
-from engine.models import failure_table, inbound_table, letter_table, member_table, suppression_table
+from engine.models import (
+    failure_table,
+    inbound_table,
+    letter_table,
+    member_table,
+    suppression_table,
+    utcnow,
+)
 from engine.replies import accept_suggestion
 from engine.send import send_outbox
 from engine.smtp import FolderTransport
+from engine.suppression import SUPPRESSED_RECIPIENT
 
 ENV = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates"), "CAMPAIGN_SECRET": SETTINGS.secret}
 
@@ -328,3 +336,80 @@ def test_a_complaint_quoting_our_unsubscribe_link_suppresses_that_member_a_forge
     assert mailroom.waiting()["<arf-unsub-0040@feedback.mailbox.example>"]["triage"].startswith(
         "a complaint that quotes no message of ours"
     )
+
+
+def sent_and_waiting(engine, letters: dict) -> tuple[str, dict]:
+    """A sent letter's name, and a letter to the same recipient that its member has not sent yet."""
+    with engine.connect() as conn:
+        waiting = {
+            row.target_email: dict(row._mapping)
+            for row in conn.execute(
+                select(letter_table).where(
+                    letter_table.c.state == "invited", letter_table.c.target_email.is_not(None)
+                )
+            )
+        }
+    name = next(n for n, letter in letters.items() if letter["target_email"] in waiting)
+    return name, waiting[letters[name]["target_email"]]
+
+
+def test_a_letter_to_a_suppressed_recipient_is_reported_never_left_queued(mailroom, tmp_path):
+    from test_web import Site
+
+    from engine.links import link_token
+    from engine.waves import wave_status
+
+    engine, letters = mailroom.engine, mailroom.letters
+    name, other = sent_and_waiting(engine, letters)
+    member = letter_for_member(engine, WAVE, member_number(engine, other))
+    assert send_for_me(engine, SETTINGS, member, member.text, None)  # queued, not yet sent
+    mailroom.drop("hostile-complaint-letter", name)
+    mailroom.ingest()
+    reply_id = mailroom.waiting()["<arf-letter-0033@feedback.mailbox.example>"]["id"]
+    assert mailroom.run("replies", "accept", str(reply_id)).exit_code == 0
+    # The queued letter cannot go: it says so at once, in wave status and on the member's page.
+    assert state_of(engine, other["id"]) == "failed"
+    status = wave_status(engine, WAVE)
+    assert {"state": "failed", "reason": SUPPRESSED_RECIPIENT, "letters": 1} in status["undelivered"]
+    shown = mailroom.run("wave", "status", WAVE)
+    assert f"  1 failed: {SUPPRESSED_RECIPIENT}" in shown.output
+    outcome = send_outbox(
+        engine, SETTINGS, FolderTransport(tmp_path / "out"), rate=10_000, sleep=lambda s: None
+    )
+    assert outcome.sent == 0
+    import requests
+
+    with Site(engine) as site:
+        page = requests.get(f"{site.base}/l/{link_token(SETTINGS.secret, other['link_nonce'])}", timeout=10)
+    assert f"We could not send your letter to {other['target_name']}: {SUPPRESSED_RECIPIENT}." in page.text
+
+
+def test_a_member_cannot_ask_us_to_send_to_a_suppressed_recipient_but_can_send_it_themselves(mailroom):
+    from test_web import Site
+
+    from engine.errors import CampaignError
+    from engine.links import link_token
+    from engine.suppression import suppress_address
+
+    engine, letters = mailroom.engine, mailroom.letters
+    _, other = sent_and_waiting(engine, letters)
+    with engine.begin() as conn:
+        suppress_address(conn, other["target_email"], "complaint (staff)", None, utcnow())
+    found = letter_for_member(engine, WAVE, member_number(engine, other))
+    assert not found.can_send_for_member
+    with pytest.raises(CampaignError, match="has asked not to receive email sent through the campaign"):
+        send_for_me(engine, SETTINGS, found, found.text, None)
+    import requests
+
+    with Site(engine) as site:
+        page = requests.get(f"{site.base}/l/{link_token(SETTINGS.secret, other['link_nonce'])}", timeout=10)
+    assert "so we cannot send this letter for you" in page.text
+    assert "Send it for me" not in page.text and "I've sent it myself" in page.text
+    assert state_of(engine, other["id"]) == "invited"
+
+
+def member_number(engine, letter: dict) -> str:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(member_table.c.membership_no).where(member_table.c.id == letter["member_id"])
+        ).scalar_one()

@@ -140,6 +140,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             address=address if address is not None else (letter["sender_address"] or member["address"]),
             needs_address=found.needs_address,
             can_send=found.can_send_for_member,
+            target_suppressed=found.target_suppressed,
             csrf=csrf_token(secret, letter["link_nonce"]),
             form_action=f"/l/{token}",
             pdf_url=f"/l/{token}/letter.pdf",
