@@ -156,8 +156,11 @@ class CsvSource:
         columns = self.columns
         width = len(columns)
         last = 0
+        # A quoted cell may hold line breaks: a row is named by the line it starts on.
+        end = self._reader.line_num
         try:
             for raw in self._reader:
+                start, end = end + 1, self._reader.line_num
                 if not raw or (len(raw) == 1 and not raw[0].strip()):
                     continue  # blank line, as Excel leaves at the end
                 overflow = len(raw) > width and any(v.strip() for v in raw[width:])
@@ -166,7 +169,7 @@ class CsvSource:
                 values = {
                     name: value.strip() for name, value in zip(columns, raw, strict=False) if name is not None
                 }
-                yield CsvRow(self._reader.line_num, values, raw, overflow)
+                yield CsvRow(start, values, raw, overflow)
                 if progress is not None and self._reader.line_num % 2000 == 0:
                     pos = self._binary.tell()
                     progress(pos - last)
