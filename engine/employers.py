@@ -13,6 +13,7 @@ from .db import replace_rows
 from .emails import EmailNotValidError, normalise_email
 from .errors import RowErrors
 from .events import record_event
+from .mime import header_problems
 from .models import employer_table, member_table, utcnow
 
 KINDS = ("local_authority", "governing_body", "academy_trust", "other")
@@ -50,6 +51,11 @@ def import_contacts(engine: Engine, path: str | Path, *, encoding: str | None = 
     for row in source.rows():
         v = row.values
         where = f"{path}:{row.line}"
+        # Names reach To headers; addresses may break lines, but hold no other control character.
+        unsafe = header_problems(v, multiline=("postal_address",))
+        problems.extend(f"{where}: {name}: {problem}" for name, problem in unsafe)
+        if unsafe:
+            continue
         key = v.get("employer_key", "")
         if not key:
             problems.append(f"{where}: employer_key: missing")

@@ -24,6 +24,7 @@ from .csvfile import CsvRow, CsvSource, header_key
 from .emails import EmailNotValidError, normalise_email
 from .errors import CampaignError, RowErrors
 from .events import record_event
+from .mime import header_problems
 from .models import member_table, utcnow
 from .postcode import normalise_postcode
 
@@ -78,7 +79,10 @@ class _Problem:
 def _check_row(row: CsvRow, custom_fields: list[str]) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
     """The member's values, tidied, or the row's problems as (field, message) pairs."""
     values = row.values
-    problems: list[tuple[str, str]] = []
+    # Checked before anything else reads them: a line break in a name would end up in a To
+    # header, a NUL cannot be stored in PostgreSQL.
+    problems = header_problems(values)
+    unsafe = {name for name, _ in problems}
     if row.overflow:
         problems.append(("row", "more cells than the header has columns (an unquoted comma?)"))
     for name in REQUIRED:
@@ -88,14 +92,14 @@ def _check_row(row: CsvRow, custom_fields: list[str]) -> tuple[dict[str, Any] | 
         if len(values.get(name) or "") > _MAX_LEN:
             problems.append((name, f"longer than {_MAX_LEN} characters"))
     email = values.get("email")
-    if email:
+    if email and "email" not in unsafe:
         try:
             email = normalise_email(email)
         except EmailNotValidError as exc:
             problems.append(("email", f"not an address ({exc})"))
     raw_postcode = values.get("postcode")
     postcode = normalise_postcode(raw_postcode) if raw_postcode else None
-    if raw_postcode and postcode is None:
+    if raw_postcode and postcode is None and "postcode" not in unsafe:
         problems.append(("postcode", f"{raw_postcode!r} is not a UK postcode"))
     if problems:
         return None, problems

@@ -15,6 +15,7 @@ from .db import replace_rows
 from .emails import EmailNotValidError, normalise_email
 from .errors import CampaignError, NetworkUnavailable, RowErrors
 from .events import record_event
+from .mime import header_problems
 from .models import mp_table, postcode_table, utcnow
 from .parliament import COMMONS_ADDRESS, MembersAPI
 
@@ -55,6 +56,11 @@ def import_mps(engine: Engine, path: str | Path, *, encoding: str | None = None)
     for row in source.rows():
         v = row.values
         where = f"{path}:{row.line}"
+        # An MP's name goes into the To header of every letter to them.
+        unsafe = header_problems(v)
+        problems.extend(f"{where}: {name}: {problem}" for name, problem in unsafe)
+        if unsafe:
+            continue
         code = v.get("constituency_code", "").upper()
         if not GSS_CONSTITUENCY.fullmatch(code):
             problems.append(f"{where}: constituency_code: {code!r} is not a GSS constituency code")

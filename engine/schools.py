@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from .csvfile import CsvSource, header_key
 from .errors import RowErrors
 from .events import record_event
+from .mime import header_problems
 from .models import school_table
 
 LOCAL_AUTHORITY_TYPES = {1, 3, 7, 14, 15}
@@ -40,6 +41,7 @@ _COLUMNS = {
     "ParliamentaryConstituency (code)": "constituency_code",
 }
 _KNOWN = {header_key(k): v for k, v in _COLUMNS.items()}
+_HEADERS = {v: k for k, v in _COLUMNS.items()}
 _REQUIRED = ("urn", "name", "type_code", "status", "la_code", "la_name", "trust_name")
 _CHUNK = 5000
 
@@ -111,6 +113,11 @@ def import_schools(
         chunk: list[dict[str, Any]] = []
         for row in source.rows(progress):
             v = row.values
+            # School and trust names reach letters and their subjects; PostgreSQL stores no NUL.
+            unsafe = header_problems(v)
+            if unsafe:
+                problems.extend(f"{path}:{row.line}: {_HEADERS[name]}: {why}" for name, why in unsafe)
+                continue
             urn = v.get("urn", "")
             if not urn.isdigit():
                 problems.append(f"{path}:{row.line}: URN: {urn!r} is not a URN")

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, func, select
 from .emails import EmailNotValidError, normalise_email
 from .errors import CampaignError
 from .events import record_event
+from .mime import header_problems
 from .models import (
     WAVE_TARGETS,
     inbound_table,
@@ -76,7 +77,23 @@ def parse_where(items: list[str]) -> dict[str, list[str]]:
     return filters
 
 
+def _check_header_bound(spec: WaveSpec) -> None:
+    """Refuse an option whose text reaches letters' headers (subject, recipient) if no header can hold it."""
+    options = {
+        "--subject": spec.subject,
+        "--to": spec.to,
+        "--to-address": spec.to_address,
+        "--to-salutation": spec.to_salutation,
+        "--where": "".join(spec.where or ()),
+    }
+    problems = header_problems(options, multiline=("--to-address",))
+    if problems:
+        option, problem = problems[0]
+        raise CampaignError(f"{option}: {problem}")
+
+
 def _wave_values(spec: WaveSpec, current: dict[str, Any] | None) -> dict[str, Any]:
+    _check_header_bound(spec)
     values: dict[str, Any] = {}
     if spec.target is not None:
         if spec.target not in WAVE_TARGETS:
@@ -135,6 +152,9 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
     """Create a draft wave after checking that its templates compile and use known fields."""
     if not name.strip() or len(name) > 80:
         raise CampaignError("wave name: give a name of 1 to 80 characters")
+    problems = header_problems({"wave name": name})
+    if problems:
+        raise CampaignError(f"wave name: {problems[0][1]}")
     for required in ("target", "letter", "invite"):
         if getattr(spec, required) is None:
             raise CampaignError(f"--{required}: required to create a wave")

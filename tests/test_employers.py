@@ -65,3 +65,28 @@ def test_cli_gaps_json(cli, engine, write_csv):
     assert json.loads(cli("employers", "gaps", "--json").stdout) == [
         {"employer_key": "la:330", "name": "Birmingham", "members": 1}
     ]
+
+
+def test_a_line_break_in_a_contact_name_is_refused_but_postal_address_lines_are_not(engine, write_csv):
+    text = (
+        HEADER
+        + 'la:886,"Kent County Council\r\nBcc: everyone@example.org",local_authority,a@kent.example.org,,\n'
+        + 'la:330,Birmingham,local_authority,,"1 Centenary Square\nBirmingham\nB1 1TT",Dear Sir\x00\n'
+        + 'la:888,Lancashire,local_authority,,"County Hall\r\nPreston\u2028PR1 8XJ",\n'
+    )
+    path = write_csv("c.csv", text)
+    with pytest.raises(RowErrors) as caught:
+        import_contacts(engine, path)
+    assert caught.value.problems == [
+        f"{path}:2: name: contains a line break (U+000D)",
+        f"{path}:4: salutation: contains a control character (U+0000)",
+    ]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM employer_contact").scalar_one() == 0
+    fixed = write_csv("c.csv", text.replace("\r\nBcc: everyone@example.org", "").replace("\x00", ""))
+    assert import_contacts(engine, fixed).contacts == 3
+    with engine.connect() as conn:
+        address = conn.exec_driver_sql(
+            "SELECT postal_address FROM employer_contact WHERE employer_key = 'la:888'"
+        ).scalar_one()
+    assert address == "County Hall\nPreston\nPR1 8XJ"

@@ -169,3 +169,75 @@ def test_iter_members_filters_by_status(engine, write_csv):
             member_table.update().where(member_table.c.membership_no == "M1").values(mp_status="terminated")
         )
     assert [m["membership_no"] for m in iter_members(engine, mp_status="terminated")] == ["M1"]
+
+
+# A name with a line break would put a header of the sender's choosing into every email to the
+# member; a NUL cannot be stored in PostgreSQL. Each cell below reaches a header or the database.
+POISONED = GOOD + (
+    'M3,"Cat\r\nBcc: everyone@example.org",Doyle,cat@members.example.org,TN13 1AS,1,,,,,\n'
+    "M4,Dev,Pat\x00el,dev@members.example.org,TN13 1AS,1,,,,,\n"
+    "M5,Eve,Stone,eve@members.example.org,TN13 1AS,1,,Sevenoaks\u2028Kent,,,\n"
+    "M6,Fay,Lee,fay@members.example.org,TN13 1AS,1,,,Head\x85teacher,,\n"
+    "M7,Gus,Day,gus@members.example.org,TN13 1AS,1,,,,Kent\x1b[2J,\n"
+)
+
+
+def test_line_breaks_and_control_characters_are_refused_by_file_line_and_field(engine, write_csv):
+    path = write_csv("members.csv", POISONED)
+    with pytest.raises(RowErrors) as caught:
+        import_members(engine, path)
+    assert caught.value.problems == [
+        f"{path}:4: first_name: contains a line break (U+000D)",
+        f"{path}:6: last_name: contains a control character (U+0000)",
+        f"{path}:7: town: contains a line break (U+2028)",
+        f"{path}:8: role: contains a line break (U+0085)",
+        f"{path}:9: branch: contains a control character (U+001B)",
+    ]
+    assert str(caught.value).endswith(
+        "5 bad row(s); nothing imported (fix them, or pass --skip-invalid to import the rest)"
+    )
+    assert count(engine) == 0
+
+
+def test_a_control_character_in_an_extra_column_is_refused_too(engine, write_csv):
+    text = "membership_no,first_name,last_name,email,postcode,school_urn,Years in post\n"
+    text += "M1,Aisha,Khan,aisha@members.example.org,SW1A 0AA,1,1\x002\n"
+    path = write_csv("members.csv", text)
+    with pytest.raises(RowErrors) as caught:
+        import_members(engine, path)
+    assert caught.value.problems == [f"{path}:2: years_in_post: contains a control character (U+0000)"]
+
+
+def test_skip_invalid_puts_rows_with_control_characters_in_the_rejects_file(engine, write_csv, tmp_path):
+    path = write_csv("members.csv", POISONED)
+    rejects = tmp_path / "rejects.csv"
+    result = import_members(engine, path, skip_invalid=True, rejects_path=rejects)
+    assert (result.created, result.rejected) == (2, 5)
+    with rejects.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["line"], r["field"], r["problem"], r["membership_no"]) for r in rows] == [
+        ("4", "first_name", "contains a line break (U+000D)", "M3"),
+        ("6", "last_name", "contains a control character (U+0000)", "M4"),
+        ("7", "town", "contains a line break (U+2028)", "M5"),
+        ("8", "role", "contains a line break (U+0085)", "M6"),
+        ("9", "branch", "contains a control character (U+001B)", "M7"),
+    ]
+    assert sorted(m["membership_no"] for m in iter_members(engine)) == ["M1", "M2"]
+
+
+def test_cli_refuses_a_nul_in_one_line_per_row_without_personal_data_or_sql(cli, write_csv):
+    """On PostgreSQL a NUL used to abort the import with a traceback printing the SQL and the row."""
+    path = write_csv("members.csv", POISONED)
+    result = cli("members", "import", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{path}:4: first_name: contains a line break (U+000D)",
+        f"{path}:6: last_name: contains a control character (U+0000)",
+        f"{path}:7: town: contains a line break (U+2028)",
+        f"{path}:8: role: contains a line break (U+0085)",
+        f"{path}:9: branch: contains a control character (U+001B)",
+        f"Error: {path}: 5 bad row(s); nothing imported (fix them, or pass --skip-invalid to import the rest)",
+    ]
+    for secret in ("everyone@example.org", "Pat", "dev@members.example.org", "INSERT", "Traceback"):
+        assert secret not in result.output
+    assert cli("members", "list", "--json").stdout.strip() == "[\n]"

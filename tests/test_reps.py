@@ -64,6 +64,22 @@ def test_import_rejects_bad_codes_and_duplicates_and_writes_nothing(engine, writ
     assert list_mps(engine) == []
 
 
+def test_import_refuses_an_mp_name_holding_a_line_break(engine, write_csv):
+    path = write_csv(
+        "mps.csv",
+        "Constituency code,Constituency name,MP name,Party,Email,Address as\n"
+        "E14001465,Sevenoaks,Harriet Alden MP\u2028Bcc: x@example.org,Party,a@parliament.example.org,Ms A\n"
+        "E14001495,Tiverton and Minehead,B MP,Party\x07,b@parliament.example.org,Mr B\n",
+    )
+    with pytest.raises(RowErrors) as caught:
+        import_mps(engine, path)
+    assert caught.value.problems == [
+        f"{path}:2: name: contains a line break (U+2028)",
+        f"{path}:3: party: contains a control character (U+0007)",
+    ]
+    assert list_mps(engine) == []
+
+
 def test_fetch_fills_mps_from_the_members_api(engine, http):
     cache_seats(
         engine,

@@ -108,6 +108,20 @@ def test_reimport_replaces_and_bad_rows_keep_the_old_extract(engine, write_csv):
         assert len(conn.execute(select(school_table.c.urn)).all()) == 29
 
 
+def test_a_nul_in_a_school_name_is_refused_and_the_old_extract_kept(engine, write_csv):
+    import_schools(engine, DATA / "edubasealldata.csv")
+    bad = write_csv(
+        "gias.csv",
+        GIAS_HEADER + "\n118402,886,Kent,Hextable\x00 Primary,1,Community school,g,Open,,,,BR8 7RD,E1,E1,x\n",
+        encoding="cp1252",
+    )
+    with pytest.raises(RowErrors) as caught:
+        import_schools(engine, bad)
+    assert caught.value.problems == [f"{bad}:2: EstablishmentName: contains a control character (U+0000)"]
+    with engine.connect() as conn:
+        assert len(conn.execute(select(school_table.c.urn)).all()) == 29
+
+
 def test_file_missing_gias_columns_is_refused(engine, write_csv):
     path = write_csv("gias.csv", "URN,EstablishmentName\n1,X\n")
     with pytest.raises(CampaignError, match=r"gias.csv:1: missing column\(s\): type_code, status, la_code"):

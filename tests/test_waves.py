@@ -346,3 +346,48 @@ def test_parallel_launch_matches_the_sequential_one(sample):
     assert created.tzinfo is not None
     again = launch_wave(sample, "MPs", SETTINGS, parallel=True)
     assert (again.created, again.already) == (0, 48)
+
+
+FIXED = ["--target", "fixed", "--letter", "secretary-of-state", "--invite", "invitation"]
+SOS = "Secretary of State <sos@education.example>"
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (
+            ["SoS", "--to", SOS, "--subject", "Pause\r\nBcc: all@example.org"],
+            "--subject: contains a line break (U+000D)",
+        ),
+        (
+            ["SoS", "--to", "Secretary of State\n<sos@education.example>"],
+            "--to: contains a line break (U+000A)",
+        ),
+        (
+            ["SoS", "--to", SOS, "--to-salutation", "Minister\x00"],
+            "--to-salutation: contains a control character (U+0000)",
+        ),
+        (
+            ["SoS", "--to", SOS, "--to-address", "Sanctuary Buildings|London\x1b|SW1P 3BT"],
+            "--to-address: contains a control character (U+001B)",
+        ),
+        (["SoS", "--to", SOS, "--where", "branch=Kent\u2028"], "--where: contains a line break (U+2028)"),
+        (["So\u0085S", "--to", SOS], "wave name: contains a line break (U+0085)"),
+    ],
+    ids=["subject", "to", "to-salutation", "to-address", "where", "name"],
+)
+def test_wave_create_refuses_line_breaks_in_what_reaches_headers(cli, monkeypatch, args, error):
+    monkeypatch.chdir(ROOT)
+    result = cli("wave", "create", *args, *FIXED)
+    assert (result.exit_code, result.stderr) == (2, f"Error: {error}\n")
+    assert json.loads(cli("wave", "list", "--json").stdout) == []
+
+
+def test_a_postal_address_given_in_lines_is_still_accepted(cli, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = cli(
+        "wave", "create", "SoS", *FIXED, "--to", SOS, "--to-address", "Sanctuary Buildings\nLondon\nSW1P 3BT"
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(cli("wave", "show", "SoS", "--json").stdout)
+    assert shown["fixed_address"] == "Sanctuary Buildings\nLondon\nSW1P 3BT"
