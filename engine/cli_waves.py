@@ -495,11 +495,17 @@ def outbox_export(app: App, directory: Path, as_json: bool) -> None:
     """
     app.require_secret()
     with Progress("Writing messages") as bar:
-        count = export_outbox(app.engine(), directory, app.settings, progress=bar.update)
+        result = export_outbox(app.engine(), directory, app.settings, progress=bar.update)
     if as_json:
-        echo_json({"directory": str(directory), "messages": count})
-    else:
-        click.echo(f"Wrote {count} message(s) to {directory}/ (nothing was sent).")
+        echo_json({"directory": str(directory), "messages": result.written, "failed": result.failed})
+        return
+    click.echo(f"Wrote {result.written} message(s) to {directory}/ (nothing was sent).")
+    if result.failed:
+        click.echo(
+            f"{len(result.failed)} message(s) could not be built and were set aside as failed:", err=True
+        )
+        for failure in result.failed[:10]:
+            click.echo(f"  {failure}", err=True)
 
 
 @members.command("opt-out")

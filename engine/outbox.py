@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -20,7 +20,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from .errors import CampaignError
 from .links import answer_link, letter_link, link_token, unsubscribe_link
@@ -38,6 +38,7 @@ class BuiltMessage:
     reference: str | None
     data: bytes
     to: str
+    problem: str | None = None  # why it could not be built (then `data` is empty)
 
 
 def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -202,13 +203,42 @@ def build_message(
     return builder(outbox, letter, wave, renderer, settings, date)
 
 
+def build_problem(exc: Exception) -> str:
+    """Why a message could not be built, in words for staff (ours say it; others are named)."""
+    if isinstance(exc, CampaignError | ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def set_aside(conn: Connection, outbox_id: int, problem: str, *, claimed_by: str | None = None) -> bool:
+    """queued (or claimed by `claimed_by`) → failed, for a message that cannot be built.
+
+    It is never sent and never tried again; the rest of the queue goes on without it.
+    False when the message has moved on (another worker claimed or sent it).
+    """
+    o = outbox_table.c
+    if claimed_by is None:
+        condition = o.status == "queued"
+    else:
+        condition = and_(o.status == "claimed", o.claimed_by == claimed_by)
+    done = conn.execute(
+        outbox_table.update()
+        .where(o.id == outbox_id, condition)
+        .values(status="failed", error=problem, claimed_by=None, claimed_at=None, next_attempt_at=None)
+    ).rowcount
+    return bool(done)
+
+
 def parse_message(data: bytes) -> EmailMessage:
     """A built message read back with the standard library, for previews and checks."""
     return message_from_bytes(data, policy=default)  # type: ignore[return-value]
 
 
 def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued") -> Iterator[BuiltMessage]:
-    """Build every outbox message in `status`, oldest first, streaming."""
+    """Build every outbox message in `status`, oldest first, streaming.
+
+    A message that cannot be built comes with its `problem` instead of its bytes.
+    """
     o, lt = outbox_table.c, letter_table.c
     renderers: dict[int, tuple[dict[str, Any], WaveRenderer]] = {}
     last_id = 0
@@ -237,8 +267,12 @@ def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued
                     renderers[data["wave_id"]] = (wave, WaveRenderer(wave["frozen"]))
                 wave, renderer = renderers[data["wave_id"]]
                 letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
-                message = build_message(data, letter, wave, renderer, settings)
-                yield BuiltMessage(data["id"], data["kind"], letter["reference"], message, data["to_addr"])
+                built = BuiltMessage(data["id"], data["kind"], letter["reference"], b"", data["to_addr"])
+                try:
+                    built.data = build_message(data, letter, wave, renderer, settings)
+                except Exception as exc:  # whatever the cause, one message must not stop the rest
+                    built.problem = build_problem(exc)
+                yield built
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -252,27 +286,43 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+@dataclass
+class OutboxExport:
+    directory: str
+    written: int = 0
+    failed: list[str] = field(default_factory=list)  # "message ID: why", set aside as failed
+
+
 def export_outbox(
     engine: Engine,
     directory: str | Path,
     settings: Settings,
     *,
     progress: Callable[[int], None] | None = None,
-) -> int:
-    """Write every queued message as DIR/<id>-<kind>-<ref>.eml; returns how many were written."""
+) -> OutboxExport:
+    """Write every queued message as DIR/<id>-<kind>-<ref>.eml.
+
+    A message that cannot be built is set aside as failed, with why, and the rest are written.
+    """
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CampaignError(f"{directory}: cannot create the folder: {exc.strerror}") from None
-    count = 0
+    result = OutboxExport(str(directory))
     for built in queued_messages(engine, settings):
+        if built.problem is not None:
+            problem = f"cannot build the message: {built.problem}"
+            with engine.begin() as conn:
+                if set_aside(conn, built.outbox_id, problem):
+                    result.failed.append(f"message {built.outbox_id}: {problem}")
+            continue
         name = f"{built.outbox_id:08d}-{built.kind}-{built.reference}.eml"
         write_atomically(directory / name, built.data)
-        count += 1
-        if progress is not None and count % 100 == 0:
+        result.written += 1
+        if progress is not None and result.written % 100 == 0:
             progress(100)
-    return count
+    return result
 
 
 def count_queued(engine: Engine) -> int:

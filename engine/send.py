@@ -28,7 +28,7 @@ from .errors import CampaignError
 from .events import record_event
 from .mime import new_message_id, verp_tag
 from .models import letter_table, outbox_table, send_control_table, utcnow, wave_table
-from .outbox import INVITATIONS, build_message, email_context
+from .outbox import INVITATIONS, build_message, build_problem, email_context, set_aside
 from .renderer import WaveRenderer
 from .settings import Settings
 from .smtp import DeliveryError
@@ -243,6 +243,11 @@ def send_outbox(
                 if outcome == "sent":
                     result.sent += 1
                     failures_in_a_row = 0
+                elif outcome == "unbuildable":
+                    # The message's own data is at fault, not the relay: it never pauses sending.
+                    result.errors.append(f"message {row['id']}: {detail}")
+                    result.failed += 1
+                    outcome = "failed"
                 else:
                     result.errors.append(f"message {row['id']}: {detail}")
                     if outcome == "retrying":
@@ -385,17 +390,17 @@ class _Delivery:
             self.conn.close()
             self.conn = None
 
-    def build(self, data: dict[str, Any]) -> bytes | CampaignError:
+    def build(self, data: dict[str, Any]) -> bytes | Exception:
         """The message's bytes (its Date is set again if it waits), or why it cannot be built."""
         letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
         data["letter"] = letter  # deliver() needs it too
-        wave, renderer = self.renderers[letter["wave_id"]]
         try:
+            wave, renderer = self.renderers[letter["wave_id"]]
             return build_message(data, letter, wave, renderer, self.settings, date=utcnow())
-        except CampaignError as exc:
+        except Exception as exc:  # whatever the cause, one message must not stop the rest
             return exc
 
-    def deliver(self, data: dict[str, Any], payload: bytes | CampaignError) -> tuple[str, str]:
+    def deliver(self, data: dict[str, Any], payload: bytes | Exception) -> tuple[str, str]:
         message_id = data["id"]
         # One connection kept for the worker's deliveries: checking one out of the
         # pool for every message costs more than the statements themselves.
@@ -406,6 +411,13 @@ class _Delivery:
             if self.pending is not None:
                 self.pending(conn)
                 self.pending = None
+            if isinstance(payload, Exception):
+                # Straight from claimed to failed, committed now: it never reaches the relay,
+                # so it is never in doubt, and no later run tries it again.
+                problem = f"cannot build the message: {build_problem(payload)}"
+                if not set_aside(conn, message_id, problem, claimed_by=self.worker):
+                    return "skipped", "no longer claimed by this worker"
+                return "unbuildable", problem
             # Committed before the SMTP transaction starts: if this process dies
             # from here on, the message is known to be in doubt.
             if not self.start.execute(conn, mid=message_id, worker=self.worker):
@@ -414,9 +426,6 @@ class _Delivery:
         wave, renderer = self.renderers[letter["wave_id"]]
         settings = self.settings
         now = utcnow()
-        if isinstance(payload, CampaignError):
-            self._later(message_id, "failed", f"cannot build the message: {payload}")
-            return "failed", str(payload)
         if self.suppressed and address_of(data["to_addr"]).lower() in self.suppressed:
             self._later(message_id, "suppressed", "the address complained: no more campaign mail")
             return "skipped", "suppressed"

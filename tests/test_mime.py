@@ -44,3 +44,23 @@ def test_every_line_is_short_and_ends_in_crlf():
 def test_a_header_cannot_smuggle_another():
     with pytest.raises(ValueError):
         alternative([("Subject", "Hello\r\nBcc: victim@example.org")], "x", "y")
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("Hi\x00", "a control character (U+0000)"),
+        ("Hi\x1b[2J", "a control character (U+001B)"),
+        ("Siân\u2028Bcc: victim@example.org", "a line break (U+2028)"),
+        ("Siân\x85Bcc: victim@example.org", "a line break (U+0085)"),
+    ],
+)
+def test_a_header_cannot_hold_a_control_character_or_any_line_break(value, problem):
+    with pytest.raises(ValueError) as refused:
+        alternative([("Subject", value)], "x", "y")
+    assert str(refused.value) == f"Subject: a header cannot hold {problem}"
+
+
+def test_a_tab_is_still_allowed_in_a_header():
+    message = message_from_bytes(alternative([("Subject", "A\tB")], "x", "y"), policy=policy.default)
+    assert str(message["Subject"]) == "A\tB"

@@ -19,7 +19,7 @@ from engine.db import init_db, open_engine
 from engine.errors import CampaignError
 from engine.launch import launch_wave
 from engine.mime import verp_tag
-from engine.models import letter_table, outbox_table
+from engine.models import letter_table, member_table, outbox_table
 from engine.send import pause_state, recover_abandoned, resend_uncertain, send_outbox
 from engine.settings import Settings
 from engine.smtp import FolderTransport, SmtpTransport
@@ -217,3 +217,80 @@ def test_the_smtp_transaction_stuffs_dots_reports_partial_refusals_and_the_final
     transport.send(data, "campaigns@union.example", ["siân@members.example.org"], "utf8")
     assert smtp.recorder.received[-1].rcpt_tos == ["siân@members.example.org"]
     transport.close()
+
+
+BAD_NAME = "Aisha\r\nBcc: everyone@example.org"
+CANNOT_BUILD = "cannot build the message: To: a header cannot hold a line break (U+000D)"
+
+
+def poison(engine, *members: str) -> None:
+    """Give members a name with CR/LF, as a database filled by an older version may hold."""
+    with engine.begin() as conn:
+        conn.execute(
+            member_table.update().where(member_table.c.membership_no.in_(members)).values(first_name=BAD_NAME)
+        )
+
+
+@pytest.fixture
+def poisoned(sample):  # noqa: F811
+    """The first member's invitation, the oldest message in the queue, cannot be built."""
+    poison(sample, "M100001")
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    return sample
+
+
+def outbox_row(engine, address: str):
+    with engine.connect() as conn:
+        return conn.execute(select(outbox_table).where(outbox_table.c.to_addr.contains(f"<{address}>"))).one()
+
+
+def test_a_message_that_cannot_be_built_is_set_aside_and_the_rest_are_sent(poisoned, smtp):
+    result = send_outbox(poisoned, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep)
+    bad = outbox_row(poisoned, "aisha.khan@members.example.org")
+    assert (result.sent, result.retrying, result.failed) == (47, 0, 1)
+    assert result.errors == [f"message {bad.id}: {CANNOT_BUILD}"]
+    assert (bad.status, bad.error, bad.attempts) == ("failed", CANNOT_BUILD, 0)
+    assert statuses(poisoned) == {"sent": 47, "failed": 1}
+    received = smtp.recorder.received
+    assert len(received) == 47
+    assert all(r.message["Bcc"] is None for r in received)
+    assert "aisha.khan@members.example.org" not in {a for r in received for a in r.rcpt_tos}
+    # The next run has nothing left to die on.
+    again = send_outbox(poisoned, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep)
+    assert (again.sent, again.failed) == (0, 0)
+
+
+def test_unbuildable_messages_never_pause_sending(sample, smtp):  # noqa: F811
+    poison(sample, "M100001", "M100002", "M100003")
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    result = send_outbox(sample, SETTINGS, SmtpTransport(smtp.url), rate=1000, pause_after=2, sleep=no_sleep)
+    assert (result.sent, result.failed, result.paused) == (45, 3, None)
+    assert len(smtp.recorder.received) == 45
+
+
+def test_cli_send_reports_the_message_set_aside_in_one_line(cli, poisoned, smtp):
+    result = cli("send", "--once", "--rate", "1000", env={"SMTP_URL": smtp.url})
+    assert result.exit_code == 0, result.output
+    bad = outbox_row(poisoned, "aisha.khan@members.example.org")
+    assert "47 sent, 0 to retry later, 1 failed." in result.stdout
+    assert f"  message {bad.id}: {CANNOT_BUILD}\n" in result.stderr
+    assert "Traceback" not in result.output and "everyone@example.org" not in result.output
+    assert len(smtp.recorder.received) == 47
+
+
+def test_outbox_export_sets_aside_what_it_cannot_build_and_writes_the_rest(cli, poisoned, smtp, tmp_path):
+    out = tmp_path / "check"
+    result = cli("outbox", "export", str(out))
+    assert result.exit_code == 0, result.output
+    bad = outbox_row(poisoned, "aisha.khan@members.example.org")
+    assert result.stdout == f"Wrote 47 message(s) to {out}/ (nothing was sent).\n"
+    assert result.stderr == (
+        f"1 message(s) could not be built and were set aside as failed:\n  message {bad.id}: {CANNOT_BUILD}\n"
+    )
+    assert len(list(out.glob("*.eml"))) == 47
+    assert (bad.status, bad.error) == ("failed", CANNOT_BUILD)
+    # What export set aside, the worker leaves alone; the rest go.
+    assert send_outbox(poisoned, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep).sent == 47
+    assert statuses(poisoned) == {"sent": 47, "failed": 1}

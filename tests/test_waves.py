@@ -253,7 +253,7 @@ def test_preview_writes_nothing(sample):
 def test_exported_eml_files_parse_back_into_the_expected_message(sample, tmp_path):
     create_wave(sample, "MPs", MP_WAVE, SETTINGS)
     launch_wave(sample, "MPs", SETTINGS)
-    assert export_outbox(sample, tmp_path / "out", SETTINGS) == 48
+    assert export_outbox(sample, tmp_path / "out", SETTINGS).written == 48
     files = sorted((tmp_path / "out").glob("*.eml"))
     assert len(files) == 48
     assert not list((tmp_path / "out").glob(".tmp-*"))
