@@ -13,9 +13,10 @@ from typing import Any
 
 import click
 from sqlalchemy import Engine
+from sqlalchemy.exc import StatementError
 
 from . import __version__
-from .db import check_schema, init_db, open_engine
+from .db import check_schema, database_error_message, init_db, open_engine
 from .employers import employer_gaps, import_contacts
 from .errors import CampaignError, RowErrors
 from .http import JsonClient
@@ -87,6 +88,10 @@ class CampaignGroup(click.Group):
             error = UserError(str(exc))
             error.exit_code = exc.exit_code
             raise error from None
+        except StatementError as exc:
+            # Not the user's input (that is checked before it is stored): the database or the
+            # world went wrong. One line, exit status 1, and no SQL or members' data.
+            raise click.ClickException(database_error_message(exc)) from None
 
 
 pass_app = click.make_pass_decorator(App)

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite as sqlite_dialect_class
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, StatementError
 
 from .errors import CampaignError
 
@@ -111,6 +111,29 @@ def check_schema(engine: Engine) -> None:
             f"database schema is at {current}, this version needs {head_revision()}: "
             "run `campaign init` to upgrade (no data is lost)"
         )
+
+
+def database_error_message(exc: StatementError) -> str:
+    """A database error as one line naming what went wrong, never the statement or its values.
+
+    SQLAlchemy's own message carries both, and the values are members' personal data.
+    """
+    orig = exc.orig
+    name = type(orig).__name__
+    if not isinstance(exc, DBAPIError):
+        # A value the driver could not take (a bind processor's error quotes it): name the kind only.
+        return f"database: {name} while preparing a statement's values"
+    sqlstate = getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    if sqlstate is not None and diag is not None:
+        # PostgreSQL's primary message names tables and constraints, except for data exceptions
+        # (class 22), which quote the offending value; the rest of its text repeats the SQL.
+        if sqlstate.startswith("22") or not diag.message_primary:
+            return f"database: {name} (SQLSTATE {sqlstate})"
+        return f"database: {name} (SQLSTATE {sqlstate}): {diag.message_primary}"
+    # SQLite's messages, and psycopg's own (a NUL, a lost connection), never include bound values.
+    lines = str(orig).strip().splitlines()
+    return f"database: {name}: {lines[0]}" if lines else f"database: {name}"
 
 
 def replace_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:

@@ -10,9 +10,18 @@ import pytest
 import requests
 from click.testing import CliRunner
 from conftest import MEMBER_HEADER
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from engine.cli import main
-from engine.db import check_schema, current_revision, head_revision, init_db, open_engine
+from engine.db import (
+    check_schema,
+    current_revision,
+    database_error_message,
+    head_revision,
+    init_db,
+    open_engine,
+)
 from engine.errors import CampaignError
 from engine.members import count_members, import_members
 
@@ -162,3 +171,27 @@ def test_upgrading_gives_letters_nonces_and_revokes_their_links_made_from_refere
         new = link_token(SETTINGS.secret, nonces[reference])
         assert requests.get(f"{site.base}/l/{new}", timeout=10).status_code == 200
         assert requests.get(f"{site.base}/l/{from_reference(reference)}", timeout=10).status_code == 404
+
+
+def test_a_database_error_reaching_the_cli_is_one_line_without_sql_or_values(cli, engine):
+    # A damaged database: a table gone while the schema version says it is there.
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DROP TABLE member" + (" CASCADE" if engine.dialect.name == "postgresql" else "")
+        )
+    result = cli("members", "show", "M100001")
+    expected = {
+        "sqlite": "database: OperationalError: no such table: member",
+        "postgresql": 'database: UndefinedTable (SQLSTATE 42P01): relation "member" does not exist',
+    }[engine.dialect.name]
+    assert (result.exit_code, result.stderr) == (1, f"Error: {expected}\n")
+    assert result.stdout == ""
+
+
+def test_a_postgresql_data_error_names_its_kind_but_not_the_value(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL's data exceptions quote the offending value")
+    with pytest.raises(DBAPIError) as caught, engine.connect() as conn:
+        conn.execute(text("SELECT CAST(:postcode AS INTEGER)"), {"postcode": "BR8 7RE"})
+    assert "BR8 7RE" in str(caught.value)  # SQLAlchemy's own message would print it
+    assert database_error_message(caught.value) == "database: InvalidTextRepresentation (SQLSTATE 22P02)"
