@@ -12,13 +12,14 @@ import click
 from .cli import App, Progress, UserError, echo_json, echo_json_array, echo_table, main, members, pass_app
 from .confirm import letter_for_member, not_for_me, send_for_me, sent_myself
 from .errors import CampaignError
+from .files import make_folder, write_atomically
 from .launch import launch_wave, preview_merge
 from .letters import iter_letters, letter_document, pdf_bytes, write_wave_pdfs
 from .link_secret import reinvite_wave, reissue_links
 from .links import letter_link, link_token
 from .members import set_mail_opt_out
 from .models import LETTER_STATES, WAVE_TARGETS
-from .outbox import build_invitation, export_outbox, parse_message, write_atomically
+from .outbox import build_invitation, export_outbox, parse_message
 from .send import resend_uncertain as resend_uncertain_messages
 from .send import send_outbox, set_paused
 from .smtp import FolderTransport, SmtpTransport
@@ -291,7 +292,7 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
         data = raw
     else:
         raise UserError(f"--out: {out!r} must end in .html, .pdf or .eml (or be - for text)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     write_atomically(path, data)
     click.echo(
         f"Wrote {path} (member {letter['merge_snapshot']['member']['membership_no']}, "

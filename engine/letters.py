@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from .errors import CampaignError
+from .files import make_folder, write_atomically
 from .merge import member_from_snapshot, paragraphs_html, without_placeholders
 from .models import LETTER_STATES, letter_table, member_table, wave_table
-from .outbox import write_atomically
 from .renderer import WaveRenderer
 
 
@@ -123,8 +123,7 @@ def write_wave_pdfs(
     progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """PDFs of a launched wave's letters: one per letter, or one for a print run with `combined`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     lt, w = letter_table.c, wave_table.c
     with engine.connect() as conn:
         wave = conn.execute(select(wave_table).where(w.name == wave_name)).first()

@@ -8,8 +8,6 @@ twice is the same message.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from .errors import CampaignError
+from .files import make_folder, write_atomically
 from .links import answer_link, letter_link, link_token, unsubscribe_link
 from .merge import member_from_snapshot, without_placeholders
 from .mime import alternative
@@ -275,17 +274,6 @@ def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued
                 yield built
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class OutboxExport:
     directory: str
@@ -304,11 +292,7 @@ def export_outbox(
 
     A message that cannot be built is set aside as failed, with why, and the rest are written.
     """
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CampaignError(f"{directory}: cannot create the folder: {exc.strerror}") from None
+    directory = make_folder(directory)
     result = OutboxExport(str(directory))
     for built in queued_messages(engine, settings):
         if built.problem is not None:

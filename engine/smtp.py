@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .errors import CampaignError
-from .outbox import write_atomically
+from .files import make_folder, write_atomically
 
 
 class DeliveryError(Exception):
@@ -36,8 +36,7 @@ class FolderTransport:
     """The safe default: each message becomes an .eml file in a folder; nothing leaves the machine."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = make_folder(folder)
         self.description = f"the folder {self.folder}/"
 
     def send(self, data: bytes, mail_from: str, recipients: list[str], name: str) -> Delivery:

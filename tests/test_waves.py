@@ -391,3 +391,35 @@ def test_a_postal_address_given_in_lines_is_still_accepted(cli, monkeypatch):
     assert result.exit_code == 0, result.output
     shown = json.loads(cli("wave", "show", "SoS", "--json").stdout)
     assert shown["fixed_address"] == "Sanctuary Buildings\nLondon\nSW1P 3BT"
+
+
+def test_preview_and_pdf_to_a_path_that_cannot_be_written_fail_in_one_line(
+    cli, sample, tmp_path, monkeypatch
+):
+    """Paths under a regular file, or in /proc, cannot be written even by root."""
+    monkeypatch.chdir(ROOT)
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    work = tmp_path / "work"
+    work.mkdir()
+    blocker = work / "not-a-folder"
+    blocker.write_text("x")
+    taken = work / "taken.html"
+    taken.mkdir()
+    attempts = {
+        str(blocker / "preview.pdf"): f"{blocker}: is a file, not a folder",
+        str(taken): f"{taken}: cannot write: Is a directory",
+        "/proc/self/preview.eml": "/proc/self/preview.eml: cannot write: No such file or directory",
+    }
+    for out, error in attempts.items():
+        result = cli("wave", "preview", "MPs", "--out", out)
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"Error: {error}\n")
+    launch_wave(sample, "MPs", SETTINGS)
+    for out, error in {
+        str(blocker / "pdfs"): f"{blocker / 'pdfs'}: cannot create the folder: Not a directory",
+        "/proc/campaign-pdfs": "/proc/campaign-pdfs: cannot create the folder: No such file or directory",
+    }.items():
+        result = cli("wave", "pdf", "MPs", "--out", out, "--limit", "1")
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"Error: {error}\n")
+    # Nothing half-written: no temporary file left beside the targets.
+    assert sorted(p.name for p in work.iterdir()) == ["not-a-folder", "taken.html"]
+    assert list(taken.iterdir()) == []
