@@ -1,8 +1,10 @@
-"""Reading the CSV files people export from Excel and membership systems.
+"""Reading the CSV files people export from Excel and membership systems, and writing ours.
 
 Files arrive as UTF-8 (with or without a BOM) or as Windows-1252 from Excel.
 Rows are streamed, never held in memory, and every row carries its line
-number so errors can say `FILE:LINE: field: problem`.
+number so errors can say `FILE:LINE: field: problem`. Every CSV file the
+engine writes goes through `write_csv`, which keeps spreadsheets from running
+cells as formulas.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CampaignError
+from .files import atomic_file, make_folder
 
 _CHUNK = 1 << 20
 csv.field_size_limit(1 << 24)
@@ -189,3 +192,23 @@ class CsvSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# A spreadsheet runs a cell starting with one of these as a formula ("CSV injection"): a
+# member's name of `=HYPERLINK(...)` or `+cmd|' /C calc'!A0` would run on the organiser's
+# machine when they open a rejects file. OWASP's rule: a single quote before it.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> str:
+    """The cell as text a spreadsheet shows rather than runs."""
+    text = "" if cell is None else str(cell)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def write_csv(path: str | Path, rows: Iterable[Iterable[object]]) -> None:
+    """Write rows to a UTF-8 CSV file, whole or not at all, every cell made spreadsheet-safe."""
+    path = Path(path)
+    make_folder(path.parent)
+    with atomic_file(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([spreadsheet_safe(cell) for cell in row] for row in rows)

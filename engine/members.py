@@ -8,11 +8,9 @@ whatever the file's size.
 
 from __future__ import annotations
 
-import csv
 import hashlib
+import itertools
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select
 
-from .csvfile import CsvRow, CsvSource, header_key
+from .csvfile import CsvRow, CsvSource, header_key, write_csv
 from .emails import EmailNotValidError, normalise_email
 from .errors import CampaignError, RowErrors
 from .events import record_event
@@ -186,18 +184,8 @@ def _default_rejects(path: Path) -> Path:
 
 def _write_rejects(target: Path, header: list[str], problems: list[_Problem]) -> None:
     """Write the rejected rows with their reasons, atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".rejects-", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["line", "field", "problem", *header])
-            for p in problems:
-                writer.writerow([p.line, p.field, p.message, *p.raw])
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    rows = ([p.line, p.field, p.message, *p.raw] for p in problems)
+    write_csv(target, itertools.chain([["line", "field", "problem", *header]], rows))
 
 
 def _upsert(conn: Connection, chunk: list[dict[str, Any]], result: ImportResult) -> None:

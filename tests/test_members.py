@@ -241,3 +241,48 @@ def test_cli_refuses_a_nul_in_one_line_per_row_without_personal_data_or_sql(cli,
     for secret in ("everyone@example.org", "Pat", "dev@members.example.org", "INSERT", "Traceback"):
         assert secret not in result.output
     assert cli("members", "list", "--json").stdout.strip() == "[\n]"
+
+
+def test_rejects_file_cells_never_run_as_spreadsheet_formulas(engine, write_csv, tmp_path):
+    text = (
+        "membership_no,first_name,last_name,email,postcode,school_urn,=Evil header\n"
+        "M1,Aisha,Khan,aisha@members.example.org,SW1A 0AA,1,fine\n"
+        '"=HYPERLINK(""http://evil.example"",""x"")",+cmd|\' /C calc\'!A0,-1+1,@SUM(1+1),'
+        '"\tTN13 1AS",1,"\r=1+1"\n'
+    )
+    rejects = tmp_path / "rejects.csv"
+    result = import_members(engine, write_csv("members.csv", text), skip_invalid=True, rejects_path=rejects)
+    assert (result.created, result.rejected) == (1, 1)
+    with rejects.open(newline="", encoding="utf-8") as f:
+        header, row = list(csv.reader(f))
+    assert header == [
+        "line",
+        "field",
+        "problem",
+        "membership_no",
+        "first_name",
+        "last_name",
+        "email",
+        "postcode",
+        "school_urn",
+        "'=Evil header",
+    ]
+    assert row[:3] == ["3", "email", "not an address (There must be something before the @-sign.)"]
+    assert row[3:] == [
+        '\'=HYPERLINK("http://evil.example","x")',
+        "'+cmd|' /C calc'!A0",
+        "'-1+1",
+        "'@SUM(1+1)",
+        "'\tTN13 1AS",
+        "1",
+        "'\r=1+1",
+    ]
+
+
+def test_cli_rejects_file_that_cannot_be_written_imports_nothing(cli, write_csv, tmp_path):
+    path = write_csv("members.csv", GOOD + "M3,Cat,Doyle,not-an-address,TN13 1AS,1,,,,,\n")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    result = cli("members", "import", str(path), "--skip-invalid", "--rejects", str(blocker / "rejects.csv"))
+    assert (result.exit_code, result.stderr) == (2, f"Error: {blocker}: is a file, not a folder\n")
+    assert cli("members", "list", "--json").stdout.strip() == "[\n]"
