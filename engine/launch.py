@@ -8,8 +8,13 @@ Launching again only adds letters for members who have none yet.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -282,9 +287,39 @@ _WORKERS = 2
 _worker_merger: Merger | None = None
 
 
-def _start_worker(wave: dict[str, Any], settings: Settings) -> None:
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _start_worker(wave: dict[str, Any], settings: Settings, parent_pid: int) -> None:
     global _worker_merger
+    _exit_with_parent(parent_pid)
     _worker_merger = Merger(wave, settings, wave["launched_at"])
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker process as soon as the launching one ends, however it ends.
+
+    Workers wait for pages on a queue each other holds open, so a launch killed
+    with SIGKILL would leave them blocked for ever, about 100 MB each.
+    """
+    if sys.platform.startswith("linux"):
+        # The kernel kills this process when its parent dies, busy or not.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before it could be told to signal us
+    # Elsewhere, and as a second guard: the parent's end of the pipe spawn started us
+    # with closes when it dies, which wakes this thread.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_when_closed, args=(parent.sentinel,), name="exit-with-parent", daemon=True
+        ).start()
+
+
+def _exit_when_closed(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _merge_in_worker(
@@ -351,7 +386,7 @@ def launch_wave(
                     max_workers=_WORKERS,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start_worker,
-                    initargs=(wave, settings),
+                    initargs=(wave, settings, os.getpid()),
                 )
             )
         # Pages in flight: a worker merges one while this process stores an older one.

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
 
@@ -12,6 +18,7 @@ import pytest
 from conftest import DATA, ROOT, TEST_SECRET
 from sqlalchemy import func, select
 
+from engine.db import init_db, open_engine
 from engine.employers import import_contacts
 from engine.errors import CampaignError, RowErrors
 from engine.launch import launch_wave, preview_merge
@@ -423,3 +430,112 @@ def test_preview_and_pdf_to_a_path_that_cannot_be_written_fail_in_one_line(
     # Nothing half-written: no temporary file left beside the targets.
     assert sorted(p.name for p in work.iterdir()) == ["not-a-folder", "taken.html"]
     assert list(taken.iterdir()) == []
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Live child processes of `pid` and their command lines, from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name may hold spaces and parentheses: the fields follow the last ")".
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == pid and state not in ("Z", "X"):
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # an orphan's zombie waits for a reaper that may never come
+
+
+def big_wave(engine, members: int) -> None:
+    """An MP wave of `members` resolved members, written directly: importing them is not the point."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            mp_table.insert().values(
+                constituency_code="E14001465",
+                constituency_name="Sevenoaks",
+                vacant=False,
+                name="Harriet Alden MP",
+                email="harriet.alden.mp@parliament.example",
+                address_as="Ms Alden",
+                source="csv",
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            member_table.insert(),
+            [
+                {
+                    "membership_no": f"B{i:06d}",
+                    "first_name": "Member",
+                    "last_name": f"Number {i}",
+                    "email": f"m{i}@members.example.org",
+                    "postcode": "BR8 7RE",
+                    "school_urn": "118402",
+                    "custom": {},
+                    "row_hash": "x",
+                    "created_at": now,
+                    "updated_at": now,
+                    "mp_status": "resolved",
+                    "employer_status": "pending",
+                    "constituency_code": "E14001465",
+                    "constituency_name": "Sevenoaks",
+                }
+                for i in range(members)
+            ],
+        )
+    create_wave(engine, "Big", MP_WAVE, SETTINGS)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="on one core a launch merges in its own process")
+def test_a_killed_launch_leaves_no_worker_behind_and_a_rerun_launches_everyone(tmp_path):
+    """SIGKILL a launch while its two merge workers run: they must go too, and nothing is lost.
+
+    SQLite only: workers merge only for SQLite, from 20,000 members.
+    """
+    url = f"sqlite:///{tmp_path}/big.db"
+    engine = open_engine(url)
+    init_db(engine)
+    big_wave(engine, 20_000)
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--db", url, "wave", "launch", "Big"],
+        cwd=ROOT,
+        env={**os.environ, "CAMPAIGN_SECRET": SETTINGS.secret},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    workers: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline and launch.poll() is None:
+            workers = {pid: cmd for pid, cmd in children_of(launch.pid).items() if "spawn_main" in cmd}
+            time.sleep(0.01)
+        assert len(workers) == 2, f"no merge workers seen: {launch.stderr.read().decode()}"
+        launch.send_signal(signal.SIGKILL)
+        launch.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in workers if alive(pid)] == [], "merge workers outlived the killed launch"
+    finally:
+        launch.stderr.close()
+        for pid in workers:  # on failure, do not leave them behind for the rest of the run
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert count(engine, letter_table) == 0  # the killed launch's transaction never committed
+    result = launch_wave(engine, "Big", SETTINGS)
+    assert (result.created, result.already) == (20_000, 0)
+    assert count(engine, letter_table) == count(engine, outbox_table) == 20_000
+    engine.dispose()
