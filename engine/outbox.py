@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
-from .errors import CampaignError
+from .errors import CampaignError, failure_text
 from .files import make_folder, write_atomically
 from .links import answer_link, letter_link, link_token, unsubscribe_link
 from .merge import member_from_snapshot, without_placeholders
@@ -206,7 +206,7 @@ def build_problem(exc: Exception) -> str:
     """Why a message could not be built, in words for staff (ours say it; others are named)."""
     if isinstance(exc, CampaignError | ValueError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return failure_text(exc)
 
 
 def set_aside(conn: Connection, outbox_id: int, problem: str, *, claimed_by: str | None = None) -> bool:
