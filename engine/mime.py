@@ -50,8 +50,10 @@ def header_problems(
     Any imported value may reach one (a template can put any field in a subject). Fields in
     `multiline` (postal addresses) may break lines, but nothing else.
     """
-    # One search over the whole row first: this runs for every row of a 450,000-member import.
-    if _NOT_IN_A_HEADER.search("\t".join(v for v in values.values() if v)) is None:
+    # The whole row at once first: this runs for every row of a 450,000-member import. Every
+    # character refused is unprintable, and str.isprintable is several times faster than a search.
+    joined = "".join(filter(None, values.values()))
+    if joined.isprintable() or _NOT_IN_A_HEADER.search(joined) is None:
         return []
     problems = []
     for name, value in values.items():

@@ -7,7 +7,7 @@ from email.utils import formataddr
 
 import pytest
 
-from engine.mime import alternative
+from engine.mime import alternative, header_problems
 
 NAMES = ["Aisha Khan", "Nguyễn Thi Lan", "Siân Owen", "O'Brien, Pat", "Łukasz Kowalski"]
 
@@ -64,3 +64,12 @@ def test_a_header_cannot_hold_a_control_character_or_any_line_break(value, probl
 def test_a_tab_is_still_allowed_in_a_header():
     message = message_from_bytes(alternative([("Subject", "A\tB")], "x", "y"), policy=policy.default)
     assert str(message["Subject"]) == "A\tB"
+
+
+def test_header_problems_names_each_field_and_lets_tabs_and_no_break_spaces_through():
+    values = {"first_name": "Siân\u00a0Owen", "town": "Cardiff\tBay", "role": None, "last_name": "O\x00wen"}
+    assert header_problems(values) == [("last_name", "contains a control character (U+0000)")]
+    assert (
+        header_problems({"postal_address": "1 Street\r\nCardiff\u2028CF10 1EP"}, multiline=["postal_address"])
+        == []
+    )
