@@ -118,7 +118,7 @@ def database_error_message(exc: StatementError) -> str:
 
     SQLAlchemy's own message carries both, and the values are members' personal data.
     """
-    orig = exc.orig
+    orig = exc.orig if exc.orig is not None else exc
     name = type(orig).__name__
     if not isinstance(exc, DBAPIError):
         # A value the driver could not take (a bind processor's error quotes it): name the kind only.

@@ -308,8 +308,8 @@ def _exit_with_parent(parent_pid: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0))
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before it could be told to signal us
-    # Elsewhere, and as a second guard: the parent's end of the pipe spawn started us
-    # with closes when it dies, which wakes this thread.
+    # Elsewhere, and as a second guard: spawn started us with a pipe from the parent, and
+    # the parent's end closes when it dies, which wakes this thread.
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(
