@@ -24,7 +24,7 @@ from .errors import CampaignError, failure_text
 from .files import make_folder, write_atomically
 from .links import answer_link, letter_link, link_token, unsubscribe_link
 from .merge import member_from_snapshot, without_placeholders
-from .mime import alternative
+from .mime import alternative, header_problem
 from .models import letter_table, outbox_table, wave_table
 from .renderer import WaveRenderer
 from .settings import Settings
@@ -209,6 +209,21 @@ def build_problem(exc: Exception) -> str:
     return failure_text(exc)
 
 
+def check_sender(settings: Settings) -> None:
+    """Refuse to build any mail when a setting every message's headers carry could not go in one.
+
+    Otherwise every message would be set aside as failed, one by one, for the same reason.
+    """
+    for name, value in (
+        ("CAMPAIGN_FROM", settings.mail_from),
+        ("CAMPAIGN_ORGANISING_EMAIL", settings.organising_email),
+        ("CAMPAIGN_NAME", settings.campaign_name),
+    ):
+        problem = header_problem(value)
+        if problem is not None:
+            raise CampaignError(f"{name}: contains {problem}: no mail can carry it; nothing was sent")
+
+
 def set_aside(conn: Connection, outbox_id: int, problem: str, *, claimed_by: str | None = None) -> bool:
     """queued (or claimed by `claimed_by`) → failed, for a message that cannot be built.
 
@@ -292,6 +307,7 @@ def export_outbox(
 
     A message that cannot be built is set aside as failed, with why, and the rest are written.
     """
+    check_sender(settings)
     directory = make_folder(directory)
     result = OutboxExport(str(directory))
     for built in queued_messages(engine, settings):

@@ -28,7 +28,7 @@ from .errors import CampaignError
 from .events import record_event
 from .mime import new_message_id, verp_tag
 from .models import letter_table, outbox_table, send_control_table, utcnow, wave_table
-from .outbox import INVITATIONS, build_message, build_problem, email_context, set_aside
+from .outbox import INVITATIONS, build_message, build_problem, check_sender, email_context, set_aside
 from .renderer import WaveRenderer
 from .settings import Settings
 from .smtp import DeliveryError
@@ -203,6 +203,7 @@ def send_outbox(
     on_message: Callable[[str], None] | None = None,
 ) -> SendResult:
     """Deliver queued messages until the queue is empty (`once`) or forever, at most `rate` a second."""
+    check_sender(settings)
     paused_at, reason = pause_state(engine)
     if paused_at is not None:
         raise CampaignError(

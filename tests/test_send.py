@@ -20,6 +20,7 @@ from engine.errors import CampaignError
 from engine.launch import launch_wave
 from engine.mime import verp_tag
 from engine.models import letter_table, member_table, outbox_table
+from engine.outbox import export_outbox
 from engine.send import pause_state, recover_abandoned, resend_uncertain, send_outbox
 from engine.settings import Settings
 from engine.smtp import FolderTransport, SmtpTransport
@@ -294,3 +295,23 @@ def test_outbox_export_sets_aside_what_it_cannot_build_and_writes_the_rest(cli, 
     # What export set aside, the worker leaves alone; the rest go.
     assert send_outbox(poisoned, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep).sent == 47
     assert statuses(poisoned) == {"sent": 47, "failed": 1}
+
+
+def test_a_sender_setting_no_header_can_hold_stops_before_anything_is_claimed(launched, smtp, tmp_path):
+    """Otherwise every message would be set aside as failed, one by one, for the same reason."""
+    settings = Settings.from_env(
+        {
+            "CAMPAIGN_FROM": "Campaigns\r\nBcc: everyone@example.org <c@union.example>",
+            "CAMPAIGN_SECRET": SETTINGS.secret,
+        },
+        templates_dir=SETTINGS.templates_dir,
+    )
+    error = "CAMPAIGN_FROM: contains a line break (U+000D): no mail can carry it; nothing was sent"
+    with pytest.raises(CampaignError) as refused:
+        send_outbox(launched, settings, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep)
+    assert str(refused.value) == error
+    with pytest.raises(CampaignError) as refused:
+        export_outbox(launched, tmp_path / "check", settings)
+    assert str(refused.value) == error
+    assert statuses(launched) == {"queued": 48}
+    assert smtp.recorder.received == []
