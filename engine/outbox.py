@@ -28,6 +28,7 @@ from .mime import alternative, header_problem
 from .models import letter_table, outbox_table, wave_table
 from .renderer import WaveRenderer
 from .settings import Settings
+from .states import mark_undelivered
 
 
 @dataclass
@@ -240,6 +241,10 @@ def set_aside(conn: Connection, outbox_id: int, problem: str, *, claimed_by: str
         .where(o.id == outbox_id, condition)
         .values(status="failed", error=problem, claimed_by=None, claimed_at=None, next_attempt_at=None)
     ).rowcount
+    if done:
+        letter_id = conn.execute(select(o.letter_id).where(o.id == outbox_id, o.kind == "letter")).scalar()
+        if letter_id is not None:
+            mark_undelivered(conn, letter_id, problem)
     return bool(done)
 
 

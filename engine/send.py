@@ -32,8 +32,8 @@ from .outbox import INVITATIONS, build_message, build_problem, check_sender, ema
 from .renderer import WaveRenderer
 from .settings import Settings
 from .smtp import DeliveryError
-from .states import mark_invited, mark_sent
-from .suppression import suppressed_addresses
+from .states import mark_invited, mark_sent, mark_undelivered
+from .suppression import SUPPRESSED_RECIPIENT, suppressed_addresses
 
 MAX_ATTEMPTS = 5
 FIRST_RETRY = timedelta(minutes=1)
@@ -428,7 +428,15 @@ class _Delivery:
         settings = self.settings
         now = utcnow()
         if self.suppressed and address_of(data["to_addr"]).lower() in self.suppressed:
-            self._later(message_id, "suppressed", "the address complained: no more campaign mail")
+            # Suppressed while the message waited (staff accepted a complaint in between).
+            reason = (
+                SUPPRESSED_RECIPIENT
+                if data["kind"] == "letter"
+                else "the address asked for no more campaign mail"
+            )
+            self._later(
+                message_id, "suppressed", reason, letter_id=letter["id"] if data["kind"] == "letter" else None
+            )
             return "skipped", "suppressed"
         mail_from = self.domain_from
         if settings.bounce_domain:
@@ -450,7 +458,9 @@ class _Delivery:
                     message_id, "queued", str(exc), retry_at=now + FIRST_RETRY * 2 ** data["attempts"]
                 )
                 return "retrying", str(exc)
-            self._later(message_id, "failed", str(exc))
+            self._later(
+                message_id, "failed", str(exc), letter_id=letter["id"] if data["kind"] == "letter" else None
+            )
             return "failed", str(exc)
 
         def record(conn: Any) -> None:
@@ -471,7 +481,11 @@ class _Delivery:
         *,
         retry_at: datetime | None = None,
         attempts_delta: int = 0,
+        letter_id: int | None = None,
     ) -> None:
+        """Record how a message ended; `letter_id` (a member's letter that will never go) is then
+        marked failed with the same reason, not left queued."""
+
         def record(conn: Any) -> None:
             self.finish.execute(
                 conn,
@@ -481,6 +495,8 @@ class _Delivery:
                 retry_at=retry_at,
                 attempts_delta=attempts_delta,
             )
+            if letter_id is not None:
+                mark_undelivered(conn, letter_id, error)
 
         self.pending = record
 

@@ -56,6 +56,18 @@ def mark_opted_out(conn: Connection, letter_id: int) -> bool:
     return _decide(conn, letter_id, "opted_out")
 
 
+def mark_undelivered(conn: Connection, letter_id: int, reason: str) -> bool:
+    """queued → failed: the letter cannot reach its recipient (refused for good, suppressed,
+    unbuildable). It says why, on the member's page and in `wave status`."""
+    lt = letter_table.c
+    done = conn.execute(
+        letter_table.update()
+        .where(lt.id == letter_id, lt.state == "queued")
+        .values(state="failed", bounce_reason=reason[:500], updated_at=utcnow())
+    ).rowcount
+    return bool(done)
+
+
 def mark_sent(conn: Connection, letter_id: int) -> bool:
     """queued → sent: the worker delivered the letter to its target."""
     lt = letter_table.c

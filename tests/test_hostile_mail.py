@@ -413,3 +413,26 @@ def member_number(engine, letter: dict) -> str:
         return conn.execute(
             select(member_table.c.membership_no).where(member_table.c.id == letter["member_id"])
         ).scalar_one()
+
+
+def test_the_sender_fails_a_letter_whose_recipient_was_suppressed_while_it_waited(mailroom, tmp_path):
+    engine, letters = mailroom.engine, mailroom.letters
+    _, other = sent_and_waiting(engine, letters)
+    found = letter_for_member(engine, WAVE, member_number(engine, other))
+    assert send_for_me(engine, SETTINGS, found, found.text, None)
+    # Another process records the suppression between the member's click and the sender's run.
+    with engine.begin() as conn:
+        conn.execute(
+            suppression_table.insert().values(
+                address=other["target_email"].lower(), reason="complaint (staff)", created_at=utcnow()
+            )
+        )
+    outcome = send_outbox(
+        engine, SETTINGS, FolderTransport(tmp_path / "out"), rate=10_000, sleep=lambda s: None
+    )
+    assert outcome.sent == 0
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(letter_table.c.state, letter_table.c.bounce_reason).where(letter_table.c.id == other["id"])
+        ).one()
+    assert tuple(row) == ("failed", SUPPRESSED_RECIPIENT)
