@@ -66,6 +66,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check engine tests bench
 	$(BIN)/ruff format --check engine tests bench
+	$(BIN)/lint-imports
 
 test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -23,11 +23,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from engine.db import init_db, open_engine
-from engine.http import JsonClient
-from engine.members import import_members
-from engine.postcodes_io import PostcodesIO
-from engine.resolve import resolve_members
+from engine.lookup.http import JsonClient
+from engine.lookup.postcodes_io import PostcodesIO
+from engine.lookup.resolve import resolve_members
+from engine.members.importer import import_members
+from engine.store.db import init_db, open_engine
 
 AREAS = [
     "AL",
@@ -225,7 +225,7 @@ def main() -> int:
     if args.db:  # start clean on a shared server
         from sqlmodel import SQLModel
 
-        from engine import models  # noqa: F401
+        from engine.store import models  # noqa: F401
 
         with engine.begin() as conn:
             SQLModel.metadata.drop_all(conn)

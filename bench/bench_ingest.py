@@ -25,11 +25,11 @@ from bench_launch import peak_mb  # noqa: E402
 from bench_send import BENCH_SECRET, prepare  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from engine.db import open_engine  # noqa: E402
-from engine.inbox import MboxSource  # noqa: E402
-from engine.models import letter_table, member_table, outbox_table, utcnow  # noqa: E402
-from engine.replies import Ingester  # noqa: E402
+from engine.inbox.ingest import Ingester  # noqa: E402
+from engine.inbox.sources import MboxSource  # noqa: E402
 from engine.settings import Settings  # noqa: E402
+from engine.store.db import open_engine  # noqa: E402
+from engine.store.models import letter_table, member_table, outbox_table, utcnow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

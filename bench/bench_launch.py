@@ -29,19 +29,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_import_resolve import serve_fake_postcodes_io, write_members  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from engine.db import init_db, open_engine  # noqa: E402
-from engine.http import JsonClient  # noqa: E402
-from engine.launch import launch_wave  # noqa: E402
-from engine.members import import_members  # noqa: E402
-from engine.merge import member_context, mp_target, paragraphs_html  # noqa: E402
-from engine.models import member_table, mp_table, postcode_table  # noqa: E402
-from engine.outbox import queued_messages  # noqa: E402
-from engine.postcodes_io import PostcodesIO  # noqa: E402
-from engine.renderer import WaveRenderer, freeze_templates  # noqa: E402
-from engine.resolve import resolve_members  # noqa: E402
+from engine.letters.launch import launch_wave  # noqa: E402
+from engine.letters.merge import member_context, mp_target, paragraphs_html  # noqa: E402
+from engine.letters.render import WaveRenderer, freeze_templates  # noqa: E402
+from engine.letters.templating import compile_template, inline_css  # noqa: E402
+from engine.letters.waves import WaveSpec, create_wave, get_wave  # noqa: E402
+from engine.lookup.http import JsonClient  # noqa: E402
+from engine.lookup.postcodes_io import PostcodesIO  # noqa: E402
+from engine.lookup.resolve import resolve_members  # noqa: E402
+from engine.mail.outbox import queued_messages  # noqa: E402
+from engine.members.importer import import_members  # noqa: E402
 from engine.settings import Settings  # noqa: E402
-from engine.templating import compile_template, inline_css  # noqa: E402
-from engine.waves import WaveSpec, create_wave, get_wave  # noqa: E402
+from engine.store.db import init_db, open_engine  # noqa: E402
+from engine.store.models import member_table, mp_table, postcode_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

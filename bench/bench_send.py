@@ -29,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_import_resolve import write_members  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from engine.db import init_db, open_engine  # noqa: E402
-from engine.launch import launch_wave  # noqa: E402
-from engine.members import import_members  # noqa: E402
-from engine.models import member_table, mp_table, outbox_table  # noqa: E402
-from engine.outbox import queued_messages  # noqa: E402
-from engine.send import send_outbox  # noqa: E402
+from engine.letters.launch import launch_wave  # noqa: E402
+from engine.letters.waves import WaveSpec, create_wave  # noqa: E402
+from engine.mail.outbox import queued_messages  # noqa: E402
+from engine.mail.send import send_outbox  # noqa: E402
+from engine.mail.smtp import SmtpTransport  # noqa: E402
+from engine.members.importer import import_members  # noqa: E402
 from engine.settings import Settings  # noqa: E402
-from engine.smtp import SmtpTransport  # noqa: E402
-from engine.waves import WaveSpec, create_wave  # noqa: E402
+from engine.store.db import init_db, open_engine  # noqa: E402
+from engine.store.models import member_table, mp_table, outbox_table  # noqa: E402
 
 # A throwaway link secret for this run: the engine has no default, and no link outlives the bench.
 BENCH_SECRET = secrets.token_urlsafe(48)
@@ -69,7 +69,7 @@ def prepare(url: str, n: int, work: Path) -> None:
     if not url.startswith("sqlite"):
         from sqlmodel import SQLModel
 
-        from engine import models  # noqa: F401
+        from engine.store import models  # noqa: F401
 
         with engine.begin() as conn:
             SQLModel.metadata.drop_all(conn)

@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .errors import CampaignError
+from engine.errors import CampaignError
 
+# The campaign's own templates sit beside pyproject.toml, not wherever `campaign` is run from.
+PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_DB = "sqlite:///campaign.db"
 DEFAULT_POSTCODES_IO = "https://api.postcodes.io"
 DEFAULT_MEMBERS_API = "https://members-api.parliament.uk"
@@ -50,7 +52,7 @@ class Settings:
     mail_from: str = DEFAULT_FROM
     organising_email: str = DEFAULT_ORGANISING
     campaign_name: str = "the union"
-    templates_dir: str = "templates"
+    templates_dir: str = str(PROJECT_TEMPLATES)
     smtp_url: str | None = None
     bounce_domain: str | None = None
     outbox_dir: str = "outbox"
@@ -81,7 +83,7 @@ class Settings:
             mail_from=env.get("CAMPAIGN_FROM") or DEFAULT_FROM,
             organising_email=env.get("CAMPAIGN_ORGANISING_EMAIL") or DEFAULT_ORGANISING,
             campaign_name=env.get("CAMPAIGN_NAME") or "the union",
-            templates_dir=env.get("CAMPAIGN_TEMPLATES") or "templates",
+            templates_dir=env.get("CAMPAIGN_TEMPLATES") or str(PROJECT_TEMPLATES),
             smtp_url=env.get("SMTP_URL") or None,
             bounce_domain=env.get("BOUNCE_DOMAIN") or None,
             outbox_dir=env.get("CAMPAIGN_OUTBOX_DIR") or "outbox",

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from engine.cli import main
-from engine.db import init_db, open_engine
+from engine.store.db import init_db, open_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

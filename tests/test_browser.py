@@ -11,9 +11,9 @@ from conftest import ROOT, unavailable
 from test_waves import MP_WAVE, SETTINGS, load_sample
 from test_web import Site
 
-from engine.db import init_db, open_engine
-from engine.launch import launch_wave
-from engine.waves import create_wave
+from engine.letters.launch import launch_wave
+from engine.letters.waves import create_wave
+from engine.store.db import init_db, open_engine
 
 CHROMIUM = os.environ.get("CAMPAIGN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [

@@ -11,17 +11,17 @@ from test_replies import fill, sent  # noqa: F401  (the sent-wave fixture)
 from test_waves import MP_WAVE, SETTINGS, sample  # noqa: F401
 from test_web import Site
 
-from engine.chase import chase, working_days_after
-from engine.confirm import letter_for_member, send_for_me
 from engine.errors import CampaignError
-from engine.launch import launch_wave
-from engine.links import answer_link
-from engine.models import letter_table, member_table, outbox_table, utcnow
-from engine.outbox import parse_message
-from engine.replies import Ingester
-from engine.send import send_outbox
-from engine.smtp import FolderTransport
-from engine.waves import create_wave
+from engine.followup.chase import chase, working_days_after
+from engine.inbox.ingest import Ingester
+from engine.letters.confirm import letter_for_member, send_for_me
+from engine.letters.launch import launch_wave
+from engine.letters.links import answer_link
+from engine.letters.waves import create_wave
+from engine.mail.outbox import parse_message
+from engine.mail.send import send_outbox
+from engine.mail.smtp import FolderTransport
+from engine.store.models import letter_table, member_table, outbox_table, utcnow
 
 
 def test_working_days_skip_weekends_and_each_nations_bank_holidays():

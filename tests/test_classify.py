@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from conftest import shared_path
 
-from engine.classify import classify_message
+from engine.inbox.classify import classify_message
 
 
 def expected_kind(name: str) -> str:

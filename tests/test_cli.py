@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -99,3 +100,44 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 1
     assert len(list((tmp_path / "demo" / "pdfs").glob("*.pdf"))) == 3
     assert (tmp_path / "demo" / "preview.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_templates_are_found_from_any_folder_and_a_custom_letter_gets_the_default_layout(
+    cli, tmp_path, monkeypatch
+):
+    from conftest import ROOT
+
+    elsewhere = tmp_path / "somewhere-else"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no templates/ here
+    named = cli(
+        "wave",
+        "create",
+        "By name",
+        "--target",
+        "mp",
+        "--letter",
+        "mp-inspection",
+        "--invite",
+        "invitation",
+        env={"CAMPAIGN_TEMPLATES": None},
+    )
+    assert named.exit_code == 0, named.output
+    custom = elsewhere / "my-letter.txt"
+    custom.write_text((ROOT / "templates" / "letters" / "mp-inspection.txt").read_text())
+    own = cli(
+        "wave",
+        "create",
+        "Own letter",
+        "--target",
+        "mp",
+        "--letter",
+        str(custom),
+        "--invite",
+        "invitation",
+        env={"CAMPAIGN_TEMPLATES": None},
+    )
+    # Creating checks every template, the layout included: no layout.html sits beside my-letter.txt.
+    assert own.exit_code == 0, own.output
+    shown = cli("wave", "show", "Own letter", "--json", env={"CAMPAIGN_TEMPLATES": None})
+    assert json.loads(shown.output)["letter_template"] == str(custom)

@@ -14,7 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from engine.cli import main
-from engine.db import (
+from engine.errors import CampaignError
+from engine.members.importer import count_members, import_members
+from engine.store.db import (
     check_schema,
     current_revision,
     database_error_message,
@@ -22,8 +24,6 @@ from engine.db import (
     init_db,
     open_engine,
 )
-from engine.errors import CampaignError
-from engine.members import count_members, import_members
 
 
 def test_uninitialised_database_gets_a_clear_error(tmp_path):
@@ -95,7 +95,7 @@ def test_unreachable_postgres_is_one_line():
 def test_upgrade_from_the_first_schema_keeps_members(tmp_path, write_csv):
     from alembic import command
 
-    from engine.db import _alembic_config
+    from engine.store.db import _alembic_config
 
     engine = open_engine(f"sqlite:///{tmp_path}/old.db")
     command.upgrade(_alembic_config(engine), "0001")
@@ -128,11 +128,11 @@ def test_upgrading_gives_letters_nonces_and_revokes_their_links_made_from_refere
     from test_waves import MP_WAVE, SETTINGS, load_sample
     from test_web import Site
 
-    from engine.db import _alembic_config
-    from engine.launch import launch_wave
-    from engine.link_secret import check_links_made_with, reissue_links
-    from engine.links import link_token, token_hash
-    from engine.waves import create_wave
+    from engine.letters.launch import launch_wave
+    from engine.letters.link_secret import check_links_made_with, reissue_links
+    from engine.letters.links import link_token, token_hash
+    from engine.letters.waves import create_wave
+    from engine.store.db import _alembic_config
 
     load_sample(engine, tmp_path)
     create_wave(engine, "MPs", MP_WAVE, SETTINGS)

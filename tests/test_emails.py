@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from email_validator import validate_email
 
-from engine.emails import EmailNotValidError, normalise_email
+from engine.members.emails import EmailNotValidError, normalise_email
 
 ADDRESSES = [
     "jane.smith@members.example.org",

@@ -7,11 +7,11 @@ import json
 import pytest
 from conftest import DATA, MEMBER_HEADER
 
-from engine.employers import employer_gaps, import_contacts
 from engine.errors import RowErrors
-from engine.members import import_members
-from engine.resolve import resolve_members
-from engine.schools import import_schools
+from engine.lookup.employers import employer_gaps, import_contacts
+from engine.lookup.resolve import resolve_members
+from engine.lookup.schools import import_schools
+from engine.members.importer import import_members
 
 HEADER = "Employer key,Name,Kind,Email,Postal address,Salutation\n"
 

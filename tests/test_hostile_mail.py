@@ -18,8 +18,11 @@ from test_replies import MAIL, WAVE, sent, state_of, stored  # noqa: F401  (the 
 from test_waves import SETTINGS, sample  # noqa: F401
 
 from engine.cli import main
-from engine.confirm import letter_for_member, send_for_me
-from engine.models import (
+from engine.inbox.staff import accept_suggestion
+from engine.letters.confirm import letter_for_member, send_for_me
+from engine.mail.send import send_outbox
+from engine.mail.smtp import FolderTransport
+from engine.store.models import (
     failure_table,
     inbound_table,
     letter_table,
@@ -27,10 +30,7 @@ from engine.models import (
     suppression_table,
     utcnow,
 )
-from engine.replies import accept_suggestion
-from engine.send import send_outbox
-from engine.smtp import FolderTransport
-from engine.suppression import SUPPRESSED_RECIPIENT
+from engine.store.suppression import SUPPRESSED_RECIPIENT
 
 ENV = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates"), "CAMPAIGN_SECRET": SETTINGS.secret}
 
@@ -242,7 +242,7 @@ def test_a_failed_dmarc_never_matches_automatically_and_shows_in_triage(mailroom
 
 
 def test_only_our_own_servers_verdicts_are_read_when_its_authserv_id_is_set(sent, tmp_path):  # noqa: F811
-    from engine.replies import Ingester
+    from engine.inbox.ingest import Ingester
 
     engine, letters = sent
     letter = letters["spare1"]
@@ -282,7 +282,7 @@ def test_a_nul_byte_is_stored_without_stopping_the_run(mailroom):
 
 
 def test_a_message_that_cannot_be_stored_is_left_in_the_source_and_the_rest_go_on(mailroom, monkeypatch):
-    import engine.replies as replies
+    import engine.inbox.ingest as replies
 
     real = replies.without_nul
 
@@ -318,7 +318,7 @@ def test_accept_and_dismiss_say_what_they_cannot_do(mailroom):
 
 
 def test_a_complaint_quoting_our_unsubscribe_link_suppresses_that_member_a_forged_link_nobody(mailroom):
-    from engine.links import unsubscribe_link
+    from engine.letters.links import unsubscribe_link
 
     engine, letters = mailroom.engine, mailroom.letters
     member, other = letters["spare1"], letters["spare2"]
@@ -356,8 +356,8 @@ def sent_and_waiting(engine, letters: dict) -> tuple[str, dict]:
 def test_a_letter_to_a_suppressed_recipient_is_reported_never_left_queued(mailroom, tmp_path):
     from test_web import Site
 
-    from engine.links import link_token
-    from engine.waves import wave_status
+    from engine.letters.links import link_token
+    from engine.letters.waves import wave_status
 
     engine, letters = mailroom.engine, mailroom.letters
     name, other = sent_and_waiting(engine, letters)
@@ -388,8 +388,8 @@ def test_a_member_cannot_ask_us_to_send_to_a_suppressed_recipient_but_can_send_i
     from test_web import Site
 
     from engine.errors import CampaignError
-    from engine.links import link_token
-    from engine.suppression import suppress_address
+    from engine.letters.links import link_token
+    from engine.store.suppression import suppress_address
 
     engine, letters = mailroom.engine, mailroom.letters
     _, other = sent_and_waiting(engine, letters)

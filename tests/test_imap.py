@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from test_replies import SAMPLES, fill, sent  # noqa: F401  (the sent-wave fixture)
 from test_waves import SETTINGS, sample  # noqa: F401
 
-from engine.inbox import INGESTED_KEYWORD, ImapSource, parse_imap_url
-from engine.models import inbound_table
-from engine.replies import Ingester
+from engine.inbox.ingest import Ingester
+from engine.inbox.sources import INGESTED_KEYWORD, ImapSource, parse_imap_url
+from engine.store.models import inbound_table
 
 
 @pytest.fixture

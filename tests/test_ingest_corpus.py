@@ -8,10 +8,10 @@ from conftest import ROOT, shared_path
 from sqlalchemy import func, select
 from test_classify import expected_kind
 
-from engine.inbox import EmlSource
-from engine.models import failure_table, inbound_table, suppression_table
-from engine.replies import Ingester, IngestResult
+from engine.inbox.ingest import Ingester, IngestResult
+from engine.inbox.sources import EmlSource
 from engine.settings import Settings
+from engine.store.models import failure_table, inbound_table, suppression_table
 
 SETTINGS = Settings.from_env({}, templates_dir=str(ROOT / "templates"))
 # Filed as bounces by the corpus but not failures: two Amazon SES "Delivery" notices

@@ -20,17 +20,17 @@ from test_waves import MP_WAVE, SETTINGS, sample  # noqa: F401
 from test_web import Site
 
 from engine.cli import main
-from engine.confirm import letter_for_member, letter_for_token, sent_myself
-from engine.db import init_db, open_engine
 from engine.errors import CampaignError
-from engine.launch import launch_wave
-from engine.links import link_token, unsubscribe_link
-from engine.members import set_mail_opt_out
-from engine.outbox import parse_message
-from engine.send import send_outbox
+from engine.letters.confirm import letter_for_member, letter_for_token, sent_myself
+from engine.letters.launch import launch_wave
+from engine.letters.links import link_token, unsubscribe_link
+from engine.letters.waves import create_wave
+from engine.mail.outbox import parse_message
+from engine.mail.send import send_outbox
+from engine.mail.smtp import FolderTransport
+from engine.members.importer import set_mail_opt_out
 from engine.settings import Settings
-from engine.smtp import FolderTransport
-from engine.waves import create_wave
+from engine.store.db import init_db, open_engine
 
 NO_SECRET: dict[str, str | None] = {"CAMPAIGN_SECRET": None, "CAMPAIGN_SECRET_FILE": None}
 ROTATED = {"CAMPAIGN_SECRET": "a-new-secret-after-rotating-4Nf8Qs2Lw9XcT"}

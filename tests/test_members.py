@@ -10,8 +10,8 @@ from conftest import DATA, MEMBER_HEADER
 from sqlalchemy import func, select
 
 from engine.errors import CampaignError, RowErrors
-from engine.members import get_member, import_members, iter_members
-from engine.models import member_table
+from engine.members.importer import get_member, import_members, iter_members
+from engine.store.models import member_table
 
 GOOD = (
     f"{MEMBER_HEADER}\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.merge import freeze_layout, member_context, paragraphs_html, salutation
+from engine.letters.merge import freeze_layout, member_context, paragraphs_html, salutation
 
 
 def test_paragraphs_are_escaped_and_styled():
@@ -50,7 +50,7 @@ def test_layout_is_inlined_once_and_keeps_its_page_rules():
 
 
 def test_an_unfilled_prompt_for_the_members_own_words_is_left_out():
-    from engine.merge import placeholders, without_placeholders
+    from engine.letters.merge import placeholders, without_placeholders
 
     text = "Dear Ms Alden,\n\nOpening.\n\n[Why this matters in your school]\n\nClosing.\n"
     assert placeholders(text) == ["Why this matters in your school"]

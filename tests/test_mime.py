@@ -7,7 +7,8 @@ from email.utils import formataddr
 
 import pytest
 
-from engine.mime import alternative, header_problems
+from engine.mail.mime import alternative
+from engine.members.validation import header_problems
 
 NAMES = ["Aisha Khan", "Nguyễn Thi Lan", "Siân Owen", "O'Brien, Pat", "Łukasz Kowalski"]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.postcode import normalise_postcode
+from engine.members.postcode import normalise_postcode
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from payloads import INVALID, TERMINATED_NOT_FOUND, bulk_reply, postcode_result,
 from responses import matchers
 
 from engine.errors import CampaignError, NetworkUnavailable
-from engine.http import JsonClient
-from engine.postcodes_io import PostcodesIO, answer_from_result
+from engine.lookup.http import JsonClient
+from engine.lookup.postcodes_io import PostcodesIO, answer_from_result
 
 BASE = "https://postcodes.test"
 

@@ -12,23 +12,10 @@ from sqlalchemy import select
 from test_waves import SETTINGS, load_sample, sample  # noqa: F401  (the sample-data fixture)
 from test_web import Site
 
-from engine.confirm import letter_for_member, letter_for_token, send_for_me
 from engine.errors import CampaignError
-from engine.inbox import EmlSource, MaildirSource, MboxSource
-from engine.launch import launch_wave
-from engine.links import link_token
-from engine.mime import verp_tag
-from engine.models import (
-    failure_table,
-    inbound_table,
-    letter_table,
-    member_table,
-    outbox_table,
-    suppression_table,
-)
-from engine.outbox import parse_message
-from engine.replies import (
-    Ingester,
+from engine.inbox.ingest import Ingester
+from engine.inbox.sources import EmlSource, MaildirSource, MboxSource
+from engine.inbox.staff import (
     accept_suggestion,
     dismiss,
     list_messages,
@@ -36,9 +23,21 @@ from engine.replies import (
     match_manually,
     set_outcome,
 )
-from engine.send import send_outbox
-from engine.smtp import FolderTransport
-from engine.waves import WaveSpec, create_wave
+from engine.letters.confirm import letter_for_member, letter_for_token, send_for_me
+from engine.letters.launch import launch_wave
+from engine.letters.links import link_token, verp_tag
+from engine.letters.waves import WaveSpec, create_wave
+from engine.mail.outbox import parse_message
+from engine.mail.send import send_outbox
+from engine.mail.smtp import FolderTransport
+from engine.store.models import (
+    failure_table,
+    inbound_table,
+    letter_table,
+    member_table,
+    outbox_table,
+    suppression_table,
+)
 
 MAIL = Path(__file__).parent / "mail"
 WAVE = "Employers"

@@ -11,11 +11,11 @@ from conftest import DATA, shared_path
 from payloads import bulk_reply, contact_reply, mp_member, postcode_result, seat_search
 
 from engine.errors import RowErrors
-from engine.http import JsonClient
-from engine.parliament import MembersAPI
-from engine.postcode_cache import store_answers
-from engine.postcodes_io import answer_from_result
-from engine.reps import fetch_mps, import_mps, list_mps
+from engine.lookup.http import JsonClient
+from engine.lookup.parliament import MembersAPI
+from engine.lookup.postcode_cache import store_answers
+from engine.lookup.postcodes_io import answer_from_result
+from engine.lookup.reps import fetch_mps, import_mps, list_mps
 
 API = "https://members.test"
 

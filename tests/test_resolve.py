@@ -10,13 +10,13 @@ import responses
 from conftest import DATA, MEMBER_HEADER
 from payloads import NOT_FOUND, TERMINATED_NOT_FOUND, bulk_reply, postcode_result, terminated_reply
 
-from engine.employers import import_contacts
-from engine.http import JsonClient
-from engine.members import get_member, import_members
-from engine.postcodes_io import PostcodesIO
-from engine.reps import import_mps
-from engine.resolve import resolve_members
-from engine.schools import import_schools
+from engine.lookup.employers import import_contacts
+from engine.lookup.http import JsonClient
+from engine.lookup.postcodes_io import PostcodesIO
+from engine.lookup.reps import import_mps
+from engine.lookup.resolve import resolve_members
+from engine.lookup.schools import import_schools
+from engine.members.importer import get_member, import_members
 
 BASE = "https://postcodes.test"
 SEATS = {

@@ -7,8 +7,8 @@ from conftest import DATA
 from sqlalchemy import select
 
 from engine.errors import CampaignError, RowErrors
-from engine.models import school_table
-from engine.schools import employer_of, import_schools
+from engine.lookup.schools import employer_of, import_schools
+from engine.store.models import school_table
 
 GIAS_HEADER = (
     "URN,LA (code),LA (name),EstablishmentName,TypeOfEstablishment (code),TypeOfEstablishment (name),"

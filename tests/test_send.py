@@ -15,16 +15,16 @@ from smtp_server import SmtpServer
 from sqlalchemy import func, select
 from test_waves import MP_WAVE, SETTINGS, load_sample, sample  # noqa: F401  (the sample-data fixture)
 
-from engine.db import init_db, open_engine
 from engine.errors import CampaignError
-from engine.launch import launch_wave
-from engine.mime import verp_tag
-from engine.models import letter_table, member_table, outbox_table
-from engine.outbox import export_outbox
-from engine.send import pause_state, recover_abandoned, resend_uncertain, send_outbox
+from engine.letters.launch import launch_wave
+from engine.letters.links import verp_tag
+from engine.letters.waves import create_wave
+from engine.mail.outbox import export_outbox
+from engine.mail.send import pause_state, recover_abandoned, resend_uncertain, send_outbox
+from engine.mail.smtp import FolderTransport, SmtpTransport
 from engine.settings import Settings
-from engine.smtp import FolderTransport, SmtpTransport
-from engine.waves import create_wave
+from engine.store.db import init_db, open_engine
+from engine.store.models import letter_table, member_table, outbox_table
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import json
 
 from conftest import DATA, ROOT
 
-from engine.members import import_members
-from engine.schools import import_schools
-from engine.template_check import check_template_file
+from engine.letters.template_check import check_template_file
+from engine.lookup.schools import import_schools
+from engine.members.importer import import_members
 
 
 def test_every_bundled_template_checks_clean():

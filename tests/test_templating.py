@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 import pytest
 
 from engine.errors import CampaignError
-from engine.renderer import check_source
-from engine.templating import compile_template, fields_used, inline_css, render_error
+from engine.letters.render import check_source
+from engine.letters.templating import compile_template, fields_used, inline_css, render_error
 
 
 def render(source: str, html: bool = False, name: str = "t.txt", **context) -> str:

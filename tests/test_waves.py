@@ -18,20 +18,20 @@ import pytest
 from conftest import DATA, ROOT, TEST_SECRET
 from sqlalchemy import func, select
 
-from engine.db import init_db, open_engine
-from engine.employers import import_contacts
 from engine.errors import CampaignError, RowErrors
-from engine.launch import launch_wave, preview_merge
-from engine.letters import iter_letters
-from engine.members import import_members, set_mail_opt_out
-from engine.models import letter_table, member_table, mp_table, outbox_table
-from engine.outbox import export_outbox
-from engine.postcode_cache import load_cache_file
-from engine.reps import import_mps
-from engine.resolve import resolve_members
-from engine.schools import import_schools
+from engine.letters.documents import iter_letters
+from engine.letters.launch import launch_wave, preview_merge
+from engine.letters.waves import WaveSpec, create_wave, edit_wave, get_wave, wave_status
+from engine.lookup.employers import import_contacts
+from engine.lookup.postcode_cache import load_cache_file
+from engine.lookup.reps import import_mps
+from engine.lookup.resolve import resolve_members
+from engine.lookup.schools import import_schools
+from engine.mail.outbox import export_outbox
+from engine.members.importer import import_members, set_mail_opt_out
 from engine.settings import Settings
-from engine.waves import WaveSpec, create_wave, edit_wave, get_wave, wave_status
+from engine.store.db import init_db, open_engine
+from engine.store.models import letter_table, member_table, mp_table, outbox_table
 
 SETTINGS = Settings.from_env({"CAMPAIGN_SECRET": TEST_SECRET}, templates_dir=str(ROOT / "templates"))
 MP_WAVE = WaveSpec(target="mp", letter="mp-inspection", invite="invitation")
@@ -232,11 +232,11 @@ def test_member_named_script_stays_text(sample):
     create_wave(sample, "MPs", MP_WAVE, SETTINGS)
     launch_wave(sample, "MPs", SETTINGS)
     wave, letter, invitation, merger = preview_merge(sample, "MPs", SETTINGS, "M100001")
-    from engine.letters import letter_html
+    from engine.letters.documents import letter_html
 
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Khan" in letter_html(letter, merger.renderer)
-    from engine.letters import letter_document
-    from engine.outbox import build_invitation, parse_message
+    from engine.letters.documents import letter_document
+    from engine.mail.outbox import build_invitation, parse_message
 
     assert "<script>" not in letter_document(letter, merger.renderer)
     html = (
@@ -316,7 +316,7 @@ def test_pdf_prints_every_name(sample, tmp_path):
     pypdf = pytest.importorskip("pypdf")
     create_wave(sample, "Employers", EMPLOYER_WAVE, SETTINGS)
     launch_wave(sample, "Employers", SETTINGS)
-    from engine.letters import write_wave_pdfs
+    from engine.letters.documents import write_wave_pdfs
 
     refs = [
         r["reference"]

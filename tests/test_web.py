@@ -18,12 +18,12 @@ from smtp_server import SmtpServer, free_port
 from sqlalchemy import select
 from test_waves import EMPLOYER_WAVE, MP_WAVE, SETTINGS, sample  # noqa: F401
 
-from engine.launch import launch_wave
-from engine.links import csrf_token, link_token
-from engine.models import letter_table, member_table, outbox_table, utcnow
-from engine.send import send_outbox
-from engine.smtp import SmtpTransport
-from engine.waves import create_wave
+from engine.letters.launch import launch_wave
+from engine.letters.links import csrf_token, link_token
+from engine.letters.waves import create_wave
+from engine.mail.send import send_outbox
+from engine.mail.smtp import SmtpTransport
+from engine.store.models import letter_table, member_table, outbox_table, utcnow
 from engine.web.app import create_app, server_config
 from engine.web.throttle import GuessThrottle, client_address
 
@@ -124,6 +124,22 @@ def test_send_for_me_queues_the_letter_once_even_when_replayed(site):
     after = requests.get(url, timeout=10)
     assert "Your letter is on its way to Harriet Alden MP" in after.text
     assert 'name="action"' not in after.text
+
+
+def test_a_nul_or_control_character_pasted_into_the_letter_is_dropped_not_a_server_error(site):
+    url = site.link("M100001")
+    form = site.form(
+        "M100001",
+        action="send",
+        text="Dear Ms Alden,\n\nMy own\x00 words,\x1b pasted.\n\nAisha Khan\n",
+        address="1 Orchard\x00 Way\nSevenoaks\nBR8 7RE",
+    )
+    sent = requests.post(url, data=form, allow_redirects=False, timeout=10)
+    assert sent.status_code == 303
+    letter = site.letter("M100001")
+    assert letter["state"] == "queued"
+    assert letter["final_text"] == "Dear Ms Alden,\n\nMy own words, pasted.\n\nAisha Khan\n"
+    assert letter["sender_address"] == "1 Orchard Way\nSevenoaks\nBR8 7RE"
 
 
 def test_forms_need_the_letters_own_csrf_token(site):

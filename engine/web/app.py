@@ -18,8 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine, select
 
-from ..chase import record_answer
-from ..confirm import (
+from engine.errors import CampaignError
+from engine.followup.chase import record_answer
+from engine.letters.confirm import (
     MAX_TEXT,
     MemberLetter,
     letter_for_token,
@@ -28,15 +29,14 @@ from ..confirm import (
     sent_myself,
     similarity,
 )
-from ..errors import CampaignError
-from ..events import record_event
-from ..letters import letter_document, pdf_bytes
-from ..links import check_token, csrf_token, link_token
-from ..merge import placeholders, without_placeholders
-from ..models import letter_table, member_table, utcnow
-from ..renderer import WaveRenderer
-from ..settings import Settings
-from .throttle import GuessThrottle, client_address
+from engine.letters.documents import letter_document, pdf_bytes
+from engine.letters.links import check_token, csrf_token, link_token
+from engine.letters.merge import placeholders, without_placeholders
+from engine.letters.render import WaveRenderer
+from engine.settings import Settings
+from engine.store.events import record_event
+from engine.store.models import letter_table, member_table, utcnow
+from engine.web.throttle import GuessThrottle, client_address
 
 TEMPLATES = Path(__file__).parent / "templates"
 _DONE = {

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
-from ..settings import Network
+from engine.settings import Network
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -1,0 +1,169 @@
+"""`campaign letters …` and `campaign links reissue`: members' letters, their links and choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from engine.cli.app import App, main, pass_app
+from engine.cli.output import Progress, echo_json_array, echo_table
+from engine.errors import CampaignError
+from engine.letters.confirm import letter_for_member, not_for_me, send_for_me, sent_myself
+from engine.letters.documents import iter_letters
+from engine.letters.link_secret import reissue_links
+from engine.letters.links import letter_link, link_token
+from engine.store.models import LETTER_STATES
+
+_kind_option = click.option(
+    "--kind",
+    type=click.Choice(["letter", "follow-up", "chaser"]),
+    default="letter",
+    show_default=True,
+    help="Which of the member's letters in the wave.",
+)
+
+
+@main.group()
+def letters() -> None:
+    """Look at letters."""
+
+
+@letters.command("list")
+@click.option("--wave", "wave_name", metavar="NAME", help="Only this wave's letters.")
+@click.option("--state", type=click.Choice(LETTER_STATES), help="Only letters in this state.")
+@click.option(
+    "--kind",
+    type=click.Choice(["letter", "follow-up", "chaser"]),
+    help="Only first letters, follow-ups or chasers.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_app
+def letters_list(app: App, wave_name: str | None, state: str | None, kind: str | None, as_json: bool) -> None:
+    """List letters: reference, member, target, state and subject.
+
+    \b
+    Example:
+      campaign letters list --wave "MPs autumn" --state drafted
+    """
+    rows = iter_letters(
+        app.engine(), wave=wave_name, state=state, kind=kind.replace("-", "_") if kind else None
+    )
+    if as_json:
+        echo_json_array(rows)
+        return
+    count = echo_table(
+        rows,
+        [
+            ("reference", "REF", 11),
+            ("membership_no", "MEMBER", 8),
+            ("member", "NAME", 20),
+            ("target_name", "TO", 26),
+            ("target_email", "EMAIL", 30),
+            ("state", "STATE", 9),
+            ("kind", "KIND", 9),
+            ("subject", "SUBJECT", 40),
+        ],
+    )
+    click.echo(f"{count} letter(s).", err=True)
+
+
+@letters.command("link")
+@click.argument("wave_name", metavar="WAVE")
+@click.argument("membership_no", metavar="MEMBER")
+@_kind_option
+@pass_app
+def letters_link(app: App, wave_name: str, membership_no: str, kind: str) -> None:
+    """Print a member's personal link to their letter (to help them by phone, or to test the pages).
+
+    \b
+    Example:
+      campaign letters link "MPs autumn" M100001
+    """
+    secret = app.require_secret()
+    found = letter_for_member(app.engine(), wave_name, membership_no, kind.replace("-", "_"))
+    click.echo(letter_link(app.settings.base_url, link_token(secret, found.letter["link_nonce"])))
+
+
+@letters.command("decide")
+@click.argument("wave_name", metavar="WAVE")
+@click.argument("membership_no", metavar="MEMBER")
+@click.argument("choice", type=click.Choice(["send", "self", "opt-out"]))
+@click.option(
+    "--text-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The member's edited letter (default: the letter as drafted).",
+)
+@click.option("--address", help="The member's home address, lines separated by | (MP letters).")
+@_kind_option
+@pass_app
+def letters_decide(
+    app: App,
+    wave_name: str,
+    membership_no: str,
+    choice: str,
+    text_file: Path | None,
+    address: str | None,
+    kind: str,
+) -> None:
+    """Record a member's choice for them, exactly as their page would: send for me, sent myself, or opt out.
+
+    \b
+    Examples:
+      campaign letters decide "MPs autumn" M100003 send --text-file edited.txt \\
+          --address "1 High St|Leeds|LS1 1AA"
+      campaign letters decide "MPs autumn" M100004 opt-out
+    """
+    engine = app.engine()
+    found = letter_for_member(engine, wave_name, membership_no, kind.replace("-", "_"))
+    text = text_file.read_text(encoding="utf-8") if text_file else found.text
+    if address is not None:
+        address = "\n".join(part.strip() for part in address.split("|"))
+    elif found.needs_address:
+        address = found.letter["sender_address"] or found.member["address"]
+    if choice == "send":
+        done = send_for_me(engine, app.settings, found, text, address)
+    elif choice == "self":
+        done = sent_myself(engine, found, text)
+    else:
+        done = not_for_me(engine, found)
+    if not done:
+        raise CampaignError(f"{membership_no} had already decided: the letter is {found.letter['state']}")
+    click.echo(f"{membership_no}: {choice} recorded for letter {found.letter['reference']}.")
+
+
+@main.group()
+def links() -> None:
+    """Members' personal links and the secret that signs them."""
+
+
+@links.command("reissue")
+@click.option("--yes", is_flag=True, help="Do it (without it, only count the letters that would change).")
+@pass_app
+def links_reissue(app: App, yes: bool) -> None:
+    """Give every letter the link the current secret makes, after rotating the secret or upgrading.
+
+    The links already sent (letters, unsubscribe, questionnaire answers) stop
+    working; `campaign letters link` prints a member's new one, and
+    `campaign wave reinvite` emails undecided members theirs.
+
+    \b
+    Example:
+      campaign links reissue --yes
+    """
+    app.require_secret(check_links=False)
+    with Progress("Checking links") as bar:
+        changed = reissue_links(app.engine(), app.settings, apply=yes, progress=bar.update)
+    origin = app.settings.secret_origin
+    if not changed:
+        click.echo(f"Every letter's link is already made with the secret from {origin}.")
+    elif not yes:
+        click.echo(
+            f"{changed} letter(s) would get a new link made with the secret from {origin}, "
+            "and their old links would stop working. To do it: campaign links reissue --yes"
+        )
+    else:
+        click.echo(
+            f"{changed} letter(s) have a new link; their old links no longer work. "
+            "Next: campaign wave reinvite WAVE, to email members who have not acted yet their new link."
+        )

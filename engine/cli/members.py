@@ -1,0 +1,143 @@
+"""`campaign members …`: importing, listing and showing members, and their mail opt-out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from engine.cli.app import App, main, pass_app
+from engine.cli.output import Progress, echo_json, echo_json_array, echo_table
+from engine.members.importer import get_member, import_members, iter_members, set_mail_opt_out
+from engine.store.models import EMPLOYER_STATUSES, MP_STATUSES
+
+
+@main.group()
+def members() -> None:
+    """Import and look at members."""
+
+
+@members.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--skip-invalid", is_flag=True, help="Import the good rows; write bad ones to a rejects CSV.")
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where --skip-invalid writes bad rows (default: FILE.rejects.csv beside FILE).",
+)
+@click.option("--encoding", help="Force the file's encoding (default: UTF-8, else Windows-1252).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_app
+def members_import(
+    app: App, file: Path, skip_invalid: bool, rejects: Path | None, encoding: str | None, as_json: bool
+) -> None:
+    """Import a membership-system CSV export, updating members already known.
+
+    Needs membership_no, first_name, last_name, email, postcode and school_urn;
+    other columns are kept as merge fields. A file with bad rows imports
+    nothing unless --skip-invalid is given.
+
+    \b
+    Example:
+      campaign members import data/members.csv --skip-invalid
+    """
+    with Progress("Importing members") as bar:
+        result = import_members(
+            app.engine(),
+            file,
+            skip_invalid=skip_invalid,
+            rejects_path=rejects,
+            encoding=encoding,
+            progress=bar.update,
+            on_start=bar.start,
+        )
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    click.echo(
+        f"{file}: {result.created} created, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {result.rejected} rejected."
+    )
+    if result.custom_fields:
+        click.echo(f"Extra columns kept as merge fields: {', '.join(result.custom_fields)}.")
+    if result.rejects_file:
+        click.echo(f"Rejected rows and their reasons: {result.rejects_file}")
+    click.echo("Next: campaign resolve")
+
+
+@members.command("list")
+@click.option("--mp-status", type=click.Choice(MP_STATUSES), help="Only members with this MP outcome.")
+@click.option(
+    "--employer-status", type=click.Choice(EMPLOYER_STATUSES), help="Only members with this employer outcome."
+)
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many members.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of members.")
+@pass_app
+def members_list(
+    app: App, mp_status: str | None, employer_status: str | None, limit: int | None, as_json: bool
+) -> None:
+    """List members with what `resolve` found for each.
+
+    \b
+    Example:
+      campaign members list --mp-status terminated
+    """
+    rows = iter_members(app.engine(), mp_status=mp_status, employer_status=employer_status, limit=limit)
+    if as_json:
+        echo_json_array(rows)
+        return
+    count = echo_table(
+        ({**r, "name": f"{r['first_name']} {r['last_name']}"} for r in rows),
+        [
+            ("membership_no", "MEMBER", 10),
+            ("name", "NAME", 22),
+            ("postcode", "POSTCODE", 8),
+            ("mp_status", "MP", 12),
+            ("constituency_name", "CONSTITUENCY", 26),
+            ("employer_status", "EMPLOYER", 11),
+            ("employer_name", "EMPLOYER NAME", 30),
+        ],
+    )
+    click.echo(f"{count} member(s).", err=True)
+
+
+@members.command("show")
+@click.argument("membership_no")
+@click.option("--json", "as_json", is_flag=True, help="Print the member as JSON.")
+@pass_app
+def members_show(app: App, membership_no: str, as_json: bool) -> None:
+    """Show one member, their merge fields and how they resolved.
+
+    \b
+    Example:
+      campaign members show M100001
+    """
+    member = get_member(app.engine(), membership_no)
+    if as_json:
+        echo_json(member)
+        return
+    custom = member.pop("custom") or {}
+    for key, value in member.items():
+        if key != "id":
+            click.echo(f"{key + ':':20} {'' if value is None else value}")
+    for key, value in custom.items():
+        click.echo(f"{'custom.' + key + ':':20} {value}")
+
+
+@members.command("opt-out")
+@click.argument("membership_no")
+@click.option("--undo", is_flag=True, help="Take the opt-out back.")
+@pass_app
+def members_opt_out(app: App, membership_no: str, undo: bool) -> None:
+    """Record that a member wants no more campaign mail (or, with --undo, that they do).
+
+    \b
+    Example:
+      campaign members opt-out M100001
+    """
+    member = set_mail_opt_out(app.engine(), membership_no, not undo)
+    state = "opted out of" if member["mail_opt_out_at"] else "receiving"
+    click.echo(f"{membership_no} is {state} campaign mail.")
+
+
+# ---- sending ------------------------------------------------------------------

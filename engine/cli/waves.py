@@ -1,0 +1,425 @@
+"""`campaign template check` and `campaign wave …`: writing, previewing and launching waves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from engine.cli.app import App, UserError, main, pass_app
+from engine.cli.output import Progress, echo_json, echo_table
+from engine.letters.documents import letter_document, pdf_bytes, write_wave_pdfs
+from engine.letters.launch import launch_wave, preview_merge
+from engine.letters.link_secret import reinvite_wave
+from engine.letters.template_check import check_template_file
+from engine.letters.waves import WaveSpec, create_wave, edit_wave, get_wave, list_waves, wave_status
+from engine.mail.outbox import build_invitation, parse_message
+from engine.store.files import make_folder, write_atomically
+from engine.store.models import LETTER_STATES, WAVE_TARGETS
+
+REASONS = {
+    "opted_out": "opted out of campaign mail",
+    "no_email": "no email address",
+    "unresolved": "not resolved to a target",
+    "no_employer_contact": "no employer contact",
+}
+
+
+# ---- templates ----------------------------------------------------------------
+
+
+@main.group()
+def template() -> None:
+    """Check campaign templates."""
+
+
+@template.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--members", "with_members", is_flag=True, help="Also report members who lack a field it uses.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_app
+def template_check(app: App, path: Path, with_members: bool, as_json: bool) -> None:
+    """List the fields a template uses and reject unknown ones.
+
+    \b
+    Example:
+      campaign template check templates/letters/mp-inspection.txt --members
+    """
+    report = check_template_file(path, app.engine() if with_members else None)
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        click.echo(f"{report.file} ({report.kind} template) uses:")
+        for use in report.fields:
+            click.echo(f"  line {use['line']:>3}  {use['field']}")
+        for name, lack in report.lacking.items():
+            examples = ", ".join(lack["examples"][:5]) + (", …" if lack["members"] > 5 else "")
+            click.echo(f"{lack['members']} member(s) have no {name}: {examples}")
+    if report.problems:
+        for problem in report.problems:
+            click.echo(problem, err=True)
+        raise UserError(f"{report.file}: {len(report.problems)} problem(s)")
+
+
+# ---- waves --------------------------------------------------------------------
+
+
+def wave_options(create: bool):
+    def decorate(f):
+        options = [
+            click.option(
+                "--target",
+                type=click.Choice(WAVE_TARGETS),
+                required=create,
+                help="Who the letters go to: each member's MP or employer, or one fixed recipient.",
+            ),
+            click.option(
+                "--letter",
+                "letter",
+                required=create,
+                metavar="TEMPLATE",
+                help="Letter template: a path or a name in templates/letters/.",
+            ),
+            click.option(
+                "--invite",
+                required=create,
+                metavar="TEMPLATE",
+                help="Invitation email: a name in templates/email/ (needs NAME.txt and NAME.html).",
+            ),
+            click.option(
+                "--subject", help="Subject for every letter, overriding the template's (Jinja2 allowed)."
+            ),
+            click.option("--reply-days", type=int, help="Working days a target has to reply (default 10)."),
+            click.option(
+                "--link-days", type=int, help="Days members' links stay valid after launch (default 30)."
+            ),
+            click.option(
+                "--where",
+                multiple=True,
+                metavar="FIELD=VALUE,…",
+                help="Only members matching, e.g. region=London|South East,role=Headteacher.",
+            ),
+            click.option("--to", metavar="'NAME <EMAIL>'", help="The one recipient of a fixed wave."),
+            click.option(
+                "--to-address", metavar="LINES", help="Postal address of --to, lines separated by |."
+            ),
+            click.option("--to-salutation", metavar="TEXT", help="What follows 'Dear' for --to."),
+            click.option(
+                "--follow-up",
+                metavar="TEMPLATE",
+                help="Letter drafted when the target replies (employer waves: employer-follow-up).",
+            ),
+            click.option(
+                "--chaser",
+                metavar="TEMPLATE",
+                help="Letter offered when no reply comes in time (employer waves: employer-chaser).",
+            ),
+            click.option(
+                "--ask-after",
+                "ask_days",
+                type=int,
+                help="Days after an MP letter goes before asking the member if the MP replied (default 14).",
+            ),
+        ]
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _spec(**kw) -> WaveSpec:
+    where = kw.pop("where")
+    return WaveSpec(where=list(where) if where else None, **kw)
+
+
+def _print_wave(wave: dict) -> None:
+    click.echo(
+        f"Wave {wave['name']!r}: {wave['status']}, to {wave['target']}"
+        + (f" ({wave['fixed_name']})" if wave["target"] == "fixed" else "")
+    )
+    click.echo(f"  letter: {wave['letter_template']}   invitation: {wave['invite_template']}")
+    filters = "; ".join(f"{k} = {' | '.join(v)}" for k, v in (wave["filters"] or {}).items()) or "all members"
+    click.echo(f"  members: {filters}   reply within {wave['reply_days']} working days")
+    later = [f"follow-up: {wave['follow_up_template']}" if wave.get("follow_up_template") else ""]
+    later.append(f"chaser: {wave['chaser_template']}" if wave.get("chaser_template") else "")
+    if wave["target"] == "mp":
+        later.append(f"asks whether the MP replied after {wave['ask_days']} days")
+    if any(later):
+        click.echo("  " + "   ".join(x for x in later if x))
+
+
+@main.group()
+def wave() -> None:
+    """Create, preview and launch waves of letters."""
+
+
+@wave.command("create")
+@click.argument("name")
+@wave_options(create=True)
+@pass_app
+def wave_create(app: App, name: str, **options) -> None:
+    """Create a wave (a draft, editable until launched).
+
+    \b
+    Examples:
+      campaign wave create "MPs autumn" --target mp --letter mp-inspection --invite invitation
+      campaign wave create "SoS pause" --target fixed --letter secretary-of-state --invite invitation \\
+          --to "Secretary of State for Education <sos@education.example>" --where role=Headteacher
+    """
+    wave = create_wave(app.engine(), name, _spec(**options), app.settings)
+    _print_wave(wave)
+    click.echo(f"Next: campaign wave preview {name!r}")
+
+
+@wave.command("edit")
+@click.argument("name")
+@wave_options(create=False)
+@pass_app
+def wave_edit(app: App, name: str, **options) -> None:
+    """Change a draft wave; only the options given change.
+
+    \b
+    Example:
+      campaign wave edit "MPs autumn" --reply-days 15 --where region=London
+    """
+    _print_wave(edit_wave(app.engine(), name, _spec(**options), app.settings))
+
+
+@wave.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_app
+def wave_list(app: App, as_json: bool) -> None:
+    """List waves with their letter counts.
+
+    \b
+    Example:
+      campaign wave list
+    """
+    rows = list_waves(app.engine())
+    if as_json:
+        echo_json(rows)
+        return
+    echo_table(
+        rows,
+        [
+            ("name", "WAVE", 28),
+            ("target", "TARGET", 8),
+            ("status", "STATUS", 8),
+            ("letters", "LETTERS", 7),
+            ("letter_template", "LETTER", 30),
+        ],
+    )
+
+
+@wave.command("show")
+@click.argument("name")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the wave as JSON (without its frozen templates)."
+)
+@pass_app
+def wave_show(app: App, name: str, as_json: bool) -> None:
+    """Show a wave's settings.
+
+    \b
+    Example:
+      campaign wave show "MPs autumn"
+    """
+    wave = get_wave(app.engine(), name)
+    wave.pop("frozen", None)
+    if as_json:
+        echo_json(wave)
+    else:
+        _print_wave(wave)
+
+
+@wave.command("preview")
+@click.argument("name")
+@click.option(
+    "--member", "membership_no", metavar="NO", help="Preview this member (default: the first eligible)."
+)
+@click.option(
+    "--out",
+    default="-",
+    metavar="FILE.html|FILE.pdf|FILE.eml|-",
+    help="Where to write: the letter as HTML or PDF, the invitation as .eml, or text on stdout.",
+)
+@pass_app
+def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> None:
+    """Render one real merge exactly as it will be sent, writing nothing to the database.
+
+    \b
+    Examples:
+      campaign wave preview "MPs autumn" --member M100001
+      campaign wave preview "MPs autumn" --out preview.pdf
+    """
+    # A preview's link is an example, but it is made like a real one: from the secret.
+    app.require_secret(check_links=False)
+    wave, letter, invitation, merger = preview_merge(app.engine(), name, app.settings, membership_no)
+    document = letter_document(letter, merger.renderer)
+    raw = build_invitation(invitation, letter, wave, merger.renderer, app.settings)
+    message = parse_message(raw)
+    if out == "-":
+        click.echo(f"To:      {letter['target_name']} <{letter['target_email'] or 'no email: post only'}>")
+        click.echo(f"Subject: {letter['subject']}   [Ref: {letter['reference']}]\n")
+        click.echo(letter["body_text"])
+        click.echo("-" * 72 + "\nInvitation email\n" + "-" * 72)
+        for header in ("From", "To", "Subject", "List-Unsubscribe"):
+            click.echo(f"{header}: {message[header]}")
+        click.echo()
+        click.echo(message.get_body(("plain",)).get_content())
+        if wave["status"] == "draft":
+            click.echo(
+                "(A preview: its reference and link are examples; each letter gets its own at launch.)"
+            )
+        return
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix == ".html":
+        data = document.encode()
+    elif suffix == ".pdf":
+        data = pdf_bytes([document])
+    elif suffix == ".eml":
+        data = raw
+    else:
+        raise UserError(f"--out: {out!r} must end in .html, .pdf or .eml (or be - for text)")
+    make_folder(path.parent)
+    write_atomically(path, data)
+    click.echo(
+        f"Wrote {path} (member {letter['merge_snapshot']['member']['membership_no']}, "
+        f"to {letter['target_name']})."
+    )
+
+
+@wave.command("launch")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print counts and every member skipped, with why.")
+@pass_app
+def wave_launch(app: App, name: str, as_json: bool) -> None:
+    """Create every eligible member's letter and queue their invitation, in one transaction.
+
+    Launching again adds letters only for members who have none yet.
+
+    \b
+    Example:
+      campaign wave launch "MPs autumn"
+    """
+    app.require_secret()
+    with Progress("Merging letters") as bar:
+        result = launch_wave(
+            app.engine(), name, app.settings, list_skipped=as_json, progress=bar.update, on_start=bar.start
+        )
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    click.echo(
+        f"Wave {name!r}: {result.created} letter(s) created, {result.invitations_queued} "
+        f"invitation(s) queued, {result.already} member(s) already had a letter."
+    )
+    for reason, count in sorted(result.skipped.items(), key=lambda item: -item[1]):
+        click.echo(f"  skipped {count}: {REASONS.get(reason, reason)}")
+    if result.skipped:
+        click.echo("  (--json lists each skipped member and why)")
+    click.echo("Next: campaign outbox export DIR to inspect the invitations; nothing has been sent.")
+
+
+@wave.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_app
+def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
+    """Count a wave's letters by state, and its queued mail.
+
+    \b
+    Example:
+      campaign wave status "MPs autumn"
+    """
+    status = wave_status(app.engine(), name)
+    if as_json:
+        echo_json(status)
+        return
+    click.echo(f"Wave {name!r} ({status['status']}, to {status['target']}): {status['letters']} letter(s)")
+    for state in LETTER_STATES:
+        if status["states"].get(state):
+            click.echo(f"  {state:<12} {status['states'][state]}")
+    for label, key in (("follow-ups", "follow_ups"), ("chasers", "chasers")):
+        if status[key]:
+            counts = ", ".join(f"{s} {status[key][s]}" for s in LETTER_STATES if s in status[key])
+            click.echo(f"  {label}: {counts}")
+    if status["incoming"]:
+        click.echo(
+            "  incoming: "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(status["incoming"].items()))
+        )
+    if status["outbox"]:
+        click.echo("  mail: " + ", ".join(f"{k} {v}" for k, v in sorted(status["outbox"].items())))
+    for row in status["undelivered"]:
+        click.echo(f"  {row['letters']} {row['state']}: {row['reason']}")
+
+
+@wave.command("reinvite")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_app
+def wave_reinvite(app: App, name: str, as_json: bool) -> None:
+    """Queue the invitation again, with each member's current link, for every letter not yet acted on.
+
+    For after `campaign links reissue`: the links in the invitations already
+    sent no longer work. Letters whose link has expired, and members who asked
+    for no more campaign mail, get nothing; an invitation still in the outbox
+    will carry the new link anyway.
+
+    \b
+    Example:
+      campaign wave reinvite "MPs autumn"
+    """
+    app.require_secret()
+    result = reinvite_wave(app.engine(), app.settings, name)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    click.echo(
+        f"Wave {name!r}: {result.queued} invitation(s) queued again; {result.waiting} still in the outbox, "
+        f"{result.expired} expired, {result.not_emailed} not to be emailed."
+    )
+    if result.queued:
+        click.echo("Next: campaign send")
+
+
+@wave.command("pdf")
+@click.argument("name")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the PDFs.",
+)
+@click.option("--combined", is_flag=True, help="One PDF for a print run (a file per 200 letters).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N letters.")
+@click.option("--ref", "references", multiple=True, help="Only these letter references.")
+@pass_app
+def wave_pdf(
+    app: App, name: str, out_dir: Path, combined: bool, limit: int | None, references: tuple[str, ...]
+) -> None:
+    """Print-ready A4 PDFs of a launched wave's letters.
+
+    \b
+    Examples:
+      campaign wave pdf "Employers autumn" --out pdfs/ --limit 5
+      campaign wave pdf "Employers autumn" --out print-run/ --combined
+    """
+    with Progress("Writing PDFs") as bar:
+        paths = write_wave_pdfs(
+            app.engine(),
+            name,
+            out_dir,
+            combined=combined,
+            limit=limit,
+            references=list(references) or None,
+            progress=bar.update,
+        )
+    click.echo(f"Wrote {len(paths)} PDF(s) to {out_dir}.")
+
+
+# ---- letters and outbox ---------------------------------------------------------

@@ -1,0 +1,140 @@
+"""Acting on what a message proves: a reply marks its letter replied and drafts the follow-up,
+a bounce marks its message and letter bounced, a complaint suppresses its recipient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from engine.inbox.classify import Classification
+from engine.inbox.match import AWAITING, Analysis, Matcher
+from engine.mail.outbox import INVITATIONS
+from engine.mail.send import address_of
+from engine.settings import Settings
+from engine.store.models import (
+    failure_table,
+    letter_table,
+    outbox_table,
+)
+from engine.store.suppression import suppress_address
+
+
+@dataclass
+class Effects:
+    """What acting on one message changed."""
+
+    letters_replied: int = 0
+    letters_bounced: int = 0
+    addresses_suppressed: int = 0
+    follow_ups: int = 0
+
+
+def act(
+    conn: Connection, inbound_id: int, analysis: Analysis, matcher: Matcher, settings: Settings, now: datetime
+) -> Effects:
+    """What the evidence proves, done; what it only suggests was set aside for staff by the matcher."""
+    done = Effects()
+    if analysis.kind == "bounce":
+        record_failures(conn, inbound_id, analysis, matcher)
+        if analysis.sent is not None:
+            done.letters_bounced += bounce_message(conn, analysis.sent, analysis.classification, now)
+    elif analysis.kind == "complaint":
+        sent = analysis.sent
+        # Only the recipient of the message complained about: never an address the report lists.
+        if (
+            sent is not None
+            and analysis.triage is None
+            and suppress_address(conn, address_of(sent["to_addr"]), "complaint", inbound_id, now)
+        ):
+            done.addresses_suppressed += 1
+    elif analysis.kind == "reply" and analysis.letter is not None and counts_as_reply(analysis):
+        replied = mark_replied(conn, analysis.letter, analysis.authored_at or now, now)
+        done.letters_replied += replied
+        if replied and follow_up(conn, analysis.letter, inbound_id, settings, now):
+            done.follow_ups += 1
+    return done
+
+
+def counts_as_reply(analysis: Analysis) -> bool:
+    """A member writing to us in their own words is not their target's reply."""
+    if analysis.forwarded is not None:
+        return True
+    return not analysis.from_member
+
+
+def record_failures(conn: Connection, inbound_id: int, analysis: Analysis, matcher: Matcher) -> None:
+    """Every failed recipient a bounce names, with the message it is (or seems to be) about."""
+    for failure in analysis.classification.failed:
+        outbox = analysis.sent or matcher.message_to(conn, failure.address, analysis.suggested)
+        conn.execute(
+            failure_table.insert().values(
+                **without_nul(
+                    {
+                        "inbound_id": inbound_id,
+                        "address": failure.address[:320],
+                        "status": (failure.status or None) and failure.status[:12],
+                        "diagnostic": failure.diagnostic,
+                        "permanent": failure.permanent,
+                        "outbox_id": outbox["id"] if outbox else None,
+                    }
+                )
+            )
+        )
+
+
+def without_nul(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's text without NUL characters, which PostgreSQL refuses in text (raw bytes keep them)."""
+    return {k: v.replace("\0", "") if isinstance(v, str) else v for k, v in row.items()}
+
+
+def bounce_message(
+    conn: Connection, outbox: dict[str, Any], classification: Classification, now: datetime
+) -> int:
+    """A message of ours failed for good: it is marked bounced, and so is its letter unless only
+    the member's copy failed (the letter itself then reached its recipient). Letters marked."""
+    cc = address_of(outbox["cc_addr"]).lower() if outbox.get("cc_addr") else None
+    bounced = 0
+    for failure in classification.failed:
+        if not failure.permanent or (cc and failure.address.lower() == cc):
+            continue
+        reason = " ".join(x for x in (failure.status, failure.diagnostic) if x)[:500] or "bounced"
+        reason = reason.replace("\0", "")
+        conn.execute(
+            outbox_table.update()
+            .where(outbox_table.c.id == outbox["id"], outbox_table.c.status.in_(("sent", "uncertain")))
+            .values(status="bounced", error=reason)
+        )
+        states: tuple[str, ...] | None = ("sent", "queued") if outbox["kind"] == "letter" else None
+        if outbox["kind"] in INVITATIONS:
+            states = ("drafted", "invited")
+        if states:
+            lt = letter_table.c
+            bounced += conn.execute(
+                letter_table.update()
+                .where(lt.id == outbox["letter_id"], lt.state.in_(states))
+                .values(state="bounced", bounce_reason=reason, updated_at=now)
+            ).rowcount
+    return bounced
+
+
+def follow_up(
+    conn: Connection, letter: dict[str, Any], inbound_id: int, settings: Settings, now: datetime
+) -> bool:
+    from engine.followup.drafts import draft_follow_up  # follow-ups build on this module
+
+    return draft_follow_up(conn, letter, inbound_id, settings, now)
+
+
+def mark_replied(conn: Connection, letter: dict[str, Any], replied_at: datetime, now: datetime) -> int:
+    """sent/self-sent/overdue → replied, for the letter and, for a chaser, the letter it chased."""
+    lt = letter_table.c
+    ids = [letter["id"]] + ([letter["parent_id"]] if letter.get("parent_id") else [])
+    done = conn.execute(
+        letter_table.update()
+        .where(lt.id.in_(ids), lt.state.in_(AWAITING))
+        .values(state="replied", replied_at=replied_at, updated_at=now)
+    ).rowcount
+    return 1 if done else 0

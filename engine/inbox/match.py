@@ -1,0 +1,523 @@
+"""Which letter an incoming message is about, and whether the evidence is strong enough to act on.
+
+The strongest evidence wins: a reply's In-Reply-To/References naming one of
+our Message-IDs; then a tagged address (organising+REF@, or our VERP bounce
+address); then a `[Ref: …]` in the subject or text, the forwarded message's
+included; last, the forwarding member's address against their open letters.
+Anyone can write to organising@ and every recipient has seen a reference, so
+only some of it is proof: what the rest points to is a suggestion for staff
+(`Analysis.suggested`, with why in `Analysis.triage`).
+
+Longer than most modules because it is one idea, the evidence ladder, read
+top to bottom; the steps are small methods a test can call alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+from sqlalchemy import Connection, exists, select
+
+from engine.inbox.classify import Classification, classify, content_type
+from engine.inbox.forwards import Forwarded, body_text, find_attached, find_inline
+from engine.inbox.sender_auth import SenderAuthentication, read_authentication
+from engine.letters.links import check_token, link_token
+from engine.settings import Settings
+from engine.store.models import (
+    employer_table,
+    letter_table,
+    member_table,
+    mp_table,
+    outbox_table,
+    wave_table,
+)
+from engine.store.suppression import spellings
+
+# A letter reference, as links.new_reference makes them (Crockford base32, 5-5).
+_REF = r"[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}"
+_LABELLED_REF = re.compile(rf"\bRef(?:erence)?\s*[:#.]?\s*({_REF})\b", re.I)
+_BARE_REF = re.compile(rf"(?<![\w-])({_REF})(?![\w-])", re.I)
+MESSAGE_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+# Our one-click unsubscribe link, as a complaint may quote it from the message's headers.
+_UNSUBSCRIBE = re.compile(rf"/unsubscribe/({_REF})/([A-Za-z0-9_-]{{22}})(?![A-Za-z0-9_-])")
+_EMBEDDED_MSGID = re.compile(r"^Message-ID:\s*(<[^<>\s]+@[^<>\s]+>)", re.I | re.M)
+# Letters a reply can still arrive for, and those that a reply moves to `replied`.
+OPEN = ("sent", "self_sent", "overdue", "replied", "bounced")
+AWAITING = ("sent", "self_sent", "overdue")
+_REPLY_SUBJECT = re.compile(
+    r"^\s*(re|aw|sv|vs|antw|r|rif|odp|ynt|fw|fwd|wg|tr|rv|enc|i|doorst|vb)\s*(\[\d+\])?\s*:", re.I
+)
+# How mail clients mark a forward, in its subject or above the forwarded message, in several languages.
+_FORWARD_SUBJECT = re.compile(
+    r"^\s*(fwd?|fw|wg|tr|rv|enc|i|doorst|vb|vs|pd|fs|ynt|odp: fw)\s*(\[\d+\])?\s*:", re.I
+)
+_FORWARD_SEPARATOR = re.compile(
+    r"forwarded message|begin forwarded message|weitergeleitete nachricht|message transf[ée]r[ée]|"
+    r"mensaje reenviado|messaggio inoltrato|doorgestuurd bericht|wiadomo[śs][ćc] przekazana|"
+    r"videresendt melding|vidarebefordrat meddelande|neges wedi'i hanfon ymlaen",
+    re.I,
+)
+
+
+@dataclass
+class Analysis:
+    kind: str
+    classification: Classification
+    letter: dict[str, Any] | None = None
+    method: str | None = None
+    forwarded: Forwarded | None = None
+    author_name: str | None = None
+    author_addr: str | None = None
+    authored_at: datetime | None = None
+    text: str = ""
+    from_member: bool = False
+    embedded_ids: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    from_addr: str = ""
+    unsubscribe_links: list[tuple[str, str]] = field(default_factory=list)
+    auth: SenderAuthentication = field(default_factory=SenderAuthentication)
+    # A bounce's or complaint's message of ours, proven by its Message-ID or VERP address.
+    sent: dict[str, Any] | None = None
+    # Where the evidence points when it is too weak to act on, and why: staff decide.
+    suggested: dict[str, Any] | None = None
+    triage: str | None = None
+
+
+def header_value(message: Message, name: str) -> str:
+    try:
+        value = message.get(name)
+    except Exception:  # a header so broken the parser cannot model it
+        return ""
+    return " ".join(str(value or "").split())
+
+
+def normal_reference(text: str) -> str:
+    """A reference as typed by a person, in its stored form (misread letters put right)."""
+    return text.upper().translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+
+
+class Matcher:
+    """Reads one parsed message against the letters in the database: kind, letter, proof."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2].lower()
+
+    def analyse(self, conn: Connection, message: Message) -> Analysis:
+        classification = classify(message)
+        kind = classification.kind
+        analysis = Analysis(kind="reply" if kind == "ordinary" else kind, classification=classification)
+        analysis.auth = read_authentication(message, self.settings.authserv_id)
+        analysis.tags = self._address_tags(message)
+        if kind in ("bounce", "complaint"):
+            analysis.embedded_ids = _embedded_ids(message)
+            if kind == "complaint":
+                analysis.unsubscribe_links = _UNSUBSCRIBE.findall(_raw_text(message))
+            self._tie_report(conn, analysis)
+            return analysis
+        text = body_text(message)
+        name, addr = parseaddr(header_value(message, "From"))
+        addr = addr.lower()
+        analysis.from_addr = addr
+        analysis.from_member = self._is_member(conn, addr)
+        forwarded = find_attached(message) or find_inline(text)
+        if (
+            forwarded is not None
+            and not forwarded.attached
+            and not self._is_forward(message, text, analysis, forwarded)
+        ):
+            forwarded = None  # a reply quoting the mail it answers, not a forward
+        if forwarded is not None and (forwarded.author_addr or forwarded.author_name):
+            analysis.forwarded = forwarded
+            analysis.author_name, analysis.author_addr = forwarded.author_name, forwarded.author_addr
+            analysis.authored_at = forwarded.date
+            analysis.text = forwarded.text
+        else:
+            analysis.author_name, analysis.author_addr = name or None, addr or None
+            analysis.text = _own_words(text)
+        letter, method = self.match(conn, message, text, analysis)
+        analysis.method = method
+        doubt = self._doubt(conn, letter, method, analysis) if letter is not None else None
+        if doubt and analysis.kind == "reply":
+            analysis.suggested, analysis.triage = letter, doubt
+        else:
+            analysis.letter = letter
+        if (
+            letter is None
+            and analysis.kind == "reply"
+            and not (
+                analysis.from_member or forwarded or _REPLY_SUBJECT.match(header_value(message, "Subject"))
+            )
+            and not header_value(message, "In-Reply-To")
+        ):
+            # Nothing ties it to the campaign: a newsletter, a sales pitch, a stray message.
+            analysis.kind = "unrelated"
+        return analysis
+
+    def _tie_report(self, conn: Connection, analysis: Analysis) -> None:
+        """Which message of ours a bounce or complaint is about, and whether that is proven.
+
+        Only our own Message-ID or VERP address in it proves it: both hold a random
+        part that nobody who has merely seen a letter can know. Anything weaker (a
+        reference, an address we once wrote to) is a suggestion for staff.
+        """
+        sent, method = self._sent_message(conn, analysis.embedded_ids, analysis.tags)
+        if sent is None and analysis.kind == "complaint":
+            sent, method = self._unsubscribed_message(conn, analysis.unsubscribe_links)
+        kinds = analysis.kind
+        if sent is not None:
+            analysis.sent, analysis.method = sent, method
+            analysis.letter = self._letter(conn, sent["letter_id"])
+            if kinds == "complaint" and sent["kind"] == "letter":
+                analysis.suggested, analysis.letter = analysis.letter, None
+                analysis.triage = (
+                    "a complaint about a member's letter to its recipient: recipients are "
+                    "suppressed only by staff (replies accept suppresses it)"
+                )
+            return
+        letter, method = self._by_tags(conn, analysis.tags)
+        if letter is None:
+            letter, method = self._by_ids(conn, analysis.embedded_ids, "original_message")
+        if letter is not None:
+            analysis.suggested, analysis.method = letter, "reference"
+        if kinds == "bounce":
+            permanent = [f for f in analysis.classification.failed if f.permanent]
+            if not permanent:
+                return  # a delay: recorded, and nothing would change
+            outbox = self.message_to(conn, permanent[0].address, analysis.suggested)
+            if outbox is not None and analysis.suggested is None:
+                analysis.suggested = self._letter(conn, outbox["letter_id"])
+                analysis.method = "failed_recipient"
+            analysis.triage = (
+                "a bounce that quotes no message of ours (neither our Message-ID nor our VERP "
+                "address): nothing was marked bounced; replies accept marks it"
+            )
+        else:
+            analysis.triage = (
+                "a complaint that quotes no message of ours (neither our Message-ID nor our VERP "
+                "address): nobody was suppressed; replies accept suppresses the addresses it names"
+            )
+
+    def _doubt(
+        self, conn: Connection, letter: dict[str, Any], method: str | None, analysis: Analysis
+    ) -> str | None:
+        """Why a reply that points to `letter` must not be acted on without staff, or None."""
+        if analysis.auth.failure:
+            return analysis.auth.failure
+        member_email = conn.execute(
+            select(member_table.c.email).where(member_table.c.id == letter["member_id"])
+        ).scalar()
+        by_its_member = bool(member_email) and analysis.from_addr == str(member_email).lower()
+        if analysis.forwarded is not None:
+            if by_its_member:
+                return None
+            return (
+                "forwarded by someone other than the member who wrote the letter: "
+                "only they can forward its reply"
+            )
+        if by_its_member or method in ("in_reply_to", "address_tag"):
+            return None
+        return (
+            "claims to answer a letter without answering a message of ours (no Message-ID or "
+            "tagged address of ours in it): check who sent it"
+        )
+
+    def _is_forward(self, message: Message, text: str, analysis: Analysis, block: Forwarded) -> bool:
+        """Whether an inline header block is a forwarded message rather than the quoted history
+        below a reply (Outlook writes the same block for both)."""
+        if (block.author_addr or "").endswith("@" + self.domain):
+            return False  # our own mail, quoted: the reply is above it
+        if _FORWARD_SUBJECT.match(header_value(message, "Subject")) or _FORWARD_SEPARATOR.search(text):
+            return True
+        # Members forward their targets' replies; anyone else writing with a quote is replying.
+        return analysis.from_member
+
+    def match(
+        self, conn: Connection, message: Message, text: str, analysis: Analysis
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        forwarded = analysis.forwarded
+        ids = MESSAGE_ID.findall(
+            header_value(message, "In-Reply-To") + " " + header_value(message, "References")
+        )
+        letter, method = self._by_ids(conn, [f"<{i}>" for i in ids], "in_reply_to")
+        if letter is not None:
+            return letter, method
+        letter, method = self._by_tags(conn, analysis.tags)
+        if letter is not None:
+            return letter, method
+        places = [header_value(message, "Subject"), forwarded.subject if forwarded else None, text]
+        for pattern in (_LABELLED_REF, _BARE_REF):
+            for place in places:
+                for found in pattern.findall(place or ""):
+                    letter = self._by_reference(conn, normal_reference(found))
+                    if letter is not None:
+                        return letter, "reference"
+        return self._by_sender(conn, message, analysis)
+
+    def _ours(self, ids: Iterable[str]) -> list[str]:
+        return [i for i in dict.fromkeys(ids) if i.lower().endswith(f"@{self.domain}>")]
+
+    def _by_ids(
+        self, conn: Connection, ids: Iterable[str], method: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The letter of the newest of our messages among `ids`: proof (`method`) when the
+        Message-ID is one we sent, only a reference when it merely has our shape."""
+        ids = self._ours(ids)
+        if not ids:
+            return None, None
+        o = outbox_table.c
+        row = conn.execute(
+            select(letter_table)
+            .join(outbox_table, o.letter_id == letter_table.c.id)
+            .where(o.message_id.in_(ids))
+            .order_by(o.id.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            return dict(row._mapping), method
+        # Our Message-IDs begin with the letter's reference, which anyone who saw the letter knows.
+        for message_id in ids:
+            found = re.match(rf"<({_REF})\.", message_id, re.I)
+            if found:
+                letter = self._by_reference(conn, found.group(1).upper())
+                if letter is not None:
+                    return letter, "reference"
+        return None, None
+
+    def _sent_message(
+        self, conn: Connection, ids: list[str], tags: list[str]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The message we sent that a report quotes by its exact Message-ID or VERP address."""
+        o = outbox_table.c
+        delivered = o.status.in_(("sent", "uncertain", "bounced"))
+        ours = self._ours(ids)
+        if ours:
+            row = conn.execute(
+                select(outbox_table).where(o.message_id.in_(ours), delivered).order_by(o.id.desc()).limit(1)
+            ).first()
+            if row is not None:
+                return dict(row._mapping), "original_message"
+        for tag in tags:
+            reference, _, rest = tag.partition(".")
+            if not rest:
+                continue
+            message_id = f"<{reference.upper()}.{rest.lower()}@{self.domain}>"
+            row = conn.execute(select(outbox_table).where(o.message_id == message_id, delivered)).first()
+            if row is not None:
+                return dict(row._mapping), "bounce_address"
+        return None, None
+
+    def _unsubscribed_message(
+        self, conn: Connection, links: list[tuple[str, str]]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The union email whose own List-Unsubscribe link a complaint quotes: the link's token
+        proves it, as only that email carried it."""
+        secret = self.settings.secret
+        if secret is None:
+            return None, None
+        o = outbox_table.c
+        for reference, token in dict.fromkeys(links):
+            letter = self._by_reference(conn, reference.upper())
+            if letter is None or not letter.get("link_nonce"):
+                continue
+            if not check_token(link_token(secret, letter["link_nonce"], "unsubscribe"), token):
+                continue
+            row = conn.execute(
+                select(outbox_table)
+                .where(
+                    o.letter_id == letter["id"],
+                    o.kind != "letter",
+                    o.status.in_(("sent", "uncertain", "bounced")),
+                )
+                .order_by(o.id.desc())
+                .limit(1)
+            ).first()
+            if row is not None:
+                return dict(row._mapping), "unsubscribe_link"
+        return None, None
+
+    def _letter(self, conn: Connection, letter_id: int) -> dict[str, Any]:
+        return dict(conn.execute(select(letter_table).where(letter_table.c.id == letter_id)).one()._mapping)
+
+    def _address_tags(self, message: Message) -> list[str]:
+        """What a recipient address carries after its '+': a reference (organising+REF@…) or,
+        in our VERP bounce address, a whole Message-ID's left part (bounces+REF.kind.random@…)."""
+        values = [
+            header_value(message, h) for h in ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")
+        ]
+        tags = []
+        for _, address in getaddresses(values):
+            local = address.rpartition("@")[0]
+            if "+" in local:
+                tag = local.split("+", 1)[1]
+                if re.fullmatch(rf"{_REF}(\.[a-z-]+\.[0-9a-f]{{16}})?", tag, re.I):
+                    tags.append(tag)
+        return list(dict.fromkeys(tags))
+
+    def _by_tags(self, conn: Connection, tags: list[str]) -> tuple[dict[str, Any] | None, str | None]:
+        for tag in tags:
+            letter = self._by_reference(conn, tag.partition(".")[0].upper())
+            if letter is not None:
+                return letter, "address_tag"
+        return None, None
+
+    def _by_reference(self, conn: Connection, reference: str) -> dict[str, Any] | None:
+        row = conn.execute(select(letter_table).where(letter_table.c.reference == reference)).first()
+        return dict(row._mapping) if row else None
+
+    def _is_member(self, conn: Connection, address: str) -> bool:
+        if not address:
+            return False
+        return bool(
+            conn.execute(select(exists().where(member_table.c.email.in_(spellings(address))))).scalar()
+        )
+
+    def _by_sender(
+        self, conn: Connection, message: Message, analysis: Analysis
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The forwarding member's one open letter (preferring one to the forwarded author)."""
+        address = parseaddr(header_value(message, "From"))[1]
+        if not address:
+            return None, None
+        # A member forwarding from another address: the forwarded reply was addressed to them.
+        senders = spellings(address)
+        if analysis.forwarded is not None and analysis.forwarded.to:
+            for _, forwarded_to in getaddresses([analysis.forwarded.to]):
+                if "@" in forwarded_to:
+                    senders += spellings(forwarded_to)
+        lt, m = letter_table.c, member_table.c
+        rows = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(letter_table)
+                .join(member_table, m.id == lt.member_id)
+                .where(m.email.in_(senders), lt.state.in_(OPEN))
+                .order_by(lt.id)
+            )
+        ]
+        if not rows:
+            rows = self._by_target_address(conn, address)
+            return (rows[0], "target_address") if len(rows) == 1 else (None, None)
+        author = (analysis.author_addr or "").lower()
+        if author and analysis.forwarded is not None:
+            domain = author.rpartition("@")[2]
+            same = [r for r in rows if (r["target_email"] or "").lower() == author]
+            same = same or [r for r in rows if (r["target_email"] or "").lower().endswith("@" + domain)]
+            if same:
+                rows = same
+        awaiting = [r for r in rows if r["state"] in AWAITING]
+        if len(awaiting) == 1:
+            return awaiting[0], "sender"
+        if not awaiting and len(rows) == 1:
+            return rows[0], "sender"
+        return None, None
+
+    def _by_target_address(self, conn: Connection, address: str) -> list[dict[str, Any]]:
+        """Letters awaiting a reply from this address: the target wrote to us straight."""
+        addresses = spellings(address)
+        keys = set(
+            conn.execute(
+                select(mp_table.c.constituency_code).where(mp_table.c.email.in_(addresses))
+            ).scalars()
+        )
+        keys |= set(
+            conn.execute(
+                select(employer_table.c.employer_key).where(employer_table.c.email.in_(addresses))
+            ).scalars()
+        )
+        w, lt = wave_table.c, letter_table.c
+        rows: list[dict[str, Any]] = []
+        for wave_id, fixed_email in conn.execute(select(w.id, w.fixed_email).where(w.status == "launched")):
+            # By the (wave, target) index: a launched wave can hold 450,000 letters.
+            condition = lt.target_key.in_(keys) if keys else None
+            if fixed_email and fixed_email.lower() == address.lower():
+                condition = lt.target_key.is_(None)
+            if condition is None:
+                continue
+            rows += [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(letter_table)
+                    .where(lt.wave_id == wave_id, condition, lt.state.in_(AWAITING))
+                    .limit(2)
+                )
+            ]
+        return rows
+
+    def message_to(
+        self, conn: Connection, address: str, letter: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The message of `letter` (else of the member with that address) we last sent to `address`:
+        only a suggestion, as anyone can name an address or a reference."""
+        o, m = outbox_table.c, member_table.c
+        if letter is not None:
+            among = o.letter_id == letter["id"]
+        else:
+            member_letters = select(letter_table.c.id).join(member_table, m.id == letter_table.c.member_id)
+            among = o.letter_id.in_(member_letters.where(m.email.in_(spellings(address))))
+        candidates = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(outbox_table)
+                .where(among, o.status.in_(("sent", "uncertain")))
+                .order_by(o.id.desc())
+                .limit(20)
+            )
+        ]
+        for candidate in candidates:
+            addresses = [
+                a.lower() for _, a in getaddresses([candidate["to_addr"], candidate["cc_addr"] or ""])
+            ]
+            if address.lower() in addresses:
+                return candidate
+        return candidates[0] if len(candidates) == 1 else None
+
+
+def _embedded_ids(message: Message) -> list[str]:
+    """Message-IDs of the original message that a bounce or complaint quotes."""
+    ids: list[str] = []
+    for part in message.walk():
+        if content_type(part) == "message/rfc822":
+            payload = part.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(inner, Message):
+                found = MESSAGE_ID.search(header_value(inner, "Message-ID"))
+                if found:
+                    ids.append(f"<{found.group(1)}>")
+        elif content_type(part).partition("/")[0] == "text":
+            try:
+                payload = part.get_payload(decode=True) or b""
+            except Exception:
+                continue
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+            ids += _EMBEDDED_MSGID.findall(text)
+    return list(dict.fromkeys(ids))
+
+
+def _raw_text(message: Message) -> str:
+    """Every text part and quoted header block of a report, decoded, for finding links in."""
+    texts = []
+    for part in message.walk():
+        if content_type(part).partition("/")[0] in ("text", "message"):
+            try:
+                payload = part.get_payload(decode=True)
+            except Exception:
+                continue
+            if isinstance(payload, bytes):
+                texts.append(payload.decode("utf-8", "replace"))
+            elif isinstance(payload, list):
+                texts += [str(inner) for inner in payload if isinstance(inner, Message)]
+    return "\n".join(texts)
+
+
+def _own_words(text: str) -> str:
+    """A direct reply's own text, without the quoted letter below it."""
+    from engine.inbox.forwards import _own_text
+
+    return _own_text(text.replace("\r\n", "\n").split("\n"))

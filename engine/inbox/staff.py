@@ -1,0 +1,347 @@
+"""What staff do with incoming mail: list and read it, match it by hand, accept or dismiss what
+waits for them, log paper replies, and record what a reply means."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, or_, select
+
+from engine.errors import CampaignError
+from engine.inbox.act import bounce_message, follow_up, mark_replied
+from engine.inbox.classify import classify, parse
+from engine.inbox.match import Matcher, normal_reference
+from engine.inbox.outcomes import suggest_outcome
+from engine.mail.send import address_of
+from engine.settings import Settings
+from engine.store.events import record_event
+from engine.store.models import (
+    failure_table,
+    inbound_table,
+    letter_table,
+    outbox_table,
+    utcnow,
+)
+from engine.store.suppression import suppress_address
+
+
+def reply_for(conn: Connection, reply_id: int) -> dict[str, Any]:
+    row = conn.execute(select(inbound_table).where(inbound_table.c.id == reply_id)).first()
+    if row is None:
+        raise CampaignError(f"no message {reply_id} (see: campaign replies list)")
+    return dict(row._mapping)
+
+
+def letter_by_reference(conn: Connection, reference: str) -> dict[str, Any]:
+    row = conn.execute(
+        select(letter_table).where(letter_table.c.reference == normal_reference(reference.strip()))
+    ).first()
+    if row is None:
+        raise CampaignError(f"no letter with reference {reference!r}")
+    return dict(row._mapping)
+
+
+# -- what staff do --------------------------------------------------------------------
+
+
+def list_messages(
+    engine: Engine,
+    *,
+    unmatched: bool = False,
+    kind: str | None = None,
+    reference: str | None = None,
+    problems: bool = False,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Incoming messages, newest first, with the letter each matched and, for bounces, who failed."""
+    i, lt = inbound_table.c, letter_table.c
+    suggested = letter_table.alias("suggested")
+    stmt = (
+        select(
+            i.id,
+            i.from_addr.label("from"),
+            i.subject,
+            i.received_at.label("received"),
+            i.kind,
+            lt.reference,
+            i.match_method,
+            i.author_name,
+            i.author_addr,
+            i.forwarded,
+            i.suggested_outcome,
+            i.outcome,
+            i.problem,
+            i.source,
+            i.triage,
+            suggested.c.reference.label("suggested_reference"),
+            i.authentication,
+        )
+        .select_from(
+            inbound_table.outerjoin(letter_table, lt.id == i.letter_id).outerjoin(
+                suggested, suggested.c.id == i.suggested_letter_id
+            )
+        )
+        .order_by(i.id.desc())
+    )
+    if unmatched:
+        # Waiting for staff: mail from people that no evidence tied to a letter, and anything
+        # the evidence was too weak to act on.
+        stmt = stmt.where(
+            or_(
+                i.triage.is_not(None),
+                and_(
+                    i.letter_id.is_(None),
+                    i.kind.in_(("reply", "unrelated")),
+                    or_(i.match_method.is_(None), i.match_method != "dismissed"),
+                ),
+            )
+        )
+    if kind:
+        stmt = stmt.where(i.kind == kind)
+    if reference:
+        stmt = stmt.where(lt.reference == normal_reference(reference))
+    if problems:
+        stmt = stmt.where(i.problem.is_not(None))
+    if limit:
+        stmt = stmt.limit(limit)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        bounce_ids = [r["id"] for r in rows if r["kind"] == "bounce"]
+        failures: dict[int, list[dict[str, Any]]] = {}
+        for start in range(0, len(bounce_ids), 500):
+            chunk = bounce_ids[start : start + 500]
+            f = failure_table.c
+            for row in conn.execute(
+                select(f.inbound_id, f.address, f.status, f.diagnostic, f.permanent)
+                .where(f.inbound_id.in_(chunk))
+                .order_by(f.id)
+            ):
+                failures.setdefault(row.inbound_id, []).append(
+                    {
+                        "address": row.address,
+                        "status": row.status,
+                        "diagnostic": row.diagnostic,
+                        "permanent": row.permanent,
+                    }
+                )
+    for row in rows:
+        failed = failures.get(row["id"], [])
+        row["failed"] = failed
+        row["failed_recipient"] = failed[0]["address"] if failed else None
+        row["status"] = failed[0]["status"] if failed else None
+    return rows
+
+
+def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = reply_for(conn, reply_id)
+        letter = None
+        if row["letter_id"]:
+            letter = conn.execute(
+                select(letter_table.c.reference, letter_table.c.state, letter_table.c.target_name).where(
+                    letter_table.c.id == row["letter_id"]
+                )
+            ).first()
+    row.pop("raw")
+    with engine.connect() as conn:
+        row["suggested_reference"] = (
+            conn.execute(
+                select(letter_table.c.reference).where(letter_table.c.id == row["suggested_letter_id"])
+            ).scalar()
+            if row["suggested_letter_id"]
+            else None
+        )
+    row["reference"] = letter.reference if letter else None
+    row["letter_state"] = letter.state if letter else None
+    row["target_name"] = letter.target_name if letter else None
+    return row
+
+
+def raw_message(engine: Engine, reply_id: int) -> bytes:
+    with engine.connect() as conn:
+        return reply_for(conn, reply_id)["raw"]
+
+
+def match_manually(engine: Engine, settings: Settings, reply_id: int, reference: str) -> dict[str, Any]:
+    """Staff say which letter a message answers; it then counts as that letter's reply."""
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if reply["kind"] in ("bounce", "complaint"):
+            raise CampaignError(f"message {reply_id} is a {reply['kind']}, not a reply: it cannot be matched")
+        return _match(conn, settings, reply, letter_by_reference(conn, reference))
+
+
+def _match(
+    conn: Connection, settings: Settings, reply: dict[str, Any], letter: dict[str, Any]
+) -> dict[str, Any]:
+    now = utcnow()
+    kind = "reply" if reply["kind"] == "unrelated" else reply["kind"]
+    conn.execute(
+        inbound_table.update()
+        .where(inbound_table.c.id == reply["id"])
+        .values(letter_id=letter["id"], match_method="staff", kind=kind, triage=None)
+    )
+    replied = follow_ups = 0
+    if kind == "reply":
+        replied = mark_replied(conn, letter, reply["authored_at"] or reply["received_at"], now)
+        if replied and follow_up(conn, letter, reply["id"], settings, now):
+            follow_ups = 1
+    record_event(conn, "replies.match", reply=reply["id"], reference=letter["reference"])
+    return {
+        "reply": reply["id"],
+        "reference": letter["reference"],
+        "replied": bool(replied),
+        "follow_up": bool(follow_ups),
+    }
+
+
+def accept_suggestion(engine: Engine, settings: Settings, reply_id: int) -> dict[str, Any]:
+    """Staff confirm what the engine only suggested for a message in triage, and it is done:
+    a reply counts for its suggested letter, a bounce marks its message bounced, a complaint
+    suppresses the address complained about."""
+    now = utcnow()
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if not reply["triage"]:
+            raise CampaignError(f"message {reply_id} is not waiting for staff: nothing to accept")
+        kind = reply["kind"]
+        done: dict[str, Any] = {"reply": reply_id, "kind": kind, "suppressed": [], "bounced": 0}
+        if kind in ("reply", "auto_reply", "unrelated"):
+            if reply["suggested_letter_id"] is None:
+                raise CampaignError(
+                    f"message {reply_id} suggests no letter: say which with 'campaign replies match "
+                    f"{reply_id} REFERENCE'"
+                )
+            letter = dict(
+                conn.execute(select(letter_table).where(letter_table.c.id == reply["suggested_letter_id"]))
+                .one()
+                ._mapping
+            )
+            done.update(_match(conn, settings, reply, letter))
+            record_event(conn, "replies.accept", reply=reply_id, kind=kind)
+            return done
+        elif kind == "bounce":
+            classification = classify(parse(reply["raw"]))
+            f = failure_table.c
+            outbox_ids = set(
+                conn.execute(
+                    select(f.outbox_id).where(f.inbound_id == reply_id, f.outbox_id.is_not(None))
+                ).scalars()
+            )
+            for outbox_id in outbox_ids:
+                outbox = dict(
+                    conn.execute(select(outbox_table).where(outbox_table.c.id == outbox_id)).one()._mapping
+                )
+                done["bounced"] += bounce_message(conn, outbox, classification, now)
+        elif kind == "complaint":
+            analysis = Matcher(settings).analyse(conn, parse(reply["raw"]))
+            if analysis.sent is not None:
+                # The report may name both the letter's recipient and the member's copy: the recipient.
+                addresses = [address_of(analysis.sent["to_addr"])]
+            else:
+                addresses = [failure.address for failure in analysis.classification.failed]
+            if not addresses:
+                raise CampaignError(f"message {reply_id} names no address to suppress: dismiss it instead")
+            for address in addresses:
+                if suppress_address(conn, address, "complaint (staff)", reply_id, now):
+                    done["suppressed"].append(address.lower())
+        letter_id = reply["suggested_letter_id"]
+        conn.execute(
+            inbound_table.update()
+            .where(inbound_table.c.id == reply_id)
+            .values(triage=None, letter_id=letter_id, match_method="staff" if letter_id else None)
+        )
+        record_event(conn, "replies.accept", reply=reply_id, kind=kind)
+    return done
+
+
+def dismiss(engine: Engine, reply_id: int) -> dict[str, Any]:
+    """Staff looked at a message waiting for them and nothing is to be done about it."""
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if not reply["triage"] and (reply["letter_id"] or reply["kind"] not in ("reply", "unrelated")):
+            raise CampaignError(f"message {reply_id} is not waiting for staff: nothing to dismiss")
+        conn.execute(
+            inbound_table.update()
+            .where(inbound_table.c.id == reply_id)
+            .values(triage=None, suggested_letter_id=None, match_method="dismissed")
+        )
+        record_event(conn, "replies.dismiss", reply=reply_id, reason=reply["triage"])
+    return {"reply": reply_id, "dismissed": True}
+
+
+def log_paper_reply(
+    engine: Engine,
+    settings: Settings,
+    reference: str,
+    received: datetime,
+    *,
+    author: str | None = None,
+    scan: bytes | None = None,
+    scan_name: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """A reply that came on paper: recorded against its letter, with the scan kept if given."""
+    now = utcnow()
+    digest = hashlib.sha256(
+        b"\0".join(
+            [
+                reference.upper().encode(),
+                received.isoformat().encode(),
+                (author or "").encode(),
+                scan or b"",
+                (note or "").encode(),
+            ]
+        )
+    ).hexdigest()
+    with engine.begin() as conn:
+        letter = letter_by_reference(conn, reference)
+        key = f"paper:{digest}"
+        existing = conn.execute(select(inbound_table.c.id).where(inbound_table.c.dedupe_key == key)).scalar()
+        if existing is not None:
+            return {"reply": existing, "reference": letter["reference"], "already": True, "follow_up": False}
+        reply_id = conn.execute(
+            inbound_table.insert().values(
+                dedupe_key=key,
+                source="paper",
+                raw=scan or b"",
+                size=len(scan or b""),
+                received_at=received,
+                ingested_at=now,
+                from_addr=author or letter["target_name"],
+                subject=f"Paper reply to {letter['reference']}",
+                kind="reply",
+                letter_id=letter["id"],
+                match_method="paper",
+                forwarded=False,
+                author_name=author or letter["target_name"],
+                authored_at=received,
+                text=note,
+                note=note,
+                attachment_name=scan_name,
+                suggested_outcome=suggest_outcome(note) if note else None,
+            )
+        ).inserted_primary_key[0]
+        replied = mark_replied(conn, letter, received, now)
+        drafted = bool(replied and follow_up(conn, letter, reply_id, settings, now))
+        record_event(conn, "replies.log", reply=reply_id, reference=letter["reference"])
+    return {"reply": reply_id, "reference": letter["reference"], "already": False, "follow_up": drafted}
+
+
+def set_outcome(engine: Engine, reply_id: int, outcome: str) -> dict[str, Any]:
+    """Staff's reading of what a reply means for the campaign; it replaces the suggestion."""
+    from engine.inbox.outcomes import check_outcome
+
+    outcome = check_outcome(outcome)
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if reply["kind"] != "reply":
+            raise CampaignError(f"message {reply_id} is a {reply['kind']}: only replies have an outcome")
+        conn.execute(
+            inbound_table.update()
+            .where(inbound_table.c.id == reply_id)
+            .values(outcome=outcome, outcome_at=utcnow())
+        )
+    return {"reply": reply_id, "outcome": outcome, "suggested": reply["suggested_outcome"]}

@@ -1,0 +1,219 @@
+"""What a member does with their letter: send it through us, send it themselves, or opt out.
+
+The member pages and the demo both go through these functions. Every choice
+is one guarded state change, so a double click or a replayed form changes
+nothing the second time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from email.utils import formataddr, parseaddr
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from engine.errors import CampaignError
+from engine.letters.links import new_message_id, token_hash
+from engine.letters.merge import member_from_snapshot
+from engine.settings import Settings
+from engine.store.events import record_event
+from engine.store.models import letter_table, member_table, outbox_table, utcnow, wave_table
+from engine.store.states import mark_opted_out, mark_queued, mark_self_sent
+from engine.store.suppression import is_suppressed
+
+MAX_TEXT = 12_000
+MAX_ADDRESS = 400
+_COMPARE_WITH = 20
+
+
+@dataclass
+class MemberLetter:
+    letter: dict[str, Any]
+    wave: dict[str, Any]
+    # The recipient's address asked for no more campaign mail (a staff decision on a complaint).
+    target_suppressed: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.letter["final_text"] or self.letter["body_text"]
+
+    @property
+    def member(self) -> dict[str, Any]:
+        return member_from_snapshot(self.letter["merge_snapshot"]["member"])
+
+    @property
+    def undecided(self) -> bool:
+        return self.letter["state"] in ("drafted", "invited")
+
+    @property
+    def needs_address(self) -> bool:
+        # MPs act for their own constituents: they need the member's home address.
+        return self.letter["target_kind"] == "mp"
+
+    @property
+    def can_send_for_member(self) -> bool:
+        return bool(self.letter["target_email"]) and not self.target_suppressed
+
+    def expired(self) -> bool:
+        return utcnow() > self.letter["token_expires_at"]
+
+
+def letter_for_token(engine: Engine, token: str) -> MemberLetter | None:
+    """The letter a personal link opens, or None (wrong token, or expired before the member acted)."""
+    if not token or len(token) > 64:
+        return None
+    lt = letter_table.c
+    with engine.connect() as conn:
+        row = conn.execute(select(letter_table).where(lt.token_hash == token_hash(token))).first()
+        if row is None:
+            return None
+        letter = dict(row._mapping)
+        wave = dict(
+            conn.execute(select(wave_table).where(wave_table.c.id == letter["wave_id"])).one()._mapping
+        )
+        found = MemberLetter(letter, wave, is_suppressed(conn, letter["target_email"]))
+    # After the member has acted the link stays good for looking; before, it expires.
+    if found.undecided and found.expired():
+        return None
+    return found
+
+
+def letter_for_member(
+    engine: Engine, wave_name: str, membership_no: str, kind: str = "letter"
+) -> MemberLetter:
+    """A member's letter (or follow-up, or chaser) in a wave, for staff acting on their behalf."""
+    lt, w, m = letter_table.c, wave_table.c, member_table.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(letter_table)
+            .join(wave_table, w.id == lt.wave_id)
+            .join(member_table, m.id == lt.member_id)
+            .where(w.name == wave_name, m.membership_no == membership_no, lt.kind == kind)
+        ).first()
+        if row is None:
+            what = "letter" if kind == "letter" else kind.replace("_", "-")
+            raise CampaignError(f"member {membership_no} has no {what} in wave {wave_name!r}")
+        letter = dict(row._mapping)
+        wave = dict(conn.execute(select(wave_table).where(w.id == letter["wave_id"])).one()._mapping)
+        return MemberLetter(letter, wave, is_suppressed(conn, letter["target_email"]))
+
+
+# Pasted text can carry NULs and other control characters: PostgreSQL refuses NUL, and none of
+# them belongs in a letter. Tabs and line breaks stay.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _clean_text(text: str) -> str:
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    if not text:
+        raise CampaignError("the letter is empty: write something, or choose 'Not for me'")
+    if len(text) > MAX_TEXT:
+        raise CampaignError(f"the letter is too long: {len(text):,} characters, at most {MAX_TEXT:,}")
+    return text + "\n"
+
+
+def _clean_address(address: str | None, required: bool) -> str | None:
+    address = _CONTROL.sub("", (address or "").replace("\r", "\n"))
+    lines = [line.strip() for line in address.split("\n") if line.strip()]
+    joined = "\n".join(lines)
+    if required and not joined:
+        raise CampaignError("your home address is needed: MPs reply to their own constituents")
+    if len(joined) > MAX_ADDRESS:
+        raise CampaignError(f"the address is too long: at most {MAX_ADDRESS} characters")
+    return joined or None
+
+
+def send_for_me(
+    engine: Engine, settings: Settings, found: MemberLetter, text: str, address: str | None
+) -> bool:
+    """Queue the letter to its target (a copy to the member); False if it was already decided."""
+    letter = found.letter
+    if found.target_suppressed:
+        raise CampaignError(
+            f"{letter['target_name']} has asked not to receive email sent through the campaign: "
+            "please send it yourself"
+        )
+    if not found.can_send_for_member:
+        raise CampaignError(
+            f"{letter['target_name']} has no email address on record: please send it yourself"
+        )
+    final = _clean_text(text)
+    sender_address = _clean_address(address, found.needs_address)
+    member = found.member
+    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
+    with engine.begin() as conn:
+        # The edit cannot change the recipient: the target comes from the frozen letter.
+        if not mark_queued(
+            conn, letter["id"], None if final == letter["body_text"] else final, sender_address
+        ):
+            return False
+        conn.execute(
+            outbox_table.insert().values(
+                letter_id=letter["id"],
+                kind="letter",
+                to_addr=formataddr((letter["target_name"], letter["target_email"])),
+                cc_addr=formataddr((member["name"], member["email"])),
+                subject=f"{letter['subject']} [Ref: {letter['reference']}]",
+                message_id=new_message_id(letter["reference"], "letter", domain),
+                status="queued",
+                attempts=0,
+                created_at=utcnow(),
+            )
+        )
+        record_event(
+            conn, "letter.queued", reference=letter["reference"], edited=final != letter["body_text"]
+        )
+    return True
+
+
+def sent_myself(engine: Engine, found: MemberLetter, text: str | None) -> bool:
+    final = _clean_text(text) if text is not None else None
+    with engine.begin() as conn:
+        done = mark_self_sent(
+            conn, found.letter["id"], None if final in (None, found.letter["body_text"]) else final
+        )
+        if done:
+            record_event(conn, "letter.self_sent", reference=found.letter["reference"])
+    return done
+
+
+def not_for_me(engine: Engine, found: MemberLetter) -> bool:
+    with engine.begin() as conn:
+        done = mark_opted_out(conn, found.letter["id"])
+        if done:
+            record_event(conn, "letter.opted_out", reference=found.letter["reference"])
+    return done
+
+
+def similarity(engine: Engine, found: MemberLetter, text: str) -> tuple[int, int]:
+    """(percent the same, how many letters) against others to the same target in this wave.
+
+    MPs and employers discount identical circulars; the page shows this to
+    encourage a personal touch, never to block.
+    """
+    lt = letter_table.c
+    letter = found.letter
+    same_target = (
+        lt.target_key.is_(None) if letter["target_key"] is None else lt.target_key == letter["target_key"]
+    )
+    condition = (
+        lt.wave_id == letter["wave_id"],
+        lt.kind == letter["kind"],
+        same_target,
+        lt.id != letter["id"],
+    )
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(letter_table).where(*condition)).scalar_one()
+        others = conn.execute(
+            select(lt.final_text, lt.body_text).where(*condition).limit(_COMPARE_WITH)
+        ).all()
+    if not others:
+        return 0, 0
+    ratios = [
+        difflib.SequenceMatcher(None, text, final or body, autojunk=False).quick_ratio()
+        for final, body in others
+    ]
+    return round(100 * sum(ratios) / len(ratios)), count

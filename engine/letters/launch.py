@@ -1,0 +1,545 @@
+"""Launching a wave: deciding who takes part, merging each member's letter, and storing it.
+
+A launch creates, in one transaction, one letter per eligible member with the
+merge frozen (subject, text, the target's details, the member's details), a
+reference and a personal link, and queues one invitation per letter.
+Launching again only adds letters for members who have none yet.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import formataddr, parseaddr
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, select
+
+from engine.errors import CampaignError
+from engine.letters.links import (
+    letter_link,
+    link_token,
+    new_link_nonce,
+    new_message_id,
+    new_reference,
+    token_hash,
+    unsubscribe_link,
+)
+from engine.letters.merge import Target, employer_target, fixed_target, member_context, mp_target
+from engine.letters.render import WaveRenderer, freeze_templates
+from engine.letters.waves import get_wave
+from engine.settings import Settings
+from engine.store.db import PreparedInsert, insert_rows, prepare_insert, sqlite_dialect
+from engine.store.events import record_event
+from engine.store.models import (
+    employer_table,
+    letter_table,
+    member_table,
+    mp_table,
+    outbox_table,
+    school_table,
+    utcnow,
+    wave_table,
+)
+
+SKIP_REASONS = ("opted_out", "no_email", "unresolved", "no_employer_contact")
+_PAGE = 1000
+
+
+# ---- eligibility and launch ---------------------------------------------------
+
+
+_MEMBER_COLUMNS = (
+    "id",
+    "membership_no",
+    "first_name",
+    "last_name",
+    "email",
+    "postcode",
+    "school_urn",
+    "address_line1",
+    "address_line2",
+    "address_line3",
+    "town",
+    "role",
+    "branch",
+    "region",
+    "custom",
+    "constituency_code",
+    "constituency_name",
+    "mp_status",
+    "mp_detail",
+    "employer_status",
+    "employer_detail",
+    "employer_key",
+    "employer_name",
+    "mail_opt_out_at",
+)
+_MP_COLUMNS = (
+    "constituency_code",
+    "constituency_name",
+    "name",
+    "email",
+    "address_as",
+    "postal_address",
+    "party",
+)
+_CONTACT_COLUMNS = ("employer_key", "name", "email", "postal_address", "salutation")
+
+
+def _candidates(wave: dict[str, Any]) -> Any:
+    """Members in the wave's filters with what deciding and merging needs, in id order."""
+    m, s, mp, c, lt = member_table.c, school_table.c, mp_table.c, employer_table.c, letter_table.c
+    stmt = (
+        select(
+            *(m[name] for name in _MEMBER_COLUMNS),
+            s.name.label("school_name"),
+            *(mp[name].label(f"mp_{name}") for name in _MP_COLUMNS),
+            *(c[name].label(f"contact_{name}") for name in _CONTACT_COLUMNS),
+            lt.id.label("letter_id"),
+        )
+        .select_from(
+            member_table.outerjoin(school_table, s.urn == m.school_urn)
+            .outerjoin(mp_table, mp.constituency_code == m.constituency_code)
+            .outerjoin(employer_table, c.employer_key == m.employer_key)
+            .outerjoin(
+                letter_table, and_(lt.member_id == m.id, lt.wave_id == wave["id"], lt.kind == "letter")
+            )
+        )
+        .order_by(m.id)
+    )
+    for key, values in (wave.get("filters") or {}).items():
+        stmt = stmt.where(func.lower(m[key]).in_([v.lower() for v in values]))
+    return stmt
+
+
+def skip_reason(row: Mapping[str, Any], target_kind: str) -> str | None:
+    """Why this member cannot take part in a wave aimed at `target_kind`, or None."""
+    if row["mail_opt_out_at"] is not None:
+        return "opted_out"
+    if not row["email"]:
+        return "no_email"
+    if target_kind == "mp" and (row["mp_status"] != "resolved" or row["mp_name"] is None):
+        return "unresolved"
+    if target_kind == "employer":
+        if row["employer_status"] != "resolved":
+            return "unresolved"
+        if row["contact_employer_key"] is None:
+            return "no_employer_contact"
+    return None
+
+
+def target_for(row: dict[str, Any], wave: dict[str, Any], cache: dict[str, Target]) -> Target:
+    kind = wave["target"]
+    if kind == "fixed":
+        key = "fixed"
+        if key not in cache:
+            cache[key] = fixed_target(wave)
+    elif kind == "mp":
+        key = "mp:" + row["constituency_code"]
+        if key not in cache:
+            cache[key] = mp_target({name: row[f"mp_{name}"] for name in _MP_COLUMNS})
+    else:
+        key = "employer:" + row["employer_key"]
+        if key not in cache:
+            cache[key] = employer_target({name: row[f"contact_{name}"] for name in _CONTACT_COLUMNS})
+    return cache[key]
+
+
+@dataclass
+class LaunchResult:
+    wave: str
+    created: int = 0
+    already: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_members: list[dict[str, str]] = field(default_factory=list)
+    invitations_queued: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def letter_date(moment: datetime) -> str:
+    return f"{moment.day} {moment:%B %Y}"
+
+
+class Merger:
+    """Merges one member at a time into a letter and its invitation, for launch and preview alike."""
+
+    def __init__(self, wave: dict[str, Any], settings: Settings, launched_at: datetime):
+        self.wave = wave
+        self.settings = settings
+        self.secret = settings.require_secret()
+        self.renderer = WaveRenderer(wave["frozen"])
+        self.now = utcnow()
+        self.expires = launched_at + timedelta(days=wave["link_days"])
+        self.date = letter_date(launched_at)
+        self.wave_ctx = {"name": wave["name"], "reply_days": wave["reply_days"]}
+        self.campaign_ctx = {"name": settings.campaign_name, "organising_email": settings.organising_email}
+        self.custom_fields = tuple(wave["frozen"].get("custom_fields") or ())
+        self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
+        self.targets: dict[str, Target] = {}
+        self.references: set[str] = set()
+
+    def merge(self, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(letter row, invitation outbox row) for one eligible member's candidate row."""
+        settings = self.settings
+        target = target_for(row, self.wave, self.targets)
+        member = member_context(row, row["school_name"], self.custom_fields)
+        reference = _unique_reference(self.references)
+        nonce = new_link_nonce()
+        token = link_token(self.secret, nonce)
+        letter_ctx = {"reference": reference, "date": self.date}
+        context = {
+            "member": member,
+            "target": target.context(),
+            "wave": self.wave_ctx,
+            "letter": letter_ctx,
+            "link": letter_link(settings.base_url, token),
+            "campaign": self.campaign_ctx,
+        }
+        subject, text = self.renderer.letter(context)
+        letter = {
+            "wave_id": self.wave["id"],
+            "member_id": row["id"],
+            "reference": reference,
+            "kind": "letter",
+            "state": "drafted",
+            "subject": subject,
+            "body_text": text,
+            "target_kind": target.kind,
+            "target_key": target.key,
+            "target_name": target.name,
+            "target_email": target.email,
+            "target_salutation": target.salutation,
+            "target_address": target.address,
+            # Empty fields are left out: they merge as blanks either way.
+            "merge_snapshot": {"member": {k: v for k, v in member.items() if v}, "date": self.date},
+            "link_nonce": nonce,
+            "token_hash": token_hash(token),
+            "token_expires_at": self.expires,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
+        context["letter"] = {**letter_ctx, "subject": subject, "text": text}
+        context["unsubscribe_link"] = unsubscribe_link(settings.base_url, self.secret, reference, nonce)
+        invitation = {
+            "kind": "invitation",
+            "to_addr": formataddr((member["name"], member["email"])),
+            "subject": self.renderer.invitation_subject(context),
+            "message_id": new_message_id(reference, "invitation", self.domain),
+            "status": "queued",
+            "attempts": 0,
+            "created_at": self.now,
+        }
+        return letter, invitation
+
+
+@dataclass
+class _MergedPage:
+    size: int
+    letters: list[dict[str, Any]] | PreparedInsert = field(default_factory=list)
+    invitations: list[dict[str, Any]] | PreparedInsert = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    already: int = 0
+    skipped: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+
+
+def _merge_page(
+    page: Sequence[Mapping[str, Any]], merger: Merger, list_skipped: bool, first_id: int | None = None
+) -> _MergedPage:
+    """Decide and merge one page of candidate members; touches no database.
+
+    With `first_id`, letters get ids from it on, so their invitations can
+    name them without reading them back.
+    """
+    target_kind = merger.wave["target"]
+    merged = _MergedPage(size=len(page))
+    letters: list[dict[str, Any]] = []
+    invitations: list[dict[str, Any]] = []
+    for row in page:
+        if row["letter_id"] is not None:
+            merged.already += 1
+            continue
+        reason = skip_reason(row, target_kind)
+        if reason:
+            merged.skipped.append((reason, _skipped(row, reason, target_kind) if list_skipped else None))
+            continue
+        letter, invitation = merger.merge(row)
+        if first_id is not None:
+            letter["id"] = invitation["letter_id"] = first_id + len(letters)
+        letters.append(letter)
+        invitations.append(invitation)
+    merged.references = [letter["reference"] for letter in letters]
+    merged.letters, merged.invitations = letters, invitations
+    return merged
+
+
+# Large launches merge in a second process while this one reads and writes the
+# database: rendering and SQLite's writing then use both cores. Small ones are
+# not worth a process's start-up.
+_PARALLEL_FROM = 20_000
+_WORKERS = 2
+_worker_merger: Merger | None = None
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _start_worker(wave: dict[str, Any], settings: Settings, parent_pid: int) -> None:
+    global _worker_merger
+    _exit_with_parent(parent_pid)
+    _worker_merger = Merger(wave, settings, wave["launched_at"])
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker process as soon as the launching one ends, however it ends.
+
+    Workers wait for pages on a queue each other holds open, so a launch killed
+    with SIGKILL would leave them blocked for ever, about 100 MB each.
+    """
+    if sys.platform.startswith("linux"):
+        # The kernel kills this process when its parent dies, busy or not.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before it could be told to signal us
+    # Elsewhere, and as a second guard: spawn started us with a pipe from the parent, and
+    # the parent's end closes when it dies, which wakes this thread.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_when_closed, args=(parent.sentinel,), name="exit-with-parent", daemon=True
+        ).start()
+
+
+def _exit_when_closed(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
+def _merge_in_worker(
+    keys: list[str], rows: list[tuple[Any, ...]], list_skipped: bool, first_id: int
+) -> _MergedPage:
+    """Merge a page and prepare its inserts, in the worker process (SQLite only)."""
+    assert _worker_merger is not None
+    page = [dict(zip(keys, row, strict=True)) for row in rows]
+    merged = _merge_page(page, _worker_merger, list_skipped, first_id)
+    if merged.letters:
+        dialect = sqlite_dialect()
+        merged.letters = prepare_insert(letter_table, merged.letters, dialect)  # type: ignore[arg-type]
+        merged.invitations = prepare_insert(outbox_table, merged.invitations, dialect)  # type: ignore[arg-type]
+    return merged
+
+
+def launch_wave(
+    engine: Engine,
+    name: str,
+    settings: Settings,
+    *,
+    list_skipped: bool = False,
+    parallel: bool | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> LaunchResult:
+    """Create every eligible member's letter and queue their invitation, all in one transaction.
+
+    Only this process touches the database. On SQLite, with `parallel` (by
+    default for large waves on a machine with more than one core) a worker
+    process merges each page, and prepares its rows, while this one stores the
+    previous page and reads the next. (The workers are spawned: a script that
+    calls this must guard its own code with `if __name__ == "__main__":`.)
+    """
+    result = LaunchResult(wave=name)
+    with ExitStack() as stack:
+        conn = stack.enter_context(engine.begin())
+        wave = get_wave(conn, name)
+        now = utcnow()
+        if wave["status"] == "draft":
+            wave["frozen"] = freeze_templates(wave, settings)
+            wave["launched_at"] = now
+        # Written first in every launch: on SQLite this takes the write lock, so
+        # the letter ids counted out below cannot be taken by anyone else.
+        conn.execute(
+            wave_table.update()
+            .where(wave_table.c.id == wave["id"])
+            .values(status="launched", launched_at=wave["launched_at"], frozen=wave["frozen"], updated_at=now)
+        )
+        stmt = _candidates(wave)
+        total = conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+        if on_start is not None:
+            on_start(total)
+        sqlite = conn.dialect.name == "sqlite"
+        if parallel is None:
+            parallel = total >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1
+        parallel = parallel and sqlite
+        next_id = (conn.execute(select(func.max(letter_table.c.id))).scalar() or 0) + 1 if sqlite else None
+        merger = Merger(wave, settings, wave["launched_at"])
+        pool = None
+        if parallel:
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=_WORKERS,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(wave, settings, os.getpid()),
+                )
+            )
+        # Pages in flight: a worker merges one while this process stores an older one.
+        in_flight: deque[Future[_MergedPage]] = deque()
+        depth = _WORKERS if pool is not None else 0
+        last_id = 0
+        while True:
+            rows = conn.execute(stmt.where(member_table.c.id > last_id).limit(_PAGE))
+            if pool is not None:
+                keys = list(rows.keys())
+                page: Sequence[Any] = [tuple(row) for row in rows]
+                if page:
+                    in_flight.append(pool.submit(_merge_in_worker, keys, page, list_skipped, next_id))
+                    last_id = page[-1][keys.index("id")]
+            else:
+                # Row mappings, not dicts: copying 40 columns a row costs more than merging it.
+                page = rows.mappings().all()
+                if page:
+                    done: Future[_MergedPage] = Future()
+                    done.set_result(_merge_page(page, merger, list_skipped, next_id))
+                    in_flight.append(done)
+                    last_id = page[-1]["id"]
+            if next_id is not None:
+                next_id += len(page)
+            while in_flight and (len(in_flight) > depth or not page):
+                _store_page(conn, in_flight.popleft().result(), result, progress)
+            if not page:
+                break
+        record_event(
+            conn,
+            "wave.launch",
+            wave=name,
+            created=result.created,
+            already=result.already,
+            skipped=result.skipped,
+        )
+    return result
+
+
+def _store_page(
+    conn: Connection, merged: _MergedPage, result: LaunchResult, progress: Callable[[int], None] | None
+) -> None:
+    result.already += merged.already
+    for reason, detail in merged.skipped:
+        result.skipped[reason] = result.skipped.get(reason, 0) + 1
+        if detail is not None:
+            result.skipped_members.append(detail)
+    letters, invitations = merged.letters, merged.invitations
+    if merged.references:
+        _check_references(conn, merged.references)
+        insert_rows(conn, letter_table, letters)
+        if isinstance(invitations, list) and "letter_id" not in invitations[0]:
+            # No ids given (PostgreSQL): read them back by reference.
+            ids = dict(
+                conn.execute(
+                    select(letter_table.c.reference, letter_table.c.id).where(
+                        letter_table.c.reference.in_(merged.references)
+                    )
+                ).all()
+            )
+            for invitation, reference in zip(invitations, merged.references, strict=True):
+                invitation["letter_id"] = ids[reference]
+        insert_rows(conn, outbox_table, invitations)
+        result.created += len(merged.references)
+        result.invitations_queued += len(merged.references)
+    if progress is not None:
+        progress(merged.size)
+
+
+def _skipped(row: dict[str, Any], reason: str, target_kind: str) -> dict[str, Any]:
+    detail = None
+    if reason == "unresolved":
+        detail = row["mp_detail"] if target_kind == "mp" else row["employer_detail"]
+    elif reason == "no_employer_contact":
+        detail = f"no contact for {row['employer_key']} ({row['employer_name']})"
+    return {"membership_no": row["membership_no"], "reason": reason, "detail": detail}
+
+
+def preview_merge(
+    engine: Engine, name: str, settings: Settings, membership_no: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Merger]:
+    """One member's merge exactly as launch would make it, written nowhere.
+
+    Returns (wave, letter row, invitation row, merger). With no member given,
+    the first eligible member is used. A launched wave's existing letter is
+    shown as stored.
+    """
+    with engine.connect() as conn:
+        wave = get_wave(conn, name)
+        if wave["status"] == "draft":
+            wave["frozen"] = freeze_templates(wave, settings)
+            launched_at = utcnow()
+        else:
+            launched_at = wave["launched_at"]
+        merger = Merger(wave, settings, launched_at)
+        stmt = _candidates(wave)
+        if membership_no:
+            row = conn.execute(stmt.where(member_table.c.membership_no == membership_no)).first()
+            if row is None:
+                raise CampaignError(
+                    f"member {membership_no!r} does not exist or is outside this wave's --where"
+                )
+            candidates = [dict(row._mapping)]
+        else:
+            candidates = (dict(r._mapping) for r in conn.execute(stmt.limit(5000)))
+        for row in candidates:
+            reason = skip_reason(row, wave["target"])
+            if reason is None:
+                break
+            if membership_no:
+                raise CampaignError(f"member {membership_no} cannot take part: {reason.replace('_', ' ')}")
+        else:
+            raise CampaignError(f"wave {name!r} has no eligible member to preview")
+        if row["letter_id"] is not None:
+            stored = conn.execute(select(letter_table).where(letter_table.c.id == row["letter_id"])).one()
+            letter = dict(stored._mapping)
+            # Its latest invitation: a letter also has its own mail and receipt once sent, and
+            # a second invitation after `wave reinvite`.
+            o = outbox_table.c
+            invitation = dict(
+                conn.execute(
+                    select(outbox_table)
+                    .where(o.letter_id == letter["id"], o.kind == "invitation")
+                    .order_by(o.id.desc())
+                    .limit(1)
+                )
+                .one()
+                ._mapping
+            )
+            return wave, letter, invitation, merger
+    letter, invitation = merger.merge(row)
+    return wave, letter, invitation, merger
+
+
+def _unique_reference(taken: set[str]) -> str:
+    while True:
+        reference = new_reference()
+        if reference not in taken:
+            taken.add(reference)
+            return reference
+
+
+def _check_references(conn: Connection, refs: list[str]) -> None:
+    """Refuse a reference an earlier launch already used (50 random bits: about 1 in 10^15 a letter).
+
+    The launch's transaction is then rolled back whole, and a re-run draws new references.
+    """
+    if conn.execute(select(letter_table.c.reference).where(letter_table.c.reference.in_(refs))).first():
+        raise CampaignError("a letter reference clashed with an earlier one: nothing was launched; re-run")

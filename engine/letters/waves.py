@@ -1,0 +1,284 @@
+"""Waves: creating, editing and listing them, and counting their letters by state.
+
+A wave stays a draft, editable, until `launch.launch_wave` freezes its
+templates and makes its letters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.utils import parseaddr
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+
+from engine.errors import CampaignError
+from engine.letters.render import freeze_templates
+from engine.members.emails import EmailNotValidError, normalise_email
+from engine.members.validation import header_problems
+from engine.settings import Settings
+from engine.store.events import record_event
+from engine.store.models import (
+    WAVE_TARGETS,
+    inbound_table,
+    letter_table,
+    outbox_table,
+    utcnow,
+    wave_table,
+)
+
+FILTER_FIELDS = ("branch", "region", "role", "town")
+
+
+# An employer who replies gets the follow-up; one who does not, the chaser. Other waves name their own.
+DEFAULT_LATER = {
+    "employer": {"follow_up_template": "employer-follow-up", "chaser_template": "employer-chaser"}
+}
+
+
+@dataclass
+class WaveSpec:
+    """What an organiser gives `wave create` / `wave edit`; None leaves a value as it is."""
+
+    target: str | None = None
+    letter: str | None = None
+    invite: str | None = None
+    subject: str | None = None
+    reply_days: int | None = None
+    link_days: int | None = None
+    where: list[str] | None = None
+    to: str | None = None
+    to_address: str | None = None
+    to_salutation: str | None = None
+    follow_up: str | None = None  # "" for none
+    chaser: str | None = None  # "" for none
+    ask_days: int | None = None
+
+
+def parse_where(items: list[str]) -> dict[str, list[str]]:
+    """`branch=Leeds,region=London|South East` → {"branch": ["Leeds"], "region": ["London", "South East"]}."""
+    filters: dict[str, list[str]] = {}
+    for item in items:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            key, eq, values = part.partition("=")
+            key = key.strip().lower()
+            if not eq or key not in FILTER_FIELDS:
+                raise CampaignError(
+                    f"--where: {part.strip()!r} is not FIELD=VALUE "
+                    f"with FIELD one of {', '.join(FILTER_FIELDS)}"
+                )
+            chosen = [v.strip() for v in values.split("|") if v.strip()]
+            if not chosen:
+                raise CampaignError(f"--where: {key}= needs a value")
+            filters.setdefault(key, []).extend(chosen)
+    return filters
+
+
+def _check_header_bound(spec: WaveSpec) -> None:
+    """Refuse an option whose text reaches letters' headers (subject, recipient) if no header can hold it."""
+    options = {
+        "--subject": spec.subject,
+        "--to": spec.to,
+        "--to-address": spec.to_address,
+        "--to-salutation": spec.to_salutation,
+        "--where": "".join(spec.where or ()),
+    }
+    problems = header_problems(options, multiline=("--to-address",))
+    if problems:
+        option, problem = problems[0]
+        raise CampaignError(f"{option}: {problem}")
+
+
+def _wave_values(spec: WaveSpec, current: dict[str, Any] | None) -> dict[str, Any]:
+    _check_header_bound(spec)
+    values: dict[str, Any] = {}
+    if spec.target is not None:
+        if spec.target not in WAVE_TARGETS:
+            raise CampaignError(f"--target: {spec.target!r} is not one of {', '.join(WAVE_TARGETS)}")
+        values["target"] = spec.target
+    for name in ("letter", "invite"):
+        value = getattr(spec, name)
+        if value is not None:
+            values[f"{name}_template"] = value
+    for name in ("follow_up", "chaser"):
+        value = getattr(spec, name)
+        if value is not None:
+            values[f"{name}_template"] = value or None
+    if spec.ask_days is not None:
+        if not 1 <= spec.ask_days <= 365:
+            raise CampaignError("--ask-after: must be between 1 and 365 days")
+        values["ask_days"] = spec.ask_days
+    if spec.subject is not None:
+        values["subject"] = spec.subject or None
+    for name in ("reply_days", "link_days"):
+        value = getattr(spec, name)
+        if value is not None:
+            if not 1 <= value <= 365:
+                raise CampaignError(f"--{name.replace('_', '-')}: must be between 1 and 365")
+            values[name] = value
+    if spec.where is not None:
+        values["filters"] = parse_where(spec.where)
+    if spec.to is not None:
+        name, address = parseaddr(spec.to)
+        if not name:
+            raise CampaignError(
+                f"--to: {spec.to!r} needs a name, e.g. 'Secretary of State <office@example.org>'"
+            )
+        values["fixed_name"] = name
+        if address:
+            try:
+                values["fixed_email"] = normalise_email(address)
+            except EmailNotValidError as exc:
+                raise CampaignError(f"--to: {address!r} is not an address ({exc})") from None
+        else:
+            values["fixed_email"] = None
+    if spec.to_address is not None:
+        lines = [p.strip() for p in re.split(r"[|;\n]", spec.to_address) if p.strip()]
+        values["fixed_address"] = "\n".join(lines) or None
+    if spec.to_salutation is not None:
+        values["fixed_salutation"] = spec.to_salutation or None
+    merged = {**(current or {}), **values}
+    if merged.get("target") == "fixed" and not merged.get("fixed_name"):
+        raise CampaignError(
+            "--to: a fixed wave needs its one recipient, e.g. --to 'Secretary of State <office@example.org>'"
+        )
+    return values
+
+
+def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> dict[str, Any]:
+    """Create a draft wave after checking that its templates compile and use known fields."""
+    if not name.strip() or len(name) > 80:
+        raise CampaignError("wave name: give a name of 1 to 80 characters")
+    problems = header_problems({"wave name": name})
+    if problems:
+        raise CampaignError(f"wave name: {problems[0][1]}")
+    for required in ("target", "letter", "invite"):
+        if getattr(spec, required) is None:
+            raise CampaignError(f"--{required}: required to create a wave")
+    values = _wave_values(spec, None)
+    now = utcnow()
+    row = {
+        "name": name,
+        "created_at": now,
+        "updated_at": now,
+        "status": "draft",
+        "frozen": {},
+        "reply_days": 10,
+        "link_days": 30,
+        "ask_days": 14,
+        "filters": {},
+        **DEFAULT_LATER.get(values["target"], {}),
+        **values,
+    }
+    freeze_templates(row, settings)  # fails early, with file:line, on a bad template
+    with engine.begin() as conn:
+        if conn.execute(select(wave_table.c.id).where(wave_table.c.name == name)).first():
+            raise CampaignError(f"wave {name!r} already exists: use `campaign wave edit`")
+        conn.execute(wave_table.insert().values(**row))
+        record_event(conn, "wave.create", wave=name)
+    return get_wave(engine, name)
+
+
+def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> dict[str, Any]:
+    current = get_wave(engine, name)
+    if current["status"] != "draft":
+        raise CampaignError(
+            f"wave {name!r} was launched on {current['launched_at']:%d %B %Y}: it can no longer be edited"
+        )
+    values = _wave_values(spec, current)
+    freeze_templates({**current, **values}, settings)
+    with engine.begin() as conn:
+        conn.execute(
+            wave_table.update().where(wave_table.c.id == current["id"]).values(**values, updated_at=utcnow())
+        )
+        record_event(conn, "wave.edit", wave=name, changed=sorted(values))
+    return get_wave(engine, name)
+
+
+def get_wave(engine_or_conn: Engine | Connection, name: str) -> dict[str, Any]:
+    stmt = select(wave_table).where(wave_table.c.name == name)
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            row = conn.execute(stmt).first()
+    else:
+        row = engine_or_conn.execute(stmt).first()
+    if row is None:
+        raise CampaignError(f"no wave named {name!r} (see `campaign wave list`)")
+    return dict(row._mapping)
+
+
+def list_waves(engine: Engine) -> list[dict[str, Any]]:
+    w, lt = wave_table.c, letter_table.c
+    letters = select(lt.wave_id, func.count().label("letters")).group_by(lt.wave_id).subquery()
+    stmt = (
+        select(
+            w.name,
+            w.target,
+            w.status,
+            w.letter_template,
+            w.created_at,
+            w.launched_at,
+            func.coalesce(letters.c.letters, 0).label("letters"),
+        )
+        .select_from(wave_table.outerjoin(letters, letters.c.wave_id == w.id))
+        .order_by(w.created_at)
+    )
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def wave_status(engine: Engine, name: str) -> dict[str, Any]:
+    wave = get_wave(engine, name)
+    lt, o = letter_table.c, outbox_table.c
+    with engine.connect() as conn:
+        by_kind: dict[str, dict[str, int]] = {}
+        for kind, state, count in conn.execute(
+            select(lt.kind, lt.state, func.count())
+            .where(lt.wave_id == wave["id"])
+            .group_by(lt.kind, lt.state)
+        ):
+            by_kind.setdefault(kind, {})[state] = count
+        states = by_kind.get("letter", {})
+        i = inbound_table.c
+        incoming = dict(
+            conn.execute(
+                select(i.kind, func.count())
+                .select_from(inbound_table.join(letter_table, lt.id == i.letter_id))
+                .where(lt.wave_id == wave["id"])
+                .group_by(i.kind)
+            ).all()
+        )
+        # Why letters did not reach their recipient, so that none waits unexplained.
+        undelivered = [
+            {"state": state, "reason": reason or "no reason recorded", "letters": count}
+            for state, reason, count in conn.execute(
+                select(lt.state, lt.bounce_reason, func.count())
+                .where(lt.wave_id == wave["id"], lt.state.in_(("failed", "bounced")))
+                .group_by(lt.state, lt.bounce_reason)
+                .order_by(func.count().desc())
+            )
+        ]
+        outbox = dict(
+            conn.execute(
+                select(o.status, func.count())
+                .select_from(outbox_table.join(letter_table, lt.id == o.letter_id))
+                .where(lt.wave_id == wave["id"])
+                .group_by(o.status)
+            ).all()
+        )
+    return {
+        "wave": name,
+        "status": wave["status"],
+        "target": wave["target"],
+        "launched_at": wave["launched_at"],
+        "letters": sum(states.values()),
+        "states": states,
+        "follow_ups": by_kind.get("follow_up", {}),
+        "chasers": by_kind.get("chaser", {}),
+        "incoming": incoming,
+        "outbox": outbox,
+        "undelivered": undelivered,
+    }

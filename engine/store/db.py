@@ -1,0 +1,247 @@
+"""Opening the database, and creating or upgrading its schema with Alembic."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite as sqlite_dialect_class
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, StatementError
+
+from engine.errors import CampaignError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain postgresql:// URLs."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def open_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        raise CampaignError(f"CAMPAIGN_DB: {url!r} is not a database URL") from None
+    # Compact JSON: frozen merges are stored for every letter.
+    kwargs: dict[str, Any] = {"json_serializer": _compact_json}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": 30}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except Exception as exc:  # a missing driver or unknown dialect
+        raise CampaignError(f"CAMPAIGN_DB: cannot use {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # Letters are 2-4 KB rows: with 4 KB pages each takes a page of its own.
+    # 8 KB pages hold three, which halves the file and the writes. Only takes
+    # effect when the file is new.
+    cursor.execute("PRAGMA page_size=8192")
+    # WAL lets the web pages read while a command writes; NORMAL is durable under WAL
+    # except for the last transactions on power loss, which re-running recovers.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        reason = " ".join(str(exc.orig).split())
+        where = engine.url.render_as_string(hide_password=True)
+        raise CampaignError(f"database: cannot open {where}: {reason}") from None
+
+
+def init_db(engine: Engine) -> tuple[str | None, str]:
+    """Create the schema, or upgrade it to this version; returns (before, after)."""
+    before = current_revision(engine)
+    command.upgrade(_alembic_config(engine), "head")
+    return before, head_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to work on a database that `campaign init` has not prepared."""
+    current = current_revision(engine)
+    if current is None:
+        raise CampaignError(
+            f"database {engine.url.render_as_string(hide_password=True)} is not initialised: "
+            "run `campaign init` first"
+        )
+    if current != head_revision():
+        raise CampaignError(
+            f"database schema is at {current}, this version needs {head_revision()}: "
+            "run `campaign init` to upgrade (no data is lost)"
+        )
+
+
+def database_error_message(exc: StatementError) -> str:
+    """A database error as one line naming what went wrong, never the statement or its values.
+
+    SQLAlchemy's own message carries both, and the values are members' personal data.
+    """
+    orig = exc.orig if exc.orig is not None else exc
+    name = type(orig).__name__
+    if not isinstance(exc, DBAPIError):
+        # A value the driver could not take (a bind processor's error quotes it): name the kind only.
+        return f"database: {name} while preparing a statement's values"
+    sqlstate = getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    if sqlstate is not None and diag is not None:
+        # PostgreSQL's primary message names tables and constraints, except for data exceptions
+        # (class 22), which quote the offending value; the rest of its text repeats the SQL.
+        if sqlstate.startswith("22") or not diag.message_primary:
+            return f"database: {name} (SQLSTATE {sqlstate})"
+        return f"database: {name} (SQLSTATE {sqlstate}): {diag.message_primary}"
+    # SQLite's messages, and psycopg's own (a NUL, a lost connection), never include bound values.
+    lines = str(orig).strip().splitlines()
+    return f"database: {name}: {lines[0]}" if lines else f"database: {name}"
+
+
+def replace_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, replacing any with the same key (INSERT … ON CONFLICT DO UPDATE)."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert(table) if dialect == "sqlite" else pg_insert(table)
+        columns = [name for name in rows[0] if name != key]
+        stmt = insert.on_conflict_do_update(
+            index_elements=[table.c[key]],
+            set_={name: insert.excluded[name] for name in columns},
+        )
+        conn.execute(stmt, rows)
+        return
+    column = table.c[key]
+    keys = [row[key] for row in rows]
+    for start in range(0, len(keys), 500):
+        conn.execute(table.delete().where(column.in_(keys[start : start + 500])))
+    conn.execute(table.insert(), rows)
+
+
+@dataclass
+class PreparedInsert:
+    """An INSERT and its rows as driver parameters, ready for executemany."""
+
+    sql: str
+    params: list[tuple[Any, ...]]
+
+
+def sqlite_dialect() -> Dialect:
+    """The dialect open_engine uses for SQLite, for preparing rows away from a connection."""
+    return sqlite_dialect_class(json_serializer=_compact_json)
+
+
+def prepare_insert(table: Table, rows: list[dict[str, Any]], dialect: Dialect) -> PreparedInsert:
+    """The same statement Core would run, compiled once, with each column's bind processor applied.
+
+    SQLAlchemy's generic per-parameter work otherwise costs more than SQLite's
+    own insert. Pure computation: a launch does it in its worker process.
+    """
+    columns = list(rows[0])
+    compiled = table.insert().compile(dialect=dialect, column_keys=columns)
+    processors = {name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns}
+    active = [(name, p) for name, p in processors.items() if p is not None]
+    order = [compiled.binds[key].key for key in compiled.positiontup or ()]
+    # A launch stamps thousands of rows with the same few datetimes: convert each once.
+    memo: dict[tuple[str, Any], Any] = {}
+    params: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = dict(row)
+        for name, process in active:
+            value = values[name]
+            if isinstance(value, datetime):
+                key = (name, value)
+                if key not in memo:
+                    memo[key] = process(value)
+                values[name] = memo[key]
+            else:
+                values[name] = process(value)
+        params.append(tuple(values[key] for key in order))
+    return PreparedInsert(str(compiled), params)
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]] | PreparedInsert) -> None:
+    """executemany INSERT of many same-shaped rows, for the hot paths."""
+    if isinstance(rows, PreparedInsert):
+        if rows.params:
+            conn.exec_driver_sql(rows.sql, rows.params)
+        return
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        # psycopg adapts JSON and datetimes itself, and batches executemany in a pipeline.
+        conn.execute(table.insert(), rows)
+        return
+    insert_rows(conn, table, prepare_insert(table, rows, conn.dialect))
+
+
+class FastStatement:
+    """A Core statement compiled once for a dialect and run through the driver directly.
+
+    For the sending worker's few per-message writes, where SQLAlchemy's own
+    per-execution work costs as much as the database. Bound values go through
+    each parameter's own type processor, exactly as Core would send them.
+    """
+
+    def __init__(self, statement: Any, dialect: Dialect):
+        self.compiled = statement.compile(dialect=dialect)
+        self.sql = str(self.compiled)
+        self.order = list(self.compiled.positiontup or ())
+        self.processors = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for bind, name in self.compiled.bind_names.items()
+        }
+
+    def execute(self, conn: Connection, **values: Any) -> int:
+        params = self.compiled.construct_params(values)
+        for name, process in self.processors.items():
+            if process is not None and name in params:
+                params[name] = process(params[name])
+        driver_params: Any = tuple(params[key] for key in self.order) if self.order else params
+        # Straight on the driver's cursor, inside the caller's transaction: even
+        # exec_driver_sql sets up an execution context that costs more than the write.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, driver_params)
+            return cursor.rowcount
+        finally:
+            cursor.close()
