@@ -16,8 +16,11 @@ from sqlalchemy.exc import ArgumentError
 
 from engine.errors import CampaignError
 
-# The campaign's own templates sit beside pyproject.toml, not wherever `campaign` is run from.
+# The campaign's own templates sit beside pyproject.toml (the checkout `pip install -e` points
+# at), not wherever `campaign` is run from; an install without them looks in ./templates.
 PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+if not PROJECT_TEMPLATES.is_dir():
+    PROJECT_TEMPLATES = Path("templates")
 DEFAULT_DB = "sqlite:///campaign.db"
 DEFAULT_POSTCODES_IO = "https://api.postcodes.io"
 DEFAULT_MEMBERS_API = "https://members-api.parliament.uk"

@@ -605,3 +605,36 @@ def test_cli_match_log_outcome_and_chase(sent, tmp_path, db_url):
     assert json.loads(chased.output)["overdue"] == 0  # nothing is ten working days old yet
     raw = run("replies", "show", str(row["id"]), "--raw")
     assert raw.output == fill("newsletter", letters["newsletter"]).decode()
+
+
+def test_each_step_of_ingest_can_be_called_alone(sent):
+    """Read, classify, match, store raw and act: each step a function a test can call by itself."""
+    from engine.inbox.act import act
+    from engine.inbox.classify import classify, parse
+    from engine.inbox.ingest import dedupe_key, message_row, store_raw
+    from engine.inbox.match import Matcher
+    from engine.store.models import utcnow
+
+    engine, letters = sent
+    letter = letters["direct-reply-in-reply-to"]
+    data = fill("direct-reply-in-reply-to", letter)
+    message = parse(data)
+    assert classify(message).kind == "ordinary"
+    matcher = Matcher(SETTINGS)
+    with engine.begin() as conn:
+        analysis = matcher.analyse(conn, message)
+        assert (analysis.kind, analysis.letter["id"], analysis.method, analysis.triage) == (
+            "reply",
+            letter["id"],
+            "in_reply_to",
+            None,
+        )
+        key, message_id = dedupe_key(message, data)
+        row = message_row(data, "eml", message, message_id, key, analysis, None, utcnow())
+        inbound_id = store_raw(conn, row, key)
+        assert inbound_id is not None
+        assert store_raw(conn, row, key) is None  # the same message again is stored once
+        done = act(conn, inbound_id, analysis, matcher, SETTINGS, utcnow())
+    assert done.letters_replied == 1
+    assert stored(engine, inbound_id)["raw"] == data
+    assert state_of(engine, letter["id"]) == "replied"

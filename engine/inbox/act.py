@@ -9,11 +9,13 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from engine.followup.drafts import draft_follow_up
 from engine.inbox.classify import Classification
 from engine.inbox.match import AWAITING, Analysis, Matcher
 from engine.mail.outbox import INVITATIONS
 from engine.mail.send import address_of
 from engine.settings import Settings
+from engine.store.db import without_nul
 from engine.store.models import (
     failure_table,
     letter_table,
@@ -85,11 +87,6 @@ def record_failures(conn: Connection, inbound_id: int, analysis: Analysis, match
         )
 
 
-def without_nul(row: dict[str, Any]) -> dict[str, Any]:
-    """A row's text without NUL characters, which PostgreSQL refuses in text (raw bytes keep them)."""
-    return {k: v.replace("\0", "") if isinstance(v, str) else v for k, v in row.items()}
-
-
 def bounce_message(
     conn: Connection, outbox: dict[str, Any], classification: Classification, now: datetime
 ) -> int:
@@ -123,8 +120,6 @@ def bounce_message(
 def follow_up(
     conn: Connection, letter: dict[str, Any], inbound_id: int, settings: Settings, now: datetime
 ) -> bool:
-    from engine.followup.drafts import draft_follow_up  # follow-ups build on this module
-
     return draft_follow_up(conn, letter, inbound_id, settings, now)
 
 

@@ -152,7 +152,7 @@ def _author(value: str) -> tuple[str | None, str | None]:
     return (name.strip("\"' ") or None) if name else None, (addr.lower() or None)
 
 
-def _own_text(lines: list[str]) -> str:
+def own_text(lines: list[str]) -> str:
     """The forwarded message's words: up to where it quotes earlier mail."""
     kept: list[str] = []
     for index, line in enumerate(lines):
@@ -219,7 +219,7 @@ def find_inline(text: str) -> Forwarded | None:
             date=parse_date(date_text) if date_text else None,
             subject=fields.get("subject") or None,
             to=fields.get("to"),
-            text=_own_text(body),
+            text=own_text(body),
         )
     return None
 
@@ -241,7 +241,7 @@ def find_attached(message: Message) -> Forwarded | None:
             date=parse_date(str(inner.get("Date", ""))),
             subject=str(inner.get("Subject", "")) or None,
             to=str(inner.get("To", "")) or None,
-            text=_own_text(body_text(inner).split("\n")),
+            text=own_text(body_text(inner).split("\n")),
             attached=True,
         )
     return None

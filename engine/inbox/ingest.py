@@ -19,13 +19,14 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.errors import failure_text
-from engine.inbox.act import act, without_nul
+from engine.inbox.act import act
 from engine.inbox.classify import parse
 from engine.inbox.forwards import parse_date
 from engine.inbox.match import MESSAGE_ID, Analysis, Matcher, header_value
 from engine.inbox.outcomes import suggest_outcome
 from engine.inbox.sources import CONNECTION_ERRORS, MailSource
 from engine.settings import Settings
+from engine.store.db import without_nul
 from engine.store.models import (
     inbound_table,
     utcnow,
@@ -78,7 +79,7 @@ def dedupe_key(message: Message | None, data: bytes) -> tuple[str, str | None]:
 
 
 class Ingester:
-    """Records messages one by one; also used for one message at a time by tests and `replies log`."""
+    """Records messages one by one: store the raw message (`store_raw`), read it, act on it."""
 
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
@@ -122,8 +123,8 @@ class Ingester:
                         analysis = self.analyse(conn, message)
                 except Exception as exc:  # kept and listed, never dropped
                     problem = f"cannot read: {failure_text(exc)}"
-            row = self._row(data, source, message, message_id, key, analysis, problem, now)
-            inbound_id = self._insert(conn, row, key)
+            row = message_row(data, source, message, message_id, key, analysis, problem, now)
+            inbound_id = store_raw(conn, row, key)
             if inbound_id is None:
                 result.duplicates += 1
                 return None
@@ -151,88 +152,6 @@ class Ingester:
                     result.matched += 1
             return inbound_id
 
-    def _insert(self, conn: Connection, row: dict[str, Any], key: str) -> int | None:
-        """The stored row's id; None when another run stored the same message a moment ago.
-
-        A message the database will not take as read (a byte it refuses, a value out of
-        range) is stored raw with the reason instead, so that it never stops the rest.
-        """
-        try:
-            with conn.begin_nested():
-                return conn.execute(inbound_table.insert().values(**row)).inserted_primary_key[0]
-        except IntegrityError:
-            if conn.execute(select(inbound_table.c.id).where(inbound_table.c.dedupe_key == key)).first():
-                return None
-            reason = "the database refused it as read"
-        except DBAPIError as exc:
-            reason = f"the database refused it as read ({failure_text(exc)})"
-        bare = {
-            name: row[name]
-            for name in ("dedupe_key", "source", "raw", "size", "message_id", "received_at", "ingested_at")
-        }
-        bare.update(
-            kind="unrelated",
-            forwarded=False,
-            problem=reason,
-            triage="could not be read into the database: look at the raw message (replies show --raw)",
-        )
-        with conn.begin_nested():
-            return conn.execute(inbound_table.insert().values(**bare)).inserted_primary_key[0]
-
-    def _row(
-        self,
-        data: bytes,
-        source: str,
-        message: Message | None,
-        message_id: str | None,
-        key: str,
-        analysis: Analysis | None,
-        problem: str | None,
-        now: datetime,
-    ) -> dict[str, Any]:
-        received = now
-        from_addr = subject = None
-        if message is not None:
-            try:
-                received = parse_date(header_value(message, "Date")) or now
-            except (ValueError, OverflowError, TypeError):  # a date no parser can place
-                received = now
-            from_addr = header_value(message, "From")[:500] or None
-            subject = header_value(message, "Subject")[:500] or None
-        row: dict[str, Any] = {
-            "dedupe_key": key,
-            "source": source,
-            "raw": data,
-            "size": len(data),
-            "message_id": message_id,
-            "received_at": received,
-            "ingested_at": now,
-            "from_addr": from_addr,
-            "subject": subject,
-            "kind": "unrelated",
-            "problem": problem,
-            "forwarded": False,
-        }
-        if analysis is not None:
-            letter = analysis.letter
-            row.update(
-                kind=analysis.kind,
-                letter_id=letter["id"] if letter else None,
-                suggested_letter_id=analysis.suggested["id"] if analysis.suggested else None,
-                match_method=analysis.method,
-                forwarded=analysis.forwarded is not None,
-                author_name=analysis.author_name,
-                author_addr=analysis.author_addr,
-                authored_at=analysis.authored_at or received,
-                text=analysis.text[:_TEXT_LIMIT] or None,
-                triage=analysis.triage,
-                authentication=analysis.auth.summary,
-            )
-            if analysis.kind == "reply" and analysis.text:
-                row["suggested_outcome"] = suggest_outcome(analysis.text)
-        return without_nul(row)
-
-    # -- whole sources ----------------------------------------------------------
     def ingest(self, source: MailSource, *, progress: Callable[[int], None] | None = None) -> IngestResult:
         result = IngestResult(source=source.name)
         try:
@@ -283,3 +202,88 @@ def _defects(message: Message) -> str | None:
             if words and words not in found:
                 found.append(words)
     return f"broken MIME: {'; '.join(found)}" if found else None
+
+
+def store_raw(conn: Connection, row: dict[str, Any], key: str) -> int | None:
+    """The stored row's id; None when another run stored the same message a moment ago.
+
+    A message the database will not take as read (a byte it refuses, a value out of
+    range) is stored raw with the reason instead, so that it never stops the rest.
+    """
+    try:
+        with conn.begin_nested():
+            return conn.execute(inbound_table.insert().values(**row)).inserted_primary_key[0]
+    except IntegrityError:
+        if conn.execute(select(inbound_table.c.id).where(inbound_table.c.dedupe_key == key)).first():
+            return None
+        reason = "the database refused it as read"
+    except DBAPIError as exc:
+        reason = f"the database refused it as read ({failure_text(exc)})"
+    bare = {
+        name: row[name]
+        for name in ("dedupe_key", "source", "raw", "size", "message_id", "received_at", "ingested_at")
+    }
+    bare.update(
+        kind="unrelated",
+        forwarded=False,
+        problem=reason,
+        triage="could not be read into the database: look at the raw message (replies show --raw)",
+    )
+    with conn.begin_nested():
+        return conn.execute(inbound_table.insert().values(**bare)).inserted_primary_key[0]
+
+
+def message_row(
+    data: bytes,
+    source: str,
+    message: Message | None,
+    message_id: str | None,
+    key: str,
+    analysis: Analysis | None,
+    problem: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    received = now
+    from_addr = subject = None
+    if message is not None:
+        try:
+            received = parse_date(header_value(message, "Date")) or now
+        except (ValueError, OverflowError, TypeError):  # a date no parser can place
+            received = now
+        from_addr = header_value(message, "From")[:500] or None
+        subject = header_value(message, "Subject")[:500] or None
+    row: dict[str, Any] = {
+        "dedupe_key": key,
+        "source": source,
+        "raw": data,
+        "size": len(data),
+        "message_id": message_id,
+        "received_at": received,
+        "ingested_at": now,
+        "from_addr": from_addr,
+        "subject": subject,
+        "kind": "unrelated",
+        "problem": problem,
+        "forwarded": False,
+    }
+    if analysis is not None:
+        letter = analysis.letter
+        row.update(
+            kind=analysis.kind,
+            letter_id=letter["id"] if letter else None,
+            suggested_letter_id=analysis.suggested["id"] if analysis.suggested else None,
+            match_method=analysis.method,
+            forwarded=analysis.forwarded is not None,
+            author_name=analysis.author_name,
+            author_addr=analysis.author_addr,
+            authored_at=analysis.authored_at or received,
+            text=analysis.text[:_TEXT_LIMIT] or None,
+            triage=analysis.triage,
+            authentication=analysis.auth.summary,
+        )
+        if analysis.kind == "reply" and analysis.text:
+            row["suggested_outcome"] = suggest_outcome(analysis.text)
+    return without_nul(row)
+
+
+# -- whole sources ----------------------------------------------------------

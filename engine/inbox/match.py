@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, exists, select
 
 from engine.inbox.classify import Classification, classify, content_type
-from engine.inbox.forwards import Forwarded, body_text, find_attached, find_inline
+from engine.inbox.forwards import Forwarded, body_text, find_attached, find_inline, own_text
 from engine.inbox.sender_auth import SenderAuthentication, read_authentication
 from engine.letters.links import check_token, link_token
 from engine.settings import Settings
@@ -518,6 +518,4 @@ def _raw_text(message: Message) -> str:
 
 def _own_words(text: str) -> str:
     """A direct reply's own text, without the quoted letter below it."""
-    from engine.inbox.forwards import _own_text
-
-    return _own_text(text.replace("\r\n", "\n").split("\n"))
+    return own_text(text.replace("\r\n", "\n").split("\n"))

@@ -13,7 +13,7 @@ from engine.errors import CampaignError
 from engine.inbox.act import bounce_message, follow_up, mark_replied
 from engine.inbox.classify import classify, parse
 from engine.inbox.match import Matcher, normal_reference
-from engine.inbox.outcomes import suggest_outcome
+from engine.inbox.outcomes import check_outcome, suggest_outcome
 from engine.mail.send import address_of
 from engine.settings import Settings
 from engine.store.events import record_event
@@ -332,8 +332,6 @@ def log_paper_reply(
 
 def set_outcome(engine: Engine, reply_id: int, outcome: str) -> dict[str, Any]:
     """Staff's reading of what a reply means for the campaign; it replaces the suggestion."""
-    from engine.inbox.outcomes import check_outcome
-
     outcome = check_outcome(outcome)
     with engine.begin() as conn:
         reply = reply_for(conn, reply_id)

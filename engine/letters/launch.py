@@ -4,6 +4,9 @@ A launch creates, in one transaction, one letter per eligible member with the
 merge frozen (subject, text, the target's details, the member's details), a
 reference and a personal link, and queues one invitation per letter.
 Launching again only adds letters for members who have none yet.
+
+Longer than most modules because merging in worker processes and writing in
+the main one are one pipeline tuned together (see bench/bench_launch.py).
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]
         layout_path = Path(settings.templates_dir) / "letters" / "layout.html"
     if not layout_path.is_file():
         raise CampaignError(
-            f"{layout_path}: the letter layout is missing (it sits beside the letter templates)"
+            f"{layout_path}: the letter layout is missing (it sits in templates/letters/, or beside "
+            "a letter given by path)"
         )
     letter = read_template(letter_path)
     invite_text = read_template(text_path)

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from engine.errors import CampaignError, failure_text
+from engine.letters.documents import letter_document
 from engine.letters.links import answer_link, letter_link, link_token, unsubscribe_link
 from engine.letters.merge import member_from_snapshot, without_placeholders
 from engine.letters.render import WaveRenderer
@@ -149,8 +150,6 @@ def build_letter(
     campaign ("Jane Smith via …"), with Reply-To the member and a copy to them.
     It carries no List-Unsubscribe: it is one person's letter, not bulk mail.
     """
-    from engine.letters.documents import letter_document  # letters imports this module
-
     member = member_from_snapshot(letter["merge_snapshot"]["member"])
     headers = [
         (

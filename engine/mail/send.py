@@ -6,6 +6,10 @@ every move is committed on its own. A worker killed at any moment therefore
 leaves claimed messages, which the next worker puts back in the queue, and at
 most one message in `sending`, whose SMTP transaction may or may not have
 finished: it becomes `uncertain` and is resent only when asked.
+
+Longer than most modules because the claim, the delivery and the recording of
+one message are one idea whose order is the guarantee; splitting them would
+hide it.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ FIRST_RETRY = timedelta(minutes=1)
 LEASE = timedelta(minutes=15)  # claims older than this from another machine are abandoned
 
 
-class Transport:  # the protocol both transports in engine.smtp follow
+class Transport:  # the protocol both transports in engine.mail.smtp follow
     description: str
 
     def send(self, data: bytes, mail_from: str, recipients: list[str], name: str) -> Any: ...

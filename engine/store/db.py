@@ -245,3 +245,8 @@ class FastStatement:
             return cursor.rowcount
         finally:
             cursor.close()
+
+
+def without_nul(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's text without NUL characters, which PostgreSQL refuses in text (raw bytes keep them)."""
+    return {k: v.replace("\0", "") if isinstance(v, str) else v for k, v in row.items()}

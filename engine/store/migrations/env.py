@@ -1,4 +1,4 @@
-"""Alembic environment: runs against the engine that `engine.db` hands over."""
+"""Alembic environment: runs against the engine that `engine.store.db` hands over."""
 
 from alembic import context
 from sqlmodel import SQLModel
