@@ -436,3 +436,34 @@ def test_the_sender_fails_a_letter_whose_recipient_was_suppressed_while_it_waite
             select(letter_table.c.state, letter_table.c.bounce_reason).where(letter_table.c.id == other["id"])
         ).one()
     assert tuple(row) == ("failed", SUPPRESSED_RECIPIENT)
+
+
+def test_replies_show_says_what_a_bounce_says_and_log_takes_uk_dates(mailroom):
+    letters = mailroom.letters
+    mailroom.drop("bounce-verp", "spare1")
+    mailroom.ingest()
+    listed = json.loads(mailroom.run("replies", "list", "--kind", "bounce", "--json").output)
+    shown = mailroom.run("replies", "show", str(listed[0]["id"]))
+    target = letters["spare1"]["target_email"].lower()
+    assert f"  failed: {target} (5.1.1)" in shown.output
+    assert (
+        f"    server said: 550 5.1.1 <{target}>: Recipient address rejected: User unknown"
+        in shown.output
+    )
+    reference = letters["spare2"]["reference"]
+    for given in ("28/11/2026", "28.11.26", "2026-11-28"):
+        logged = mailroom.run("replies", "log", reference, "--received", given, "--note", given)
+        assert logged.exit_code == 0, logged.output
+    with mailroom.engine.connect() as conn:
+        dates = {
+            row.note: row.received_at.date().isoformat()
+            for row in conn.execute(
+                select(inbound_table.c.note, inbound_table.c.received_at).where(
+                    inbound_table.c.source == "paper"
+                )
+            )
+        }
+    assert dates == {"28/11/2026": "2026-11-28", "28.11.26": "2026-11-28", "2026-11-28": "2026-11-28"}
+    wrong = mailroom.run("replies", "log", reference, "--received", "11/28/2026")
+    assert wrong.exit_code == 2
+    assert "'11/28/2026' is not a date like 28/11/2026 (day first) or 2026-11-28" in wrong.output

@@ -214,6 +214,12 @@ def replies_show(app: App, reply_id: int, raw: bool, as_json: bool) -> None:
         )
     else:
         click.echo("  letter: not matched (campaign replies match ID REF)")
+    for failure in row["failed"]:
+        how = "failed" if failure["permanent"] else "delayed"
+        status = f" ({failure['status']})" if failure["status"] else ""
+        click.echo(f"  {how}: {failure['address']}{status}")
+        if failure["diagnostic"]:
+            click.echo(f"    server said: {' '.join(failure['diagnostic'].split())}")
     if row["triage"]:
         click.echo(f"  waiting for staff: {row['triage']}")
     if row["authentication"]:
@@ -301,10 +307,22 @@ def replies_dismiss(app: App, reply_id: int) -> None:
 
 
 def _date(value: str) -> datetime:
+    """ISO (2026-11-28) or a UK date, day first (28/11/2026, 28-11-2026, 28.11.26)."""
+    text = value.strip()
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise CampaignError(f"--received: {value!r} is not a date like 2026-11-20") from None
+        parsed = None
+        for pattern in ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d/%m/%y", "%d.%m.%y"):
+            try:
+                parsed = datetime.strptime(text, pattern)
+                break
+            except ValueError:
+                continue
+        if parsed is None:
+            raise CampaignError(
+                f"--received: {value!r} is not a date like 28/11/2026 (day first) or 2026-11-28"
+            ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

@@ -145,7 +145,17 @@ def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
                 )
             ).first()
     row.pop("raw")
+    f = failure_table.c
     with engine.connect() as conn:
+        # What a bounce says: who failed, the status code and the server's own words.
+        row["failed"] = [
+            {"address": r.address, "status": r.status, "diagnostic": r.diagnostic, "permanent": r.permanent}
+            for r in conn.execute(
+                select(f.address, f.status, f.diagnostic, f.permanent)
+                .where(f.inbound_id == reply_id)
+                .order_by(f.id)
+            )
+        ]
         row["suggested_reference"] = (
             conn.execute(
                 select(letter_table.c.reference).where(letter_table.c.id == row["suggested_letter_id"])
