@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@$(BIN)/campaign doctor
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	$(CAMPAIGN) init
 	$(CAMPAIGN) members import data/members.csv --skip-invalid --rejects $(DEMO_DIR)/members.rejects.csv
@@ -69,6 +70,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) lint
+	@$(BIN)/campaign doctor --tests
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -27,6 +27,12 @@ DEFAULT_MEMBERS_API = "https://members-api.parliament.uk"
 # Reserved example domains: nothing is ever delivered to them by accident.
 DEFAULT_FROM = "Campaigns Team <campaigns@union.example>"
 DEFAULT_ORGANISING = "organising@union.example"
+# Unset branding names a union that plainly does not exist, so a demo or a half-configured
+# install never speaks for a real one.
+DEFAULT_NAME = "Example Schools Union"
+MAX_LOGO = 256 * 1024
+# PNG and JPEG only: an SVG is a document that can carry script.
+_LOGO_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 MIN_SECRET = 32
 MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
@@ -54,7 +60,13 @@ class Settings:
     base_url: str = "http://127.0.0.1:8000"
     mail_from: str = DEFAULT_FROM
     organising_email: str = DEFAULT_ORGANISING
-    campaign_name: str = "the union"
+    campaign_name: str = DEFAULT_NAME
+    # Who signs the union's emails; unset, the display name in CAMPAIGN_FROM.
+    sender_name: str = ""
+    # A line at the foot of every member page and email (address, registration), and a logo
+    # file shown on the pages and in HTML emails.
+    footer: str = ""
+    logo_file: str | None = None
     templates_dir: str = str(PROJECT_TEMPLATES)
     smtp_url: str | None = None
     bounce_domain: str | None = None
@@ -85,7 +97,10 @@ class Settings:
             base_url=(env.get("CAMPAIGN_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             mail_from=env.get("CAMPAIGN_FROM") or DEFAULT_FROM,
             organising_email=env.get("CAMPAIGN_ORGANISING_EMAIL") or DEFAULT_ORGANISING,
-            campaign_name=env.get("CAMPAIGN_NAME") or "the union",
+            campaign_name=env.get("CAMPAIGN_NAME") or DEFAULT_NAME,
+            sender_name=env.get("CAMPAIGN_SENDER_NAME") or "",
+            footer=env.get("CAMPAIGN_FOOTER") or "",
+            logo_file=env.get("CAMPAIGN_LOGO") or None,
             templates_dir=env.get("CAMPAIGN_TEMPLATES") or str(PROJECT_TEMPLATES),
             smtp_url=env.get("SMTP_URL") or None,
             bounce_domain=env.get("BOUNCE_DOMAIN") or None,
@@ -112,6 +127,37 @@ class Settings:
                 "run `campaign init` to create it (or set CAMPAIGN_SECRET to 32 or more random characters)"
             )
         return self.secret
+
+    @property
+    def signature(self) -> str:
+        """Who signs the union's emails."""
+        return self.sender_name or parseaddr(self.mail_from)[0] or self.campaign_name
+
+    def campaign_context(self) -> dict[str, str]:
+        """What templates see as `campaign`: the branding, read from settings only."""
+        return {
+            "name": self.campaign_name,
+            "organising_email": self.organising_email,
+            "sender_name": self.signature,
+            "footer": self.footer,
+            "logo_url": f"{self.base_url}/logo" if self.logo_file else "",
+        }
+
+    def logo(self) -> tuple[bytes, str] | None:
+        """(bytes, media type) of CAMPAIGN_LOGO, checked; None when no logo is set."""
+        if not self.logo_file:
+            return None
+        path = Path(self.logo_file)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CampaignError(f"CAMPAIGN_LOGO: cannot read {path}: {exc.strerror}") from None
+        if len(data) > MAX_LOGO:
+            raise CampaignError(f"CAMPAIGN_LOGO: {path} is {len(data):,} bytes, at most {MAX_LOGO:,}")
+        for magic, media_type in _LOGO_TYPES.items():
+            if data.startswith(magic):
+                return data, media_type
+        raise CampaignError(f"CAMPAIGN_LOGO: {path} is not a PNG or JPEG image")
 
     def validate(self) -> None:
         for name, url in (
@@ -142,6 +188,16 @@ class Settings:
             raise CampaignError(
                 f"CAMPAIGN_ORGANISING_EMAIL: {self.organising_email!r} is not an email address"
             )
+        for name, value, longest in (
+            ("CAMPAIGN_NAME", self.campaign_name, 100),
+            ("CAMPAIGN_SENDER_NAME", self.sender_name, 100),
+            ("CAMPAIGN_FOOTER", self.footer, 300),
+        ):
+            # These go into mail headers and one-line places: a line break there is an injection.
+            if any(ch in value for ch in "\r\n\x00"):
+                raise CampaignError(f"{name}: must be one line")
+            if len(value) > longest:
+                raise CampaignError(f"{name}: at most {longest} characters")
         if self.smtp_url:
             parts = urlsplit(self.smtp_url)
             if parts.scheme not in ("smtp", "smtps") or not parts.hostname:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from engine import system
 from engine.errors import CampaignError
 from engine.letters.merge import member_from_snapshot, paragraphs_html, without_placeholders
 from engine.letters.render import WaveRenderer
@@ -97,7 +98,8 @@ _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
 
 def pdf_bytes(documents: list[str]) -> bytes:
     """Render letter documents (same layout) into one PDF, a new page for each letter."""
-    from weasyprint import HTML  # imported here: it loads Pango, which most commands never need
+    # Loaded here: it loads Pango, which most commands never need.
+    HTML = system.weasyprint().HTML  # noqa: N806
 
     if len(documents) == 1:
         return HTML(string=documents[0]).write_pdf()

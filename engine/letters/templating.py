@@ -50,7 +50,7 @@ TARGET_FIELDS = ("name", "salutation", "address", "email", "kind", "constituency
 WAVE_FIELDS = ("name", "reply_days")
 LETTER_FIELDS = ("reference", "date")
 EMAIL_LETTER_FIELDS = (*LETTER_FIELDS, "subject", "text")
-CAMPAIGN_FIELDS = ("name", "organising_email")
+CAMPAIGN_FIELDS = ("name", "organising_email", "sender_name", "footer", "logo_url")
 TOP_LEVEL = ("member", "target", "wave", "letter", "link", "campaign", "unsubscribe_link")
 # Member fields a template may need that a member can lack.
 OPTIONAL_MEMBER_FIELDS = (

@@ -69,7 +69,7 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
         },
         "link": letter_link(settings.base_url, link_token(secret, nonce)),
         "unsubscribe_link": unsubscribe_link(settings.base_url, secret, reference, nonce),
-        "campaign": {"name": settings.campaign_name, "organising_email": settings.organising_email},
+        "campaign": settings.campaign_context(),
     }
 
 
