@@ -336,7 +336,7 @@ def test_the_letter_reaches_its_target_from_the_campaign_with_a_copy_and_a_recei
         receipts = [r for r in smtp.recorder.received if ".receipt." in r.message["Message-ID"]]
     assert len(letters) == 1 and len(receipts) == 1
     message = letters[0].message
-    assert message["From"] == "Aisha Khan via the union <campaigns@union.example>"
+    assert message["From"] == "Aisha Khan via Example Schools Union <campaigns@union.example>"
     assert message["To"] == "Harriet Alden MP <harriet.alden.mp@parliament.example>"
     assert message["Cc"] == "Aisha Khan <aisha.khan@members.example.org>"
     assert message["Reply-To"] == "Aisha Khan <aisha.khan@members.example.org>"
