@@ -56,7 +56,9 @@ demo: $(STAMP)
 	$(CAMPAIGN) chase
 	@echo "A member's personal link (run 'make serve' and open it):"
 	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
-	$(CAMPAIGN) wave pdf "Employers: well-being assessment" --out $(DEMO_DIR)/pdfs --limit 3
+	@echo "Bristol City Council has no email address on record: M100018 prints the letter and posts it themselves."
+	$(CAMPAIGN) letters decide "Employers: well-being assessment" M100018 self
+	$(CAMPAIGN) wave pdf "Employers: well-being assessment" --out $(DEMO_DIR)/pdfs --combined
 	@echo
 	@echo "Demo database: $(DEMO_DIR)/campaign.db; invitations delivered to the folder $(DEMO_DIR)/outbox/,"
 	@echo "letters printed to $(DEMO_DIR)/pdfs/. No mail left this machine. Try: $(CAMPAIGN) letters list"

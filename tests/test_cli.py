@@ -98,7 +98,9 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     outbox = list((tmp_path / "demo" / "outbox").glob("*.eml"))
     assert len(outbox) == 92
     assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 1
-    assert len(list((tmp_path / "demo" / "pdfs").glob("*.pdf"))) == 3
+    # The one letter due on paper: its member posts it themselves (their council has no email).
+    assert len(list((tmp_path / "demo" / "pdfs").glob("*.pdf"))) == 1
+    assert "Printed 1 letter (1 page) to " in out
     assert (tmp_path / "demo" / "preview.pdf").read_bytes().startswith(b"%PDF")
 
 

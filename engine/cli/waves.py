@@ -8,7 +8,7 @@ import click
 
 from engine.cli.app import App, UserError, main, pass_app
 from engine.cli.output import Progress, echo_json, echo_table
-from engine.letters.documents import letter_document, pdf_bytes, write_wave_pdfs
+from engine.letters.documents import LEFT_OUT_WORDS, letter_document, pdf_bytes, write_wave_pdfs
 from engine.letters.launch import launch_wave, preview_merge
 from engine.letters.link_secret import reinvite_wave
 from engine.letters.template_check import check_template_file
@@ -396,30 +396,74 @@ def wave_reinvite(app: App, name: str, as_json: bool) -> None:
     help="Folder for the PDFs.",
 )
 @click.option("--combined", is_flag=True, help="One PDF for a print run (a file per 200 letters).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N letters.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([*LETTER_STATES, "all"]),
+    help="Print letters in this state (repeatable; 'all': every letter) instead of those due on paper.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N letters chosen.")
 @click.option("--ref", "references", multiple=True, help="Only these letter references.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was printed and left out as JSON.")
 @pass_app
 def wave_pdf(
-    app: App, name: str, out_dir: Path, combined: bool, limit: int | None, references: tuple[str, ...]
+    app: App,
+    name: str,
+    out_dir: Path,
+    combined: bool,
+    states: tuple[str, ...],
+    limit: int | None,
+    references: tuple[str, ...],
+    as_json: bool,
 ) -> None:
-    """Print-ready A4 PDFs of a launched wave's letters.
+    """Print-ready A4 PDFs of the letters of a launched wave that are due on paper.
+
+    Due on paper: letters the member sends themselves (self_sent), and confirmed
+    letters with no email address to send them to. --state chooses others.
 
     \b
     Examples:
-      campaign wave pdf "Employers autumn" --out pdfs/ --limit 5
       campaign wave pdf "Employers autumn" --out print-run/ --combined
+      campaign wave pdf "Employers autumn" --out pdfs/ --state bounced --state failed
     """
-    with Progress("Writing PDFs") as bar:
-        paths = write_wave_pdfs(
+    chosen = ["all"] if "all" in states else list(states) or None
+    with Progress("Printing letters") as bar:
+        run = write_wave_pdfs(
             app.engine(),
             name,
             out_dir,
             combined=combined,
+            states=chosen,
             limit=limit,
             references=list(references) or None,
             progress=bar.update,
+            on_start=bar.start,
         )
-    click.echo(f"Wrote {len(paths)} PDF(s) to {out_dir}.")
+    if as_json:
+        echo_json(run.as_dict())
+        return
+    where = run.files[0] if combined and len(run.files) == 1 else out_dir
+    line = (
+        f"Printed {_count(run.letters, 'letter')} ({_count(run.pages, 'page')}) to {where}"
+        if run.letters
+        else "Printed no letters"
+    )
+    left_out = sum(run.left_out.values())
+    if left_out:
+        reasons = sorted(run.left_out.items(), key=lambda item: (-item[1], item[0]))
+        line += f"; left out {left_out}: " + ", ".join(
+            f"{n} {LEFT_OUT_WORDS.get(reason, reason)}" for reason, n in reasons
+        )
+    click.echo(line + ".")
+    if chosen is None and set(run.left_out) - {"over_limit"}:
+        click.echo(
+            "Only letters due on paper are printed; choose others with --state (e.g. --state bounced)."
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 # ---- letters and outbox ---------------------------------------------------------

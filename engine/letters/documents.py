@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from markupsafe import escape
 from sqlalchemy import Engine, select
 
 from engine import system
 from engine.errors import CampaignError
-from engine.letters.merge import member_from_snapshot, paragraphs_html, without_placeholders
+from engine.letters.merge import member_from_snapshot, without_placeholders
 from engine.letters.render import WaveRenderer
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, letter_table, member_table, wave_table
@@ -66,8 +68,15 @@ def iter_letters(
 def letter_document(letter: dict[str, Any], renderer: WaveRenderer) -> str:
     """The whole letter as an HTML document: address block, date, recipient, body, reference."""
     snapshot = letter["merge_snapshot"]
+    body_html = letter_html(letter, renderer)
     return renderer.layout.render(
-        letter={"reference": letter["reference"], "date": snapshot["date"], "subject": letter["subject"]},
+        letter={
+            "reference": letter["reference"],
+            "date": snapshot["date"],
+            "subject": letter["subject"],
+            # A letter that quotes its reference ("please quote …") needs it printed no second time.
+            "reference_in_text": letter["reference"] in body_html,
+        },
         member=_with_address(
             member_from_snapshot(snapshot["member"], renderer.frozen.get("custom_fields") or ()),
             letter.get("sender_address"),
@@ -79,7 +88,7 @@ def letter_document(letter: dict[str, Any], renderer: WaveRenderer) -> str:
             "email": letter["target_email"],
             "kind": letter["target_kind"],
         },
-        body_html=letter_html(letter, renderer),
+        body_html=body_html,
     )
 
 
@@ -88,22 +97,100 @@ def _with_address(member: dict[str, Any], address: str | None) -> dict[str, Any]
 
 
 def letter_html(letter: dict[str, Any], renderer: WaveRenderer) -> str:
-    """The letter's body as HTML paragraphs, derived from its frozen text."""
+    """The letter's body as HTML, derived from its frozen text: paragraphs, lists, the sign-off."""
     text = without_placeholders(letter.get("final_text") or letter["body_text"])
-    return paragraphs_html(text, renderer.paragraph_style)
+    return body_html(text, renderer.paragraph_style)
+
+
+# A list item: a line starting with a hyphen, an asterisk or a bullet, then a space.
+_ITEM = re.compile(r"[ \t]*[-*\u2022\u2013][ \t]+(?=\S)")
+# The closing of a letter, on a line of its own ("Yours sincerely,", "With best wishes").
+_CLOSING = re.compile(
+    r"(yours(\s+(sincerely|faithfully|truly|ever))?|sincerely(\s+yours)?|(with\s+)?(best|kind|warm|warmest)"
+    r"\s+(wishes|regards)|(many\s+)?thanks|regards|best|thank\s+you)[,.!]?",
+    re.I,
+)
+# What keeps the sign-off whole and with the text before it on paper; emails ignore it.
+_KEEP_TOGETHER = (
+    "break-inside: avoid; page-break-inside: avoid; break-before: avoid; page-break-before: avoid"
+)
+
+
+def body_html(text: str, paragraph_style: str = "") -> str:
+    """Plain letter text as escaped HTML: paragraphs, real lists for lines that start with a
+    hyphen or a bullet, and the closing with the name after it kept together as the sign-off,
+    with room between them for a handwritten signature."""
+    opening = f'<p style="{escape(paragraph_style)}">' if paragraph_style else "<p>"
+    escaped = str(escape(text.strip()))
+    blocks = [block.split("\n") for block in _PARAGRAPH_BREAK.split(escaped) if block.strip()]
+    closing = next(
+        (i for i in range(len(blocks) - 1, -1, -1) if _CLOSING.fullmatch(blocks[i][0].strip())), None
+    )
+    body = blocks if closing is None else blocks[:closing]
+    html = [_block_html(lines, opening, paragraph_style) for lines in body]
+    if closing is not None:
+        close_lines = blocks[closing]
+        names = close_lines[1:] + [line for block in blocks[closing + 1 :] for line in block]
+        signature = "<br>\n".join(line.strip() for line in names if line.strip())
+        html.append(
+            f'<div class="signoff" style="{_KEEP_TOGETHER}">\n'
+            f"{opening}{close_lines[0].strip()}</p>\n"
+            '<div class="signature-space"></div>\n'
+            + (f"{opening}{signature}</p>\n" if signature else "")
+            + "</div>"
+        )
+    return "\n".join(html)
+
+
+def _block_html(lines: list[str], opening: str, paragraph_style: str) -> str:
+    """One paragraph of the text: its plain lines as paragraphs, its list lines as a list."""
+    parts: list[str] = []
+    plain: list[str] = []
+    items: list[str] = []
+
+    def flush() -> None:
+        if plain:
+            parts.append(opening + "<br>\n".join(plain) + "</p>")
+            plain.clear()
+        if items:
+            style = f' style="{escape(paragraph_style)}"' if paragraph_style else ""
+            parts.append(f'<ul class="points"{style}>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in lines:
+        item = _ITEM.match(line)
+        if item:
+            if plain:
+                flush()
+            items.append(line[item.end() :].strip())
+        elif items and line[:1] in (" ", "\t") and line.strip():
+            items[-1] += " " + line.strip()  # an item's indented second line
+        else:
+            if items:
+                flush()
+            plain.append(line)
+    flush()
+    return "\n".join(parts)
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 
 
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
 
 
-def pdf_bytes(documents: list[str]) -> bytes:
-    """Render letter documents (same layout) into one PDF, a new page for each letter."""
+def render_pdf(documents: list[str]) -> tuple[bytes, int]:
+    """Render letter documents (same layout) into one PDF, each letter from a new page;
+    returns the PDF and its number of pages."""
     # Loaded here: it loads Pango, which most commands never need.
     HTML = system.weasyprint().HTML  # noqa: N806
 
     if len(documents) == 1:
-        return HTML(string=documents[0]).write_pdf()
-    # One document with page breaks renders several times faster than one per letter.
+        rendered = HTML(string=documents[0]).render()
+        return rendered.write_pdf(), len(rendered.pages)
+    # One document with page breaks renders several times faster than one per letter. The
+    # layout's named page starts a page group at each forced break, so page numbers and the
+    # first-page look restart with each letter.
     head = documents[0].split("<body", 1)[0]
     bodies = []
     for i, document in enumerate(documents):
@@ -111,7 +198,72 @@ def pdf_bytes(documents: list[str]) -> bytes:
         inner = match.group(1) if match else document
         brk = ' style="page-break-after: always"' if i < len(documents) - 1 else ""
         bodies.append(f"<section{brk}>{inner}</section>")
-    return HTML(string=f"{head}<body>{''.join(bodies)}</body></html>").write_pdf()
+    rendered = HTML(string=f"{head}<body>{''.join(bodies)}</body></html>").render()
+    return rendered.write_pdf(), len(rendered.pages)
+
+
+def pdf_bytes(documents: list[str]) -> bytes:
+    """Render letter documents (same layout) into one PDF, a new page for each letter."""
+    return render_pdf(documents)[0]
+
+
+# Why a letter is left out of a print run, by its state: (key for --json, words for people).
+_LEFT_OUT = {
+    "drafted": ("not_confirmed", "not yet confirmed"),
+    "invited": ("not_confirmed", "not yet confirmed"),
+    "opted_out": ("opted_out", "opted out"),
+    "confirmed": ("to_go_by_email", "waiting to go by email"),
+    "queued": ("to_go_by_email", "waiting to go by email"),
+    "sent": ("sent_by_email", "sent by email"),
+    "replied": ("sent_by_email", "sent by email"),
+    "followed_up": ("sent_by_email", "sent by email"),
+    "overdue": ("sent_by_email", "sent by email"),
+    "bounced": ("undelivered", "undelivered by email"),
+    "failed": ("undelivered", "undelivered by email"),
+    "self_sent": ("self_sent", "sent by the member themselves"),
+}
+LEFT_OUT_WORDS = dict(_LEFT_OUT.values()) | {
+    "due_on_paper": "due on paper",
+    "over_limit": "over --limit",
+}
+
+
+def due_on_paper(state: str, target_email: str | None) -> bool:
+    """Whether a letter goes on paper: the member chose to send it themselves (a print run
+    serves those without a printer, and the record), or confirmed it and its recipient has no
+    email address, so only the post reaches them. Every other letter has gone or will go by
+    email, or the member has not yet made it theirs."""
+    return state == "self_sent" or (state in ("confirmed", "queued") and not target_email)
+
+
+def _left_out_reason(state: str, target_email: str | None) -> str:
+    if due_on_paper(state, target_email):
+        return "due_on_paper"
+    # A state added later is still counted, under its own name.
+    return _LEFT_OUT.get(state, (state, state))[0]
+
+
+@dataclass
+class PrintRun:
+    """What `write_wave_pdfs` printed, and what it left out and why."""
+
+    wave: str
+    files: list[Path] = field(default_factory=list)
+    letters: int = 0
+    pages: int = 0
+    states: list[str] | None = None  # None: the letters due on paper
+    left_out: dict[str, int] = field(default_factory=dict)  # reason key → letters
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wave": self.wave,
+            "files": [str(path) for path in self.files],
+            "letters": self.letters,
+            "pages": self.pages,
+            "selected": self.states or "due_on_paper",
+            "left_out": sum(self.left_out.values()),
+            "left_out_by_reason": dict(self.left_out),
+        }
 
 
 def write_wave_pdfs(
@@ -120,11 +272,18 @@ def write_wave_pdfs(
     out_dir: str | Path,
     *,
     combined: bool = False,
+    states: list[str] | None = None,
     limit: int | None = None,
     references: list[str] | None = None,
     progress: Callable[[int], None] | None = None,
-) -> list[Path]:
-    """PDFs of a launched wave's letters: one per letter, or one for a print run with `combined`."""
+    on_start: Callable[[int], None] | None = None,
+) -> PrintRun:
+    """PDFs of a launched wave's letters, one per letter or one per 200 for a print run with
+    `combined`: the letters due on paper, or those in `states` ("all": every letter). Says what
+    it left out and why."""
+    for state in states or ():
+        if state not in (*LETTER_STATES, "all"):
+            raise CampaignError(f"--state: {state!r} is not one of {', '.join(LETTER_STATES)}")
     out = make_folder(out_dir)
     lt, w = letter_table.c, wave_table.c
     with engine.connect() as conn:
@@ -136,34 +295,56 @@ def write_wave_pdfs(
             raise CampaignError(
                 f"wave {wave_name!r} is not launched yet: use `campaign wave preview --out FILE.pdf`"
             )
-        stmt = select(letter_table).where(lt.wave_id == wave["id"]).order_by(lt.id)
+        stmt = select(lt.id, lt.reference, lt.state, lt.target_email).where(lt.wave_id == wave["id"])
         if references:
             stmt = stmt.where(lt.reference.in_(references))
-        if limit:
-            stmt = stmt.limit(limit)
-        letters = [dict(r._mapping) for r in conn.execute(stmt)]
-    if not letters:
-        raise CampaignError(f"wave {wave_name!r} has no letters to print")
+        rows = conn.execute(stmt.order_by(lt.id)).all()
+    if references:
+        missing = sorted(set(references) - {row.reference for row in rows})
+        if missing:
+            raise CampaignError(f"--ref: wave {wave_name!r} has no letter {', '.join(missing)}")
+    run = PrintRun(wave_name, states=list(dict.fromkeys(states)) if states else None)
+    chosen: list[int] = []
+    for row in rows:
+        if states:
+            wanted = "all" in states or row.state in states
+        else:
+            wanted = due_on_paper(row.state, row.target_email)
+        if wanted and limit is not None and len(chosen) >= limit:
+            reason = "over_limit"
+        elif wanted:
+            chosen.append(row.id)
+            continue
+        else:
+            reason = _left_out_reason(row.state, row.target_email)
+        run.left_out[reason] = run.left_out.get(reason, 0) + 1
+    if on_start is not None:
+        on_start(len(chosen))
     renderer = WaveRenderer(wave["frozen"])
-    written: list[Path] = []
-    if combined:
-        batch_size = 200  # keeps WeasyPrint's memory bounded on large print runs
-        for start in range(0, len(letters), batch_size):
-            batch = letters[start : start + batch_size]
-            suffix = f"-{start // batch_size + 1:03d}" if len(letters) > batch_size else ""
+    batch_size = 200 if combined else 1  # a print run's batches keep WeasyPrint's memory bounded
+    for start in range(0, len(chosen), batch_size):
+        letters = _letters_by_id(engine, chosen[start : start + batch_size])
+        data, pages = render_pdf([letter_document(letter, renderer) for letter in letters])
+        if combined:
+            suffix = f"-{start // batch_size + 1:03d}" if len(chosen) > batch_size else ""
             path = out / f"{_slug(wave_name)}-letters{suffix}.pdf"
-            write_atomically(path, pdf_bytes([letter_document(letter, renderer) for letter in batch]))
-            written.append(path)
-            if progress is not None:
-                progress(len(batch))
-        return written
-    for letter in letters:
-        path = out / f"{letter['reference']}.pdf"
-        write_atomically(path, pdf_bytes([letter_document(letter, renderer)]))
-        written.append(path)
+        else:
+            path = out / f"{letters[0]['reference']}.pdf"
+        write_atomically(path, data)
+        run.files.append(path)
+        run.letters += len(letters)
+        run.pages += pages
         if progress is not None:
-            progress(1)
-    return written
+            progress(len(letters))
+    return run
+
+
+def _letters_by_id(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(letter_table).where(letter_table.c.id.in_(ids)).order_by(letter_table.c.id)
+        )
+        return [dict(row._mapping) for row in rows]
 
 
 def _slug(name: str) -> str:

@@ -79,7 +79,8 @@ def known_fields(kind: str) -> set[str]:
     if kind == "questionnaire":
         return known_fields("email") | {f"answers.{name}" for name in ANSWER_FIELDS} | {"reminder"}
     if kind == "layout":
-        fields = {"body", "letter.subject"}
+        # reference_in_text: the letter quotes its own reference, so the layout need not print it.
+        fields = {"body", "letter.subject", "letter.reference_in_text"}
         fields.update(f"letter.{name}" for name in LETTER_FIELDS)
         fields.update(f"member.{name}" for name in MEMBER_FIELDS)
         fields.update(f"target.{name}" for name in TARGET_FIELDS)
