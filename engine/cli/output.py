@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,28 +12,64 @@ import click
 
 
 class Progress:
-    """A progress bar on stderr when it is a terminal; silent otherwise."""
+    """A progress bar on stderr for a command that may run for more than a second.
+
+    Only on a terminal, and never for --json: piped output, logs and scripts see none.
+    Give it the total with `start` when it is known; updates before (or without) a
+    total show a running count instead. It redraws at most ten times a second.
+    """
 
     def __init__(self, label: str):
         self.label = label
-        self.enabled = sys.stderr.isatty()
+        self.enabled = sys.stderr.isatty() and not _json_output()
         self._bar: Any = None
+        self._pending = 0
+        self._drawn_at = 0.0
 
-    def start(self, total: int) -> None:
-        if self.enabled and total:
-            self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
-            self._bar.__enter__()
+    def start(self, total: int | None) -> None:
+        if not self.enabled or self._bar is not None or total == 0:
+            return
+        if total is not None:
+            self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True)
+        else:
+            # No total: an endless iterable makes click draw a count and a moving mark.
+            self._bar = click.progressbar(iter(int, 1), label=self.label, file=sys.stderr, show_pos=True)
+        self._bar.__enter__()
 
-    def update(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
+    def update(self, n: int = 1) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            self.start(None)
+        self._pending += n
+        now = time.monotonic()
+        if now - self._drawn_at >= 0.1:
+            self._draw()
+            self._drawn_at = now
+
+    def _draw(self) -> None:
+        bar = self._bar
+        if bar is None or not self._pending:
+            return
+        if bar.length is not None and bar.pos + self._pending > bar.length:
+            bar.length = bar.pos + self._pending  # more work turned up than was counted at the start
+        bar.update(self._pending)
+        self._pending = 0
 
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
+            self._draw()
             self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _json_output() -> bool:
+    """Whether the running command was given --json: every command names that flag `as_json`."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
 
 
 def echo_json(data: Any) -> None:

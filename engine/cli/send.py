@@ -9,7 +9,7 @@ import click
 from engine.cli.app import App, main, pass_app
 from engine.cli.output import Progress, echo_json
 from engine.errors import CampaignError
-from engine.mail.outbox import export_outbox
+from engine.mail.outbox import count_queued, export_outbox
 from engine.mail.send import resend_uncertain as resend_uncertain_messages
 from engine.mail.send import send_outbox, set_paused
 from engine.mail.smtp import FolderTransport, SmtpTransport
@@ -33,7 +33,7 @@ def outbox_export(app: App, directory: Path, as_json: bool) -> None:
     """
     app.require_secret()
     with Progress("Writing messages") as bar:
-        result = export_outbox(app.engine(), directory, app.settings, progress=bar.update)
+        result = export_outbox(app.engine(), directory, app.settings, progress=bar.update, on_start=bar.start)
     if as_json:
         echo_json({"directory": str(directory), "messages": result.written, "failed": result.failed})
         return
@@ -108,9 +108,21 @@ def send_command(
             + (" (until the queue is empty)." if once else "; Ctrl-C to stop."),
             err=True,
         )
-    result = send_outbox(
-        engine, settings, transport, rate=rate, once=once, limit=limit, pause_after=pause_after
-    )
+    with Progress("Sending") as bar:
+        # Draining the queue has an end to show; a worker left running only counts.
+        if once:
+            due = count_queued(engine, due_only=True)
+            bar.start(min(due, limit) if limit else due)
+        result = send_outbox(
+            engine,
+            settings,
+            transport,
+            rate=rate,
+            once=once,
+            limit=limit,
+            pause_after=pause_after,
+            progress=bar.update,
+        )
     if as_json:
         echo_json(result.as_dict())
     else:

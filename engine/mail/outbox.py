@@ -18,7 +18,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select
 
 from engine.errors import CampaignError, failure_text
 from engine.letters.documents import letter_document
@@ -29,7 +29,7 @@ from engine.mail.mime import alternative
 from engine.members.validation import header_problem
 from engine.settings import Settings
 from engine.store.files import make_folder, write_atomically
-from engine.store.models import letter_table, outbox_table, wave_table
+from engine.store.models import letter_table, outbox_table, utcnow, wave_table
 from engine.store.states import mark_undelivered
 
 
@@ -307,31 +307,39 @@ def export_outbox(
     settings: Settings,
     *,
     progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> OutboxExport:
     """Write every queued message as DIR/<id>-<kind>-<ref>.eml.
 
     A message that cannot be built is set aside as failed, with why, and the rest are written.
+    `on_start` hears how many messages there are; `progress` hears of each one done.
     """
     check_sender(settings)
     directory = make_folder(directory)
     result = OutboxExport(str(directory))
+    if on_start is not None:
+        on_start(count_queued(engine))
     for built in queued_messages(engine, settings):
         if built.problem is not None:
             problem = f"cannot build the message: {built.problem}"
             with engine.begin() as conn:
                 if set_aside(conn, built.outbox_id, problem):
                     result.failed.append(f"message {built.outbox_id}: {problem}")
-            continue
-        name = f"{built.outbox_id:08d}-{built.kind}-{built.reference}.eml"
-        write_atomically(directory / name, built.data)
-        result.written += 1
-        if progress is not None and result.written % 100 == 0:
-            progress(100)
+        else:
+            name = f"{built.outbox_id:08d}-{built.kind}-{built.reference}.eml"
+            write_atomically(directory / name, built.data)
+            result.written += 1
+        if progress is not None:
+            progress(1)
     return result
 
 
-def count_queued(engine: Engine) -> int:
+def count_queued(engine: Engine, *, due_only: bool = False) -> int:
+    """Messages waiting in the outbox; with `due_only`, those a worker would send now
+    (not those waiting to retry later): a progress bar's total."""
+    o = outbox_table.c
+    stmt = select(func.count()).select_from(outbox_table).where(o.status == "queued")
+    if due_only:
+        stmt = stmt.where(or_(o.next_attempt_at.is_(None), o.next_attempt_at <= utcnow()))
     with engine.connect() as conn:
-        return conn.execute(
-            select(func.count()).select_from(outbox_table).where(outbox_table.c.status == "queued")
-        ).scalar_one()
+        return conn.execute(stmt).scalar_one()

@@ -212,8 +212,10 @@ def send_outbox(
     poll: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
     on_message: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> SendResult:
-    """Deliver queued messages until the queue is empty (`once`) or forever, at most `rate` a second."""
+    """Deliver queued messages until the queue is empty (`once`) or forever, at most `rate` a second.
+    `progress` hears of every message handled, whatever became of it."""
     check_sender(settings)
     paused_at, reason = pause_state(engine)
     if paused_at is not None:
@@ -250,6 +252,8 @@ def send_outbox(
                 next_slot = max(next_slot, time.monotonic()) + interval
                 outcome, detail = delivery.deliver(row, payload)
                 handled += 1
+                if progress is not None:
+                    progress(1)
                 if outcome == "skipped":
                     continue
                 if outcome == "sent":
