@@ -321,21 +321,22 @@ def write_wave_pdfs(
     if on_start is not None:
         on_start(len(chosen))
     renderer = WaveRenderer(wave["frozen"])
-    batch_size = 200 if combined else 1  # a print run's batches keep WeasyPrint's memory bounded
+    batch_size = 200  # a print run's files, and letters read at once: bounds the memory used
     for start in range(0, len(chosen), batch_size):
         letters = _letters_by_id(engine, chosen[start : start + batch_size])
-        data, pages = render_pdf([letter_document(letter, renderer) for letter in letters])
         if combined:
             suffix = f"-{start // batch_size + 1:03d}" if len(chosen) > batch_size else ""
-            path = out / f"{_slug(wave_name)}-letters{suffix}.pdf"
+            files = [(out / f"{_slug(wave_name)}-letters{suffix}.pdf", letters)]
         else:
-            path = out / f"{letters[0]['reference']}.pdf"
-        write_atomically(path, data)
-        run.files.append(path)
-        run.letters += len(letters)
-        run.pages += pages
-        if progress is not None:
-            progress(len(letters))
+            files = [(out / f"{letter['reference']}.pdf", [letter]) for letter in letters]
+        for path, printed in files:
+            data, pages = render_pdf([letter_document(letter, renderer) for letter in printed])
+            write_atomically(path, data)
+            run.files.append(path)
+            run.letters += len(printed)
+            run.pages += pages
+            if progress is not None:
+                progress(len(printed))
     return run
 
 
