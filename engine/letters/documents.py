@@ -221,6 +221,8 @@ _LEFT_OUT = {
     "bounced": ("undelivered", "undelivered by email"),
     "failed": ("undelivered", "undelivered by email"),
     "self_sent": ("self_sent", "sent by the member themselves"),
+    # The member's invitation bounced (a state another branch adds): the letter never went.
+    "unreachable": ("member_unreachable", "member unreachable"),
 }
 LEFT_OUT_WORDS = dict(_LEFT_OUT.values()) | {
     "due_on_paper": "due on paper",
