@@ -92,7 +92,11 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     assert "4 stored (1 auto reply, 1 bounce, 2 reply); 0 already stored." in out
     assert "1 letters replied, 0 bounced, 0 addresses suppressed, 1 follow-ups drafted." in out
     assert "1 set aside for staff: the evidence was too weak to act on." in out
-    assert "Message 3 (bounce) accepted; 1 letter(s) marked bounced." in out
+    # The bounce is of a member's invitation: the member is unreachable, no target failed.
+    assert (
+        "Message 3 (bounce) accepted; 1 letter(s) marked unreachable (the member's invitation came back)."
+        in out
+    )
     assert "  follow-ups: drafted 1\n" in out
     assert "1 sent, 0 to retry later, 0 failed." in out
     outbox = list((tmp_path / "demo" / "outbox").glob("*.eml"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -370,9 +371,15 @@ def test_a_letter_to_a_suppressed_recipient_is_reported_never_left_queued(mailro
     # The queued letter cannot go: it says so at once, in wave status and on the member's page.
     assert state_of(engine, other["id"]) == "failed"
     status = wave_status(engine, WAVE)
-    assert {"state": "failed", "reason": SUPPRESSED_RECIPIENT, "letters": 1} in status["undelivered"]
+    assert {
+        "state": "failed",
+        "unreachable": "target",
+        "meaning": "could not be sent to its target (refused, suppressed or unbuildable)",
+        "reason": SUPPRESSED_RECIPIENT,
+        "letters": 1,
+    } in status["undelivered"]
     shown = mailroom.run("wave", "status", WAVE)
-    assert f"  1 failed: {SUPPRESSED_RECIPIENT}" in shown.output
+    assert f"  1 failed (could not be sent to the target): {SUPPRESSED_RECIPIENT}" in shown.output
     outcome = send_outbox(
         engine, SETTINGS, FolderTransport(tmp_path / "out"), rate=10_000, sleep=lambda s: None
     )
@@ -464,3 +471,81 @@ def test_replies_show_says_what_a_bounce_says_and_log_takes_uk_dates(mailroom):
     wrong = mailroom.run("replies", "log", reference, "--received", "11/28/2026")
     assert wrong.exit_code == 2
     assert "'11/28/2026' is not a date like 28/11/2026 (day first) or 2026-11-28" in wrong.output
+
+
+def test_a_members_invitation_bouncing_is_told_apart_from_their_letter_bouncing_at_its_target(mailroom):
+    import requests
+    from test_web import Site
+
+    from engine.followup.chase import chase
+    from engine.letters.links import link_token
+    from engine.store.models import outbox_table
+
+    engine, letters = mailroom.engine, mailroom.letters
+    lt, m, o = letter_table.c, member_table.c, outbox_table.c
+    # A member who has not decided yet: their invitation went, and comes back.
+    with engine.connect() as conn:
+        member = conn.execute(
+            select(lt.id, lt.reference, lt.link_nonce, m.email, m.first_name, m.last_name, o.message_id)
+            .join(member_table, m.id == lt.member_id)
+            .join(outbox_table, (o.letter_id == lt.id) & (o.kind == "invitation"))
+            .where(lt.state == "invited")
+            .order_by(lt.id)
+            .limit(1)
+        ).one()
+    target = letters["spare2"]
+    mailroom.drop(
+        "bounce-invitation",
+        "spare1",
+        MEMBER=member.email,
+        MEMBER_NAME=f"{member.first_name} {member.last_name}",
+        INVITE_MSGID=member.message_id,
+    )
+    mailroom.drop("bounce-verp", "spare2")
+    result = mailroom.ingest()
+    assert "1 bounced, 1 unreachable (the member's invitation bounced)," in result.output
+    assert state_of(engine, member.id) == "unreachable"
+    assert state_of(engine, target["id"]) == "bounced"
+
+    def listed(state: str) -> list[str]:
+        done = mailroom.run("letters", "list", "--wave", WAVE, "--state", state, "--json")
+        assert done.exit_code == 0, done.output
+        return [row["reference"] for row in json.loads(done.output)]
+
+    assert listed("unreachable") == [member.reference]
+    assert listed("bounced") == [target["reference"]]
+    helped = " ".join(mailroom.run("letters", "list", "--help").output.split())
+    assert "bounced the letter to the target bounced: we cannot reach the MP or employer" in helped
+    assert "unreachable the member's invitation bounced: we cannot reach the member" in helped
+
+    status = mailroom.run("wave", "status", WAVE).output
+    assert "  bounced      1  (the letter to the target bounced)\n" in status
+    assert "  unreachable  1  (the member's invitation bounced: the letter never went)\n" in status
+    assert "  1 unreachable (the member's invitation bounced: the letter never went): 5.1.1" in status
+    counted = json.loads(mailroom.run("wave", "status", WAVE, "--json").output)
+    assert (counted["states"]["bounced"], counted["states"]["unreachable"]) == (1, 1)
+    assert sorted((row["state"], row["unreachable"]) for row in counted["undelivered"]) == [
+        ("bounced", "target"),
+        ("unreachable", "member"),
+    ]
+
+    bounces = json.loads(mailroom.run("replies", "list", "--kind", "bounce", "--json").output)
+    assert sorted((row["bounced_message"], row["unreachable"]) for row in bounces) == [
+        ("invitation", "member"),
+        ("letter", "target"),
+    ]
+    table = mailroom.run("replies", "list", "--kind", "bounce").output
+    assert f"member's invitation 5.1.1 {member.email}" in table
+    assert f"letter to its target 5.1.1 {target['target_email']}" in table
+
+    # Weeks later, no target is chased about a letter that never went to it.
+    chase(engine, SETTINGS, WAVE, now=utcnow() + timedelta(days=60))
+    assert state_of(engine, member.id) == "unreachable"
+    with engine.connect() as conn:
+        assert conn.execute(select(lt.id).where(lt.parent_id == member.id)).all() == []
+
+    with Site(engine) as site:
+        page = requests.get(f"{site.base}/l/{link_token(SETTINGS.secret, member.link_nonce)}", timeout=10)
+        assert "Our email to you about this letter came back undelivered" in page.text
+        page = requests.get(f"{site.base}/l/{link_token(SETTINGS.secret, target['link_nonce'])}", timeout=10)
+        assert f"Your letter to {target['target_name']} came back undelivered" in page.text

@@ -13,7 +13,7 @@ from engine.letters.confirm import letter_for_member, not_for_me, send_for_me, s
 from engine.letters.documents import iter_letters
 from engine.letters.link_secret import reissue_links
 from engine.letters.links import letter_link, link_token
-from engine.store.models import LETTER_STATES
+from engine.store.models import LETTER_STATES, STATE_MEANINGS
 
 _kind_option = click.option(
     "--kind",
@@ -29,9 +29,23 @@ def letters() -> None:
     """Look at letters."""
 
 
+def _states_in_help(f):
+    """Put every state and what it means into a command's help, where it says {states}."""
+    lines = "\n".join(f"      {state:<12} {STATE_MEANINGS[state]}" for state in LETTER_STATES)
+    f.__doc__ = f.__doc__.replace("{states}", lines)
+    return f
+
+
 @letters.command("list")
+@_states_in_help
 @click.option("--wave", "wave_name", metavar="NAME", help="Only this wave's letters.")
-@click.option("--state", type=click.Choice(LETTER_STATES), help="Only letters in this state.")
+@click.option(
+    "--state",
+    type=click.Choice(LETTER_STATES),
+    help="Only letters in this state. bounced: the letter to the target bounced (we cannot reach the "
+    "MP or employer); unreachable: the member's invitation bounced (we cannot reach the member, and "
+    "the letter never went).",
+)
 @click.option(
     "--kind",
     type=click.Choice(["letter", "follow-up", "chaser"]),
@@ -42,9 +56,13 @@ def letters() -> None:
 def letters_list(app: App, wave_name: str | None, state: str | None, kind: str | None, as_json: bool) -> None:
     """List letters: reference, member, target, state and subject.
 
-    \b
-    Example:
-      campaign letters list --wave "MPs autumn" --state drafted
+        \b
+        States:
+    {states}
+        \b
+        Examples:
+          campaign letters list --wave "MPs autumn" --state drafted
+          campaign letters list --state unreachable     # members to reach another way
     """
     rows = iter_letters(
         app.engine(), wave=wave_name, state=state, kind=kind.replace("-", "_") if kind else None

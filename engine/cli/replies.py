@@ -14,6 +14,7 @@ from engine.followup.chase import chase as run_chase
 from engine.inbox.ingest import Ingester
 from engine.inbox.sources import EmlSource, ImapSource, MaildirSource, MailSource, MboxSource, parse_imap_url
 from engine.inbox.staff import (
+    BOUNCED_MESSAGES,
     accept_suggestion,
     dismiss,
     list_messages,
@@ -109,7 +110,12 @@ def replies_ingest(app: App, imap, move_to, mbox, maildir, eml, as_json: bool) -
         click.echo(
             f"Matched {result.matched} to letters, {result.unmatched} unmatched; "
             f"{result.letters_replied} letters replied, {result.letters_bounced} bounced, "
-            f"{result.addresses_suppressed} addresses suppressed, {result.follow_ups} follow-ups drafted."
+            + (
+                f"{result.members_unreachable} unreachable (the member's invitation bounced), "
+                if result.members_unreachable
+                else ""
+            )
+            + f"{result.addresses_suppressed} addresses suppressed, {result.follow_ups} follow-ups drafted."
         )
         if result.triaged:
             click.echo(f"{result.triaged} set aside for staff: the evidence was too weak to act on.")
@@ -133,7 +139,7 @@ _COLUMNS = [
     ("reference", "REF", 11),
     ("from", "FROM", 30),
     ("subject", "SUBJECT", 40),
-    ("detail", "DETAIL", 30),
+    ("detail", "DETAIL", 80),
 ]
 
 
@@ -166,7 +172,9 @@ def replies_list(app: App, unmatched: bool, kind, reference, problems: bool, lim
     for row in rows:
         row["received"] = f"{row['received']:%Y-%m-%d %H:%M}"
         if row["kind"] == "bounce":
-            row["detail"] = " ".join(x for x in (row["failed_recipient"], row["status"]) if x)
+            # Whose message came back first: it says who cannot be reached, the target or the member.
+            what = BOUNCED_MESSAGES.get(row["bounced_message"] or "")
+            row["detail"] = " ".join(x for x in (what, row["status"], row["failed_recipient"]) if x)
         elif row["triage"]:
             suggestion = f"suggest {row['suggested_reference']}: " if row["suggested_reference"] else ""
             row["detail"] = f"{suggestion}{row['triage']}"
@@ -217,7 +225,8 @@ def replies_show(app: App, reply_id: int, raw: bool, as_json: bool) -> None:
     for failure in row["failed"]:
         how = "failed" if failure["permanent"] else "delayed"
         status = f" ({failure['status']})" if failure["status"] else ""
-        click.echo(f"  {how}: {failure['address']}{status}")
+        what = BOUNCED_MESSAGES.get(failure["message"] or "")
+        click.echo(f"  {how}: {failure['address']}{status}" + (f", the {what}" if what else ""))
         if failure["diagnostic"]:
             click.echo(f"    server said: {' '.join(failure['diagnostic'].split())}")
     if row["triage"]:
@@ -267,7 +276,9 @@ def replies_accept(app: App, reply_id: int, as_json: bool) -> None:
     """Confirm what the engine suggested for a message set aside for staff.
 
     A reply then counts for its suggested letter, a bounce marks its message
-    (and letter) bounced, a complaint suppresses the address complained about.
+    bounced and its letter `bounced` (the letter to the target came back) or
+    `unreachable` (the member's invitation came back), a complaint suppresses
+    the address complained about.
     Check the message first (`replies show ID`): anyone can send mail.
 
     \b
@@ -286,7 +297,11 @@ def replies_accept(app: App, reply_id: int, as_json: bool) -> None:
     if done.get("follow_up"):
         parts.append("a follow-up letter is drafted and its invitation queued")
     if done["bounced"]:
-        parts.append(f"{done['bounced']} letter(s) marked bounced")
+        parts.append(f"{done['bounced']} letter(s) marked bounced (the letter to its target came back)")
+    if done["unreachable"]:
+        parts.append(
+            f"{done['unreachable']} letter(s) marked unreachable (the member's invitation came back)"
+        )
     if done["suppressed"]:
         parts.append(f"suppressed: {', '.join(done['suppressed'])}")
     click.echo("; ".join(parts) + ".")

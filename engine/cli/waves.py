@@ -17,6 +17,13 @@ from engine.mail.outbox import build_invitation, parse_message
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, WAVE_TARGETS
 
+# The two bounces told apart in `wave status`: who cannot be reached.
+_WHO_FAILED = {
+    "failed": "(could not be sent to the target)",
+    "bounced": "(the letter to the target bounced)",
+    "unreachable": "(the member's invitation bounced: the letter never went)",
+}
+
 REASONS = {
     "opted_out": "opted out of campaign mail",
     "no_email": "no email address",
@@ -330,6 +337,10 @@ def wave_launch(app: App, name: str, as_json: bool) -> None:
 def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
     """Count a wave's letters by state, and its queued mail.
 
+    `bounced` letters reached the target's mail server and came back (we cannot
+    reach the MP or employer); `unreachable` letters never went, because the
+    member's own invitation bounced (we cannot reach the member).
+
     \b
     Example:
       campaign wave status "MPs autumn"
@@ -341,7 +352,8 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
     click.echo(f"Wave {name!r} ({status['status']}, to {status['target']}): {status['letters']} letter(s)")
     for state in LETTER_STATES:
         if status["states"].get(state):
-            click.echo(f"  {state:<12} {status['states'][state]}")
+            note = f"  {_WHO_FAILED[state]}" if state in _WHO_FAILED else ""
+            click.echo(f"  {state:<12} {status['states'][state]}{note}")
     for label, key in (("follow-ups", "follow_ups"), ("chasers", "chasers")):
         if status[key]:
             counts = ", ".join(f"{s} {status[key][s]}" for s in LETTER_STATES if s in status[key])
@@ -354,7 +366,7 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
     if status["outbox"]:
         click.echo("  mail: " + ", ".join(f"{k} {v}" for k, v in sorted(status["outbox"].items())))
     for row in status["undelivered"]:
-        click.echo(f"  {row['letters']} {row['state']}: {row['reason']}")
+        click.echo(f"  {row['letters']} {row['state']} ({_WHO_FAILED[row['state']][1:-1]}): {row['reason']}")
 
 
 @wave.command("reinvite")

@@ -1,5 +1,6 @@
 """Acting on what a message proves: a reply marks its letter replied and drafts the follow-up,
-a bounce marks its message and letter bounced, a complaint suppresses its recipient."""
+a bounce marks its message and letter bounced (its letter unreachable when it was the member's
+invitation), a complaint suppresses its recipient."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from engine.store.models import (
     letter_table,
     outbox_table,
 )
+from engine.store.states import mark_bounced
 from engine.store.suppression import suppress_address
 
 
@@ -30,6 +32,8 @@ class Effects:
 
     letters_replied: int = 0
     letters_bounced: int = 0
+    # Letters whose member's invitation bounced: the member cannot be reached (not a target failure).
+    members_unreachable: int = 0
     addresses_suppressed: int = 0
     follow_ups: int = 0
 
@@ -42,7 +46,9 @@ def act(
     if analysis.kind == "bounce":
         record_failures(conn, inbound_id, analysis, matcher)
         if analysis.sent is not None:
-            done.letters_bounced += bounce_message(conn, analysis.sent, analysis.classification, now)
+            bounced, unreachable = bounce_message(conn, analysis.sent, analysis.classification, now)
+            done.letters_bounced += bounced
+            done.members_unreachable += unreachable
     elif analysis.kind == "complaint":
         sent = analysis.sent
         # Only the recipient of the message complained about: never an address the report lists.
@@ -89,11 +95,15 @@ def record_failures(conn: Connection, inbound_id: int, analysis: Analysis, match
 
 def bounce_message(
     conn: Connection, outbox: dict[str, Any], classification: Classification, now: datetime
-) -> int:
+) -> tuple[int, int]:
     """A message of ours failed for good: it is marked bounced, and so is its letter unless only
-    the member's copy failed (the letter itself then reached its recipient). Letters marked."""
+    the member's copy failed (the letter itself then reached its recipient).
+
+    (letters bounced, members unreachable): a letter to its target that came back is `bounced`;
+    a letter whose member's invitation came back is `unreachable`, as the member never saw it.
+    """
     cc = address_of(outbox["cc_addr"]).lower() if outbox.get("cc_addr") else None
-    bounced = 0
+    bounced = unreachable = 0
     for failure in classification.failed:
         if not failure.permanent or (cc and failure.address.lower() == cc):
             continue
@@ -104,17 +114,11 @@ def bounce_message(
             .where(outbox_table.c.id == outbox["id"], outbox_table.c.status.in_(("sent", "uncertain")))
             .values(status="bounced", error=reason)
         )
-        states: tuple[str, ...] | None = ("sent", "queued") if outbox["kind"] == "letter" else None
-        if outbox["kind"] in INVITATIONS:
-            states = ("drafted", "invited")
-        if states:
-            lt = letter_table.c
-            bounced += conn.execute(
-                letter_table.update()
-                .where(lt.id == outbox["letter_id"], lt.state.in_(states))
-                .values(state="bounced", bounce_reason=reason, updated_at=now)
-            ).rowcount
-    return bounced
+        if outbox["kind"] == "letter":
+            bounced += mark_bounced(conn, outbox["letter_id"], reason, member_side=False)
+        elif outbox["kind"] in INVITATIONS:
+            unreachable += mark_bounced(conn, outbox["letter_id"], reason, member_side=True)
+    return bounced, unreachable
 
 
 def follow_up(

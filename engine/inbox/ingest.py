@@ -48,6 +48,7 @@ class IngestResult:
     problems: list[str] = field(default_factory=list)
     letters_replied: int = 0
     letters_bounced: int = 0
+    members_unreachable: int = 0
     addresses_suppressed: int = 0
     follow_ups: int = 0
     triaged: int = 0

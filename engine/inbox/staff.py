@@ -114,7 +114,8 @@ def list_messages(
             chunk = bounce_ids[start : start + 500]
             f = failure_table.c
             for row in conn.execute(
-                select(f.inbound_id, f.address, f.status, f.diagnostic, f.permanent)
+                select(f.inbound_id, f.address, f.status, f.diagnostic, f.permanent, outbox_table.c.kind)
+                .select_from(failure_table.outerjoin(outbox_table, outbox_table.c.id == f.outbox_id))
                 .where(f.inbound_id.in_(chunk))
                 .order_by(f.id)
             ):
@@ -124,6 +125,7 @@ def list_messages(
                         "status": row.status,
                         "diagnostic": row.diagnostic,
                         "permanent": row.permanent,
+                        "message": row.kind,
                     }
                 )
     for row in rows:
@@ -131,7 +133,29 @@ def list_messages(
         row["failed"] = failed
         row["failed_recipient"] = failed[0]["address"] if failed else None
         row["status"] = failed[0]["status"] if failed else None
+        row["bounced_message"] = failed[0]["message"] if failed else None
+        row["unreachable"] = who_is_unreachable(row["bounced_message"])
     return rows
+
+
+def who_is_unreachable(outbox_kind: str | None) -> str | None:
+    """Whom a bounce of this kind of message says we cannot reach: 'target' (the MP or employer,
+    for a member's letter) or 'member' (any email of ours to the member); None when not known."""
+    if outbox_kind is None:
+        return None
+    return "target" if outbox_kind == "letter" else "member"
+
+
+# How `replies list` and `replies show` name the message a bounce is about.
+BOUNCED_MESSAGES = {
+    "letter": "letter to its target",
+    "invitation": "member's invitation",
+    "follow_up_invitation": "member's invitation (follow-up)",
+    "chaser_invitation": "member's invitation (chaser)",
+    "receipt": "member's receipt",
+    "questionnaire": "member's questionnaire",
+    "questionnaire_reminder": "member's questionnaire reminder",
+}
 
 
 def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
@@ -149,13 +173,22 @@ def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
     with engine.connect() as conn:
         # What a bounce says: who failed, the status code and the server's own words.
         row["failed"] = [
-            {"address": r.address, "status": r.status, "diagnostic": r.diagnostic, "permanent": r.permanent}
+            {
+                "address": r.address,
+                "status": r.status,
+                "diagnostic": r.diagnostic,
+                "permanent": r.permanent,
+                "message": r.kind,
+            }
             for r in conn.execute(
-                select(f.address, f.status, f.diagnostic, f.permanent)
+                select(f.address, f.status, f.diagnostic, f.permanent, outbox_table.c.kind)
+                .select_from(failure_table.outerjoin(outbox_table, outbox_table.c.id == f.outbox_id))
                 .where(f.inbound_id == reply_id)
                 .order_by(f.id)
             )
         ]
+        row["bounced_message"] = row["failed"][0]["message"] if row["failed"] else None
+        row["unreachable"] = who_is_unreachable(row["bounced_message"])
         row["suggested_reference"] = (
             conn.execute(
                 select(letter_table.c.reference).where(letter_table.c.id == row["suggested_letter_id"])
@@ -209,15 +242,22 @@ def _match(
 
 def accept_suggestion(engine: Engine, settings: Settings, reply_id: int) -> dict[str, Any]:
     """Staff confirm what the engine only suggested for a message in triage, and it is done:
-    a reply counts for its suggested letter, a bounce marks its message bounced, a complaint
-    suppresses the address complained about."""
+        a reply counts for its suggested letter, a bounce marks its message bounced (and its letter
+    bounced, or unreachable when it was the member's invitation), a complaint
+        suppresses the address complained about."""
     now = utcnow()
     with engine.begin() as conn:
         reply = reply_for(conn, reply_id)
         if not reply["triage"]:
             raise CampaignError(f"message {reply_id} is not waiting for staff: nothing to accept")
         kind = reply["kind"]
-        done: dict[str, Any] = {"reply": reply_id, "kind": kind, "suppressed": [], "bounced": 0}
+        done: dict[str, Any] = {
+            "reply": reply_id,
+            "kind": kind,
+            "suppressed": [],
+            "bounced": 0,
+            "unreachable": 0,
+        }
         if kind in ("reply", "auto_reply", "unrelated"):
             if reply["suggested_letter_id"] is None:
                 raise CampaignError(
@@ -244,7 +284,9 @@ def accept_suggestion(engine: Engine, settings: Settings, reply_id: int) -> dict
                 outbox = dict(
                     conn.execute(select(outbox_table).where(outbox_table.c.id == outbox_id)).one()._mapping
                 )
-                done["bounced"] += bounce_message(conn, outbox, classification, now)
+                bounced, unreachable = bounce_message(conn, outbox, classification, now)
+                done["bounced"] += bounced
+                done["unreachable"] += unreachable
         elif kind == "complaint":
             analysis = Matcher(settings).analyse(conn, parse(reply["raw"]))
             if analysis.sent is not None:

@@ -20,6 +20,7 @@ from engine.members.validation import header_problems
 from engine.settings import Settings
 from engine.store.events import record_event
 from engine.store.models import (
+    STATE_MEANINGS,
     WAVE_TARGETS,
     inbound_table,
     letter_table,
@@ -29,6 +30,9 @@ from engine.store.models import (
 )
 
 FILTER_FIELDS = ("branch", "region", "role", "town")
+# Letters that did not reach their target: failed or bounced on the way to the MP or employer, or
+# unreachable because the member's own invitation bounced (the letter never went).
+UNDELIVERED = ("failed", "bounced", "unreachable")
 
 
 # An employer who replies gets the follow-up; one who does not, the chaser. Other waves name their own.
@@ -251,12 +255,19 @@ def wave_status(engine: Engine, name: str) -> dict[str, Any]:
                 .group_by(i.kind)
             ).all()
         )
-        # Why letters did not reach their recipient, so that none waits unexplained.
+        # Why letters did not reach their recipient, so that none waits unexplained; and who could
+        # not be reached: the target (failed, bounced) or the member (unreachable).
         undelivered = [
-            {"state": state, "reason": reason or "no reason recorded", "letters": count}
+            {
+                "state": state,
+                "unreachable": "member" if state == "unreachable" else "target",
+                "meaning": STATE_MEANINGS[state],
+                "reason": reason or "no reason recorded",
+                "letters": count,
+            }
             for state, reason, count in conn.execute(
                 select(lt.state, lt.bounce_reason, func.count())
-                .where(lt.wave_id == wave["id"], lt.state.in_(("failed", "bounced")))
+                .where(lt.wave_id == wave["id"], lt.state.in_(UNDELIVERED))
                 .group_by(lt.state, lt.bounce_reason)
                 .order_by(func.count().desc())
             )

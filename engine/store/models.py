@@ -148,9 +148,28 @@ LETTER_STATES = (
     "opted_out",
     "self_sent",
     "bounced",
+    "unreachable",
     "failed",
     "overdue",
 )
+# What each state means, for `letters list --help`, `wave status` and reports. The two bounces
+# differ in who cannot be reached: the target (the letter went and came back) or the member (their
+# invitation came back, so the letter never went and no target is waiting for it).
+STATE_MEANINGS = {
+    "drafted": "made at launch; the member's invitation has not gone yet",
+    "invited": "the member's invitation has gone; they have not decided",
+    "confirmed": "confirmed by the member",
+    "queued": "the member asked us to send it; waiting in the outbox",
+    "sent": "sent to its target",
+    "replied": "its target replied",
+    "followed_up": "followed up",
+    "opted_out": "the member chose not to send it",
+    "self_sent": "the member sent it themselves",
+    "bounced": "the letter to the target bounced: we cannot reach the MP or employer",
+    "unreachable": "the member's invitation bounced: we cannot reach the member; the letter never went",
+    "failed": "could not be sent to its target (refused, suppressed or unbuildable)",
+    "overdue": "sent, and no reply within the wave's reply window",
+}
 # A wave's first letter, the follow-up drafted when its target replies, and the chaser when it does not.
 LETTER_KINDS = ("letter", "follow_up", "chaser")
 # What incoming mail is (InboundMessage.kind).
@@ -177,6 +196,8 @@ class Wave(SQLModel, table=True):
     chaser_template: str | None = None
     # Days after an MP letter is sent before the member is asked whether the MP replied.
     ask_days: int = 14
+    # What the letter asks, in one plain sentence for the invitation (None: the template's own words).
+    asks: str | None = None
     filters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     # The one recipient of a `fixed` wave.
     fixed_name: str | None = None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam
+from typing import Any
 
+from sqlalchemy import Connection, bindparam, select
+
+from engine.errors import CampaignError
 from engine.store.db import FastStatement
-from engine.store.models import letter_table, utcnow
+from engine.store.events import record_event
+from engine.store.models import letter_table, outbox_table, utcnow
 
 # Built once: the sending worker runs this for every invitation.
 _INVITED = (
@@ -26,7 +30,9 @@ def mark_invited(conn: Connection, letter_id: int) -> bool:
     return bool(fast.execute(conn, letter_id=letter_id, now=utcnow()))
 
 
-_UNDECIDED = ("drafted", "invited")
+# Unreachable too: a member whose invitation bounced may still be reached another way (by phone)
+# and staff record their choice with `letters decide`.
+_UNDECIDED = ("drafted", "invited", "unreachable")
 
 
 def _decide(conn: Connection, letter_id: int, state: str, **values: object) -> bool:
@@ -78,3 +84,73 @@ def mark_sent(conn: Connection, letter_id: int) -> bool:
         .values(state="sent", sent_at=now, updated_at=now)
     ).rowcount
     return bool(done)
+
+
+def mark_bounced(conn: Connection, letter_id: int, reason: str, *, member_side: bool) -> bool:
+    """A message of this letter came back for good.
+
+    The letter to its target (sent or still queued) → bounced: we cannot reach the MP or employer.
+    The member's own invitation (`member_side`; drafted or invited) → unreachable: we cannot reach
+    the member, and the letter never went, so no target is waiting for it or will be chased.
+    """
+    lt = letter_table.c
+    state, before = (
+        ("unreachable", ("drafted", "invited")) if member_side else ("bounced", ("sent", "queued"))
+    )
+    done = conn.execute(
+        letter_table.update()
+        .where(lt.id == letter_id, lt.state.in_(before))
+        .values(state=state, bounce_reason=reason[:500], updated_at=utcnow())
+    ).rowcount
+    return bool(done)
+
+
+# A member's decision that staff can take back: nothing has left for the target yet.
+UNDOABLE = ("opted_out", "self_sent", "queued")
+
+
+def undo_decision(conn: Connection, letter: dict[str, Any], *, by: str = "staff") -> dict[str, Any]:
+    """opted_out / self_sent / queued → invited: a decision made by mistake, taken back.
+
+    A queued letter's outbox message is removed in the same transaction, and only while it
+    waits (a worker that has claimed it may be sending it). The member's edited text and
+    address are kept, so their words come back on their page. Raises CampaignError when
+    the decision can no longer be undone (the letter went, or was never decided).
+    """
+    lt, o = letter_table.c, outbox_table.c
+    reference = letter["reference"]
+    state = conn.execute(select(lt.state).where(lt.id == letter["id"])).scalar_one()
+    if state == "queued":
+        waiting = conn.execute(
+            select(o.id, o.status).where(o.letter_id == letter["id"], o.kind == "letter")
+        ).all()
+        busy = [status for _, status in waiting if status != "queued"]
+        ids = [i for i, _ in waiting]
+        # The delete is guarded by the status, so a worker that claimed the message meanwhile wins.
+        if busy or (
+            ids
+            and conn.execute(outbox_table.delete().where(o.id.in_(ids), o.status == "queued")).rowcount
+            != len(ids)
+        ):
+            raise CampaignError(
+                f"letter {reference} is already on its way to {letter['target_name']} "
+                f"(its message is {busy[0] if busy else 'being sent'}): it cannot be taken back"
+            )
+    elif state not in UNDOABLE:
+        if state in ("sent", "replied", "overdue", "followed_up", "bounced"):
+            why = "it was sent to its target, and a sent letter cannot be unsent"
+        elif state in ("drafted", "invited"):
+            why = "the member has not decided yet: there is nothing to undo"
+        else:
+            why = "only a decision to opt out, send it yourself or send it for me can be undone"
+        raise CampaignError(f"letter {reference} is {state}: {why}")
+    now = utcnow()
+    done = conn.execute(
+        letter_table.update()
+        .where(lt.id == letter["id"], lt.state == state)
+        .values(state="invited", decided_at=None, updated_at=now)
+    ).rowcount
+    if not done:
+        raise CampaignError(f"letter {reference} changed while undoing: run the command again")
+    record_event(conn, "letter.undo", reference=reference, undone=state, by=by)
+    return {"reference": reference, "undone": state, "state": "invited"}
