@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli.app import App, main, pass_app
+from engine.cli.app import App, UserError, main, pass_app
 from engine.cli.output import Progress, echo_json_array, echo_table
 from engine.errors import CampaignError
 from engine.letters.confirm import letter_for_member, not_for_me, send_for_me, sent_myself
@@ -14,6 +14,10 @@ from engine.letters.documents import iter_letters
 from engine.letters.link_secret import reissue_links
 from engine.letters.links import letter_link, link_token
 from engine.store.models import LETTER_STATES, STATE_MEANINGS
+from engine.store.states import undo_decision
+
+# How `letters decide` names each decision it can take back.
+_CHOICES = {"queued": "send (not yet sent)", "self_sent": "self", "opted_out": "opt-out"}
 
 _kind_option = click.option(
     "--kind",
@@ -106,33 +110,64 @@ def letters_link(app: App, wave_name: str, membership_no: str, kind: str) -> Non
 @letters.command("decide")
 @click.argument("wave_name", metavar="WAVE")
 @click.argument("membership_no", metavar="MEMBER")
-@click.argument("choice", type=click.Choice(["send", "self", "opt-out"]))
+@click.argument("choice", type=click.Choice(["send", "self", "opt-out"]), required=False)
 @click.option(
     "--text-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The member's edited letter (default: the letter as drafted).",
 )
 @click.option("--address", help="The member's home address, lines separated by | (MP letters).")
+@click.option(
+    "--undo",
+    is_flag=True,
+    help="Take back a decision made by mistake (opted out, sent it myself, or send-for-me not yet "
+    "sent): the letter is invited again, with the member's words kept.",
+)
 @_kind_option
 @pass_app
 def letters_decide(
     app: App,
     wave_name: str,
     membership_no: str,
-    choice: str,
+    choice: str | None,
     text_file: Path | None,
     address: str | None,
+    undo: bool,
     kind: str,
 ) -> None:
-    """Record a member's choice for them, exactly as their page would: send for me, sent myself, or opt out.
+    """Record a member's choice for them, exactly as their page would: send for me, sent myself, or opt
+    out; or, with --undo, take back a choice made by mistake.
+
+    A letter already sent to its target cannot be taken back. A send-for-me
+    waiting in the outbox is removed from it.
 
     \b
     Examples:
       campaign letters decide "MPs autumn" M100003 send --text-file edited.txt \\
           --address "1 High St|Leeds|LS1 1AA"
       campaign letters decide "MPs autumn" M100004 opt-out
+      campaign letters decide "MPs autumn" M100004 --undo
     """
     engine = app.engine()
+    if undo:
+        if choice or text_file or address is not None:
+            raise UserError("--undo takes no choice, --text-file or --address: it only takes one back")
+        found = letter_for_member(engine, wave_name, membership_no, kind.replace("-", "_"))
+        with engine.begin() as conn:
+            done = undo_decision(conn, found.letter)
+        click.echo(
+            f"{membership_no}: {_CHOICES[done['undone']]} taken back for letter {done['reference']}; "
+            "it is invited again, with the member's words kept."
+        )
+        if found.expired():
+            click.echo(
+                f"Their link expired on {found.letter['token_expires_at']:%d %B %Y}: record their new "
+                "choice with `campaign letters decide`.",
+                err=True,
+            )
+        return
+    if choice is None:
+        raise UserError("give the member's choice (send, self or opt-out), or --undo")
     found = letter_for_member(engine, wave_name, membership_no, kind.replace("-", "_"))
     text = text_file.read_text(encoding="utf-8") if text_file else found.text
     if address is not None:
