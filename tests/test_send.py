@@ -315,3 +315,92 @@ def test_a_sender_setting_no_header_can_hold_stops_before_anything_is_claimed(la
     assert str(refused.value) == error
     assert statuses(launched) == {"queued": 48}
     assert smtp.recorder.received == []
+
+
+ASKS = "It asks your MP to press ministers for a fairer, safer inspection system."
+
+
+def test_invitations_say_what_the_letter_asks_in_the_waves_own_sentence_not_its_subject(sample, smtp):  # noqa: F811
+    from engine.letters.waves import WaveSpec
+    from engine.store.models import wave_table
+
+    mps = WaveSpec(target="mp", letter="mp-inspection", invite="invitation", asks=f"  {ASKS}  ")
+    employers = WaveSpec(target="employer", letter="employer-wellbeing", invite="invitation")
+    create_wave(sample, "MPs", mps, SETTINGS)
+    create_wave(sample, "Employers", employers, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    launch_wave(sample, "Employers", SETTINGS)
+    send_outbox(sample, SETTINGS, SmtpTransport(smtp.url), rate=0, sleep=no_sleep)
+    with sample.connect() as conn:
+        wave_of = dict(
+            conn.execute(
+                select(outbox_table.c.message_id, wave_table.c.name)
+                .join(letter_table, letter_table.c.id == outbox_table.c.letter_id)
+                .join(wave_table, wave_table.c.id == letter_table.c.wave_id)
+            ).all()
+        )
+        subjects = set(conn.execute(select(letter_table.c.subject)).scalars())
+    checked = {"MPs": 0, "Employers": 0}
+    for received in smtp.recorder.received:
+        message = received.message
+        wave = wave_of[message["Message-ID"]]
+        target = message["Subject"].removeprefix("Your letter to ").removesuffix(" is ready to check")
+        if wave == "MPs":
+            asks = ASKS
+        else:  # no --asks: the invitation's own words
+            asks = f"It asks {target} to act on the concerns it sets out, and to reply to you."
+        text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        html = message.get_body(("html",)).get_content()
+        assert f"\n\n{asks}\n\n" in text
+        assert '<p class="asks"' in html and asks.replace("'", "&#39;") in html
+        # The letter's subject is a heading for its recipient, not a sentence for the member.
+        assert "The letter asks" not in text
+        assert not any(subject in text or subject in html for subject in subjects)
+        checked[wave] += 1
+    assert checked["MPs"] == 48 and checked["Employers"] > 30
+
+
+def test_a_sent_letter_gives_its_member_one_message_their_receipt_with_the_letter_exactly_as_sent(
+    launched, smtp
+):
+    from engine.letters.confirm import letter_for_member, send_for_me
+
+    send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=0, sleep=no_sleep)  # the invitations
+    smtp.recorder.received.clear()
+    found = letter_for_member(launched, "MPs", "M100003")
+    member = found.member
+    edited = (
+        found.text.replace("[Why this matters", "Our head was signed off sick for a term.\n\n[Why")
+        + "\nP.S. é"
+    )
+    assert send_for_me(launched, SETTINGS, found, edited, "1 Orchard Way\nSevenoaks\nBR8 7RE")
+    result = send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=0, sleep=no_sleep)
+    assert (result.sent, result.failed) == (2, 0)
+    letter, receipt = smtp.recorder.received
+    reference = found.letter["reference"]
+    # The letter goes to its target alone: no copy to the member on it.
+    assert letter.rcpt_tos == [found.letter["target_email"]]
+    assert letter.message["Cc"] is None
+    assert letter.message["Reply-To"] == f"{member['name']} <{member['email']}>"
+    # The member gets one message about it: the receipt.
+    to_member = [r for r in smtp.recorder.received if member["email"] in r.rcpt_tos]
+    assert to_member == [receipt]
+    assert ".receipt." in receipt.message["Message-ID"]
+    sent_text = letter.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Our head was signed off sick for a term." in sent_text and "[Why" not in sent_text
+    text = receipt.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert sent_text in text  # every word, the signature and footer too, exactly as it went
+    with launched.connect() as conn:
+        sent_at = conn.execute(
+            select(letter_table.c.sent_at).where(letter_table.c.id == found.letter["id"])
+        ).scalar_one()
+    on = f"{sent_at.day} {sent_at:%B %Y}"
+    assert f"Subject:   {letter.message['Subject']}\n" in text
+    assert f"Date:      {on}\n" in text and f"Reference: {reference}\n" in text
+    assert f"was sent to {found.letter['target_name']} on {on}" in text
+    assert "Replies come to you" in " ".join(text.split())
+    assert f"please forward it to organising@union.example, keeping the reference {reference}" in " ".join(
+        text.split()
+    )
+    html = receipt.message.get_body(("html",)).get_content()
+    assert "Our head was signed off sick for a term." in html and "P.S. é" in html

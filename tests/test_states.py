@@ -70,12 +70,12 @@ def test_staff_take_back_an_opt_out_and_a_self_sent_and_the_member_decides_again
     assert letter(launched, "M100004")["state"] == "self_sent"
 
 
-def test_taking_back_a_send_for_me_removes_its_message_and_keeps_the_members_words(
-    cli, launched, tmp_path
-):
+def test_taking_back_a_send_for_me_removes_its_message_and_keeps_the_members_words(cli, launched, tmp_path):
     edited = tmp_path / "edited.txt"
     edited.write_text("Dear MP,\n\nMy own words about our school.\n\nYours sincerely\n", encoding="utf-8")
-    done = cli("letters", "decide", WAVE, "M100003", "send", "--text-file", str(edited), "--address", "1 A St|Leeds")
+    done = cli(
+        "letters", "decide", WAVE, "M100003", "send", "--text-file", str(edited), "--address", "1 A St|Leeds"
+    )
     assert done.exit_code == 0, done.output
     queued = letter(launched, "M100003")
     assert queued["state"] == "queued" and letter_messages(launched, queued["id"]) == ["queued"]

@@ -540,3 +540,44 @@ def test_a_killed_launch_leaves_no_worker_behind_and_a_rerun_launches_everyone(t
     assert (result.created, result.already) == (20_000, 0)
     assert count(engine, letter_table) == count(engine, outbox_table) == 20_000
     engine.dispose()
+
+
+def test_wave_asks_is_one_plain_sentence_shown_in_the_invitation_and_editable_until_launch(
+    cli, sample, monkeypatch
+):
+    monkeypatch.chdir(ROOT)
+    base = [
+        "wave",
+        "create",
+        "MPs autumn",
+        "--target",
+        "mp",
+        "--letter",
+        "mp-inspection",
+        "--invite",
+        "invitation",
+    ]
+    for asks, error in (
+        ("It asks your MP\nBcc: everyone", "--asks: contains a line break (U+000A): give one plain sentence"),
+        ("x" * 301, "--asks: 301 characters: say what the letter asks in one short sentence (at most 300)"),
+        (
+            "It asks {{ target.name }} to act.",
+            "--asks: plain words only, no template fields: it is shown as written",
+        ),
+    ):
+        refused = cli(*base, "--asks", asks)
+        assert (refused.exit_code, refused.stderr) == (2, f"Error: {error}\n")
+    assert json.loads(cli("wave", "list", "--json").stdout) == []
+    created = cli(*base, "--asks", "It asks your MP to raise inspections with ministers.")
+    assert created.exit_code == 0, created.output
+    assert "  the invitation says: It asks your MP to raise inspections with ministers.\n" in created.stdout
+    edited = cli("wave", "edit", "MPs autumn", "--asks", "It asks your MP to back an independent review.")
+    assert edited.exit_code == 0, edited.output
+    assert json.loads(cli("wave", "show", "MPs autumn", "--json").stdout)["asks"] == (
+        "It asks your MP to back an independent review."
+    )
+    preview = cli("wave", "preview", "MPs autumn", "--member", "M100003")
+    assert "\n\nIt asks your MP to back an independent review.\n\n" in preview.stdout
+    assert cli("wave", "launch", "MPs autumn").exit_code == 0
+    late = cli("wave", "edit", "MPs autumn", "--asks", "Something else.")
+    assert late.exit_code == 2 and "can no longer be edited" in late.stderr

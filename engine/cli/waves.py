@@ -96,6 +96,13 @@ def wave_options(create: bool):
             click.option(
                 "--subject", help="Subject for every letter, overriding the template's (Jinja2 allowed)."
             ),
+            click.option(
+                "--asks",
+                metavar="SENTENCE",
+                help="What the letter asks, in one plain sentence for the invitation, e.g. 'It asks "
+                "your MP to press ministers for fairer, safer inspections.' (default: the invitation "
+                "template's own words).",
+            ),
             click.option("--reply-days", type=int, help="Working days a target has to reply (default 10)."),
             click.option(
                 "--link-days", type=int, help="Days members' links stay valid after launch (default 30)."
@@ -146,6 +153,8 @@ def _print_wave(wave: dict) -> None:
         + (f" ({wave['fixed_name']})" if wave["target"] == "fixed" else "")
     )
     click.echo(f"  letter: {wave['letter_template']}   invitation: {wave['invite_template']}")
+    if wave.get("asks"):
+        click.echo(f"  the invitation says: {wave['asks']}")
     filters = "; ".join(f"{k} = {' | '.join(v)}" for k, v in (wave["filters"] or {}).items()) or "all members"
     click.echo(f"  members: {filters}   reply within {wave['reply_days']} working days")
     later = [f"follow-up: {wave['follow_up_template']}" if wave.get("follow_up_template") else ""]

@@ -188,7 +188,7 @@ class Merger:
         self.now = utcnow()
         self.expires = launched_at + timedelta(days=wave["link_days"])
         self.date = letter_date(launched_at)
-        self.wave_ctx = {"name": wave["name"], "reply_days": wave["reply_days"]}
+        self.wave_ctx = {"name": wave["name"], "reply_days": wave["reply_days"], "asks": wave.get("asks")}
         self.campaign_ctx = settings.campaign_context()
         self.custom_fields = tuple(wave["frozen"].get("custom_fields") or ())
         self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]

@@ -58,6 +58,11 @@ class WaveSpec:
     follow_up: str | None = None  # "" for none
     chaser: str | None = None  # "" for none
     ask_days: int | None = None
+    asks: str | None = None  # "" for none
+
+
+# An invitation says what the letter asks in one sentence a member reads at a glance.
+MAX_ASKS = 300
 
 
 def parse_where(items: list[str]) -> dict[str, list[str]]:
@@ -79,6 +84,22 @@ def parse_where(items: list[str]) -> dict[str, list[str]]:
                 raise CampaignError(f"--where: {key}= needs a value")
             filters.setdefault(key, []).extend(chosen)
     return filters
+
+
+def _asks(text: str) -> str | None:
+    """--asks as stored: one line of plain words (None when blank: the invitation's own words)."""
+    problems = header_problems({"--asks": text})
+    if problems:
+        raise CampaignError(f"--asks: {problems[0][1]}: give one plain sentence")
+    text = " ".join(text.split())
+    if len(text) > MAX_ASKS:
+        raise CampaignError(
+            f"--asks: {len(text)} characters: say what the letter asks in one short sentence "
+            f"(at most {MAX_ASKS})"
+        )
+    if "{{" in text or "{%" in text:
+        raise CampaignError("--asks: plain words only, no template fields: it is shown as written")
+    return text or None
 
 
 def _check_header_bound(spec: WaveSpec) -> None:
@@ -117,6 +138,8 @@ def _wave_values(spec: WaveSpec, current: dict[str, Any] | None) -> dict[str, An
         values["ask_days"] = spec.ask_days
     if spec.subject is not None:
         values["subject"] = spec.subject or None
+    if spec.asks is not None:
+        values["asks"] = _asks(spec.asks)
     for name in ("reply_days", "link_days"):
         value = getattr(spec, name)
         if value is not None:

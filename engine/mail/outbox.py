@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, and_, func, or_, select
 
 from engine.errors import CampaignError, failure_text
 from engine.letters.documents import letter_document
+from engine.letters.launch import letter_date
 from engine.letters.links import answer_link, letter_link, link_token, unsubscribe_link
 from engine.letters.merge import member_from_snapshot, without_placeholders
 from engine.letters.render import WaveRenderer
@@ -60,12 +61,16 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
             "constituency": member["constituency"] if letter["target_kind"] == "mp" else None,
             "party": None,
         },
-        "wave": {"name": wave["name"], "reply_days": wave["reply_days"]},
+        "wave": {"name": wave["name"], "reply_days": wave["reply_days"], "asks": wave.get("asks")},
         "letter": {
             "reference": reference,
             "date": snapshot["date"],
             "subject": letter["subject"],
             "text": letter["body_text"],
+            # What went to the target, for the member's receipt: set once the letter has gone.
+            "sent_subject": None,
+            "sent_text": None,
+            "sent_on": None,
         },
         "link": letter_link(settings.base_url, link_token(secret, nonce)),
         "unsubscribe_link": unsubscribe_link(settings.base_url, secret, reference, nonce),
@@ -131,9 +136,51 @@ def _union_mail_builder(
 
 
 build_invitation = _union_mail_builder(lambda renderer, context, kind: renderer.invitation(context))
-build_receipt = _union_mail_builder(lambda renderer, context, kind: renderer.receipt(context)[1:])
 # Emails queued after launch: follow-up and chaser invitations, the MP questionnaire.
 build_later = _union_mail_builder(lambda renderer, context, kind: renderer.later_email(kind, context)[1:])
+
+
+def build_receipt(
+    outbox: dict[str, Any],
+    letter: dict[str, Any],
+    wave: dict[str, Any],
+    renderer: WaveRenderer,
+    settings: Settings,
+    date: datetime | None = None,
+) -> bytes:
+    """The member's one message about their sent letter: its text exactly as it went, with its
+    subject, reference and date (the letter itself carries no copy to them)."""
+    context = email_context(letter, wave, settings)
+    context["letter"].update(receipt_fields(letter, settings))
+    _, text, html = renderer.receipt(context)
+    headers = _union_headers(outbox, letter, settings, context, date or outbox["created_at"])
+    return alternative(headers, text, html)
+
+
+def receipt_fields(letter: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """letter.sent_subject, sent_text and sent_on: the letter as its target received it."""
+    sent_at = letter.get("sent_at")
+    return {
+        "sent_subject": letter_subject(letter),
+        "sent_text": text_as_sent(letter, settings),
+        "sent_on": letter_date(sent_at) if sent_at else None,
+    }
+
+
+def letter_subject(letter: dict[str, Any]) -> str:
+    """The subject a member's letter goes out with: its own, and its reference for replies."""
+    return f"{letter['subject']} [Ref: {letter['reference']}]"
+
+
+def text_as_sent(letter: dict[str, Any], settings: Settings) -> str:
+    """The plain text of a member's letter exactly as its target receives it, footer and all."""
+    member = member_from_snapshot(letter["merge_snapshot"]["member"])
+    text = without_placeholders(letter.get("final_text") or letter["body_text"])
+    address = letter.get("sender_address") or member["address"]
+    footer = f"\n--\nSent by {member['name']}"
+    footer += f", {', '.join(address.splitlines())}" if address else ""
+    footer += f", through {settings.campaign_name}. Reference: {letter['reference']}\n"
+    return text.rstrip("\n") + "\n" + footer
 
 
 def build_letter(
@@ -147,7 +194,9 @@ def build_letter(
     """The member's own letter to its target: from the campaign address on the member's behalf.
 
     Sending as the member's own address would fail DMARC, so it comes from the
-    campaign ("Jane Smith via …"), with Reply-To the member and a copy to them.
+    campaign ("Jane Smith via …"), with Reply-To the member. The member's copy is
+    their receipt (build_receipt), which carries this text exactly; a Cc is kept
+    only for letters queued by an older version that set one.
     It carries no List-Unsubscribe: it is one person's letter, not bulk mail.
     """
     member = member_from_snapshot(letter["merge_snapshot"]["member"])
@@ -167,12 +216,7 @@ def build_letter(
         ("Message-ID", outbox["message_id"]),
         ("X-Campaign-Ref", letter["reference"]),
     ]
-    text = without_placeholders(letter.get("final_text") or letter["body_text"])
-    address = letter.get("sender_address") or member["address"]
-    footer = f"\n--\nSent by {member['name']}"
-    footer += f", {', '.join(address.splitlines())}" if address else ""
-    footer += f", through {settings.campaign_name}. Reference: {letter['reference']}\n"
-    return alternative(headers, text.rstrip("\n") + "\n" + footer, letter_document(letter, renderer))
+    return alternative(headers, text_as_sent(letter, settings), letter_document(letter, renderer))
 
 
 BUILDERS = {

@@ -347,7 +347,7 @@ _FINISH = (
 _LETTER_COLUMNS = (
     "id", "wave_id", "member_id", "reference", "kind", "state", "subject", "body_text", "target_kind",
     "target_key", "target_name", "target_email", "target_salutation", "target_address", "merge_snapshot",
-    "final_text", "sender_address", "link_nonce",
+    "final_text", "sender_address", "link_nonce", "sent_at",
 )  # fmt: skip
 _BATCH = (
     select(outbox_table, *[letter_table.c[name].label(f"l_{name}") for name in _LETTER_COLUMNS])
@@ -535,7 +535,10 @@ def queue_receipt(
     settings: Settings,
     now: datetime,
 ) -> None:
-    """Queue the member's receipt, in the transaction that records their letter as sent."""
+    """Queue the member's receipt, in the transaction that records their letter as sent.
+
+    It is the member's one message about the sent letter: the letter carries no copy to them,
+    and the receipt carries its text exactly as it went (outbox.build_receipt)."""
     context = email_context(letter, wave, settings)
     subject, _, _ = renderer.receipt(context)
     member = context["member"]
