@@ -638,3 +638,82 @@ def test_each_step_of_ingest_can_be_called_alone(sent):
     assert done.letters_replied == 1
     assert stored(engine, inbound_id)["raw"] == data
     assert state_of(engine, letter["id"]) == "replied"
+
+
+def test_unmatched_forwards_come_with_the_likeliest_letters_and_the_command_to_match_each(
+    sent, tmp_path, db_url
+):
+    import json
+
+    from click.testing import CliRunner
+    from test_waves import MP_WAVE
+
+    from engine.cli import main
+
+    engine, letters = sent
+    env = {"CAMPAIGN_TEMPLATES": str(ROOT / "templates"), "CAMPAIGN_SECRET": SETTINGS.secret}
+
+    def run(*args: str):
+        result = CliRunner().invoke(main, ["--db", db_url, *args], env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    # One member also wrote to their MP: two letters await a reply, so their forward is ambiguous.
+    create_wave(engine, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(engine, "MPs", SETTINGS)
+    both = None
+    for name in ("spare2", "spare3", *SAMPLES):
+        with engine.connect() as conn:
+            number = conn.execute(
+                select(member_table.c.membership_no).where(member_table.c.id == letters[name]["member_id"])
+            ).scalar_one()
+        try:
+            mp_letter = letter_for_member(engine, "MPs", number)
+        except CampaignError:
+            continue
+        assert send_for_me(engine, SETTINGS, mp_letter, mp_letter.text, "1 Test Road\nSevenoaks")
+        both = letters[name]
+        break
+    assert both is not None
+    send_outbox(engine, SETTINGS, FolderTransport(tmp_path / "mp-out"), rate=0, sleep=lambda s: None)
+    mp_letter = letter_for_member(engine, "MPs", number).letter
+    assert mp_letter["state"] == "sent"
+
+    home = letters["spare1"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, letter, extra in (
+        ("fwd-from-home-address", home, {"TARGET_DOMAIN": home["target_email"].rpartition("@")[2]}),
+        ("fwd-two-open-letters", both, {"SUBJECT": mp_letter["subject"]}),
+    ):
+        data = fill(name, {"placeholders": {**letter["placeholders"], **extra}})
+        (folder / f"{name}.eml").write_bytes(data)
+    assert "0 letters replied" in run("replies", "ingest", "--eml", str(folder))
+
+    rows = {row["subject"]: row for row in json.loads(run("replies", "list", "--unmatched", "--json"))}
+    from_home = rows["Fwd: RE: Protecting school leaders and their teams"]
+    ambiguous = rows[f"Fwd: Re: {mp_letter['subject']}"]
+    # Forwarded from an address we do not know, signed with the member's name, by their employer's HR.
+    first = from_home["suggestions"][0]
+    assert first["reference"] == home["reference"]
+    assert first["why"].startswith(
+        "sent by someone with its member's name, from its recipient's domain, subject "
+    )
+    assert first["command"] == f"campaign replies match {from_home['id']} {home['reference']}"
+    assert 1 <= len(from_home["suggestions"]) <= 3
+    # The member's own address, two letters awaiting: the one whose subject it carries comes first.
+    assert [s["reference"] for s in ambiguous["suggestions"]] == [mp_letter["reference"], both["reference"]]
+    assert ambiguous["suggestions"][0]["why"] == "forwarded by its member, subject 100% alike"
+    assert ambiguous["suggestions"][1]["why"] == "forwarded by its member"
+
+    listed = run("replies", "list", "--unmatched")
+    command = f"campaign replies match {ambiguous['id']} {mp_letter['reference']}"
+    assert f"    {command}   # {mp_letter['target_name']}, member {number}: forwarded by its member" in listed
+    assert f"  could be: {command}" in run("replies", "show", str(ambiguous["id"]))
+    # The command as printed does it.
+    matched = run(*command.split()[1:])
+    assert (
+        f"Message {ambiguous['id']} matched to {mp_letter['reference']}; the letter is now replied" in matched
+    )
+    assert state_of(engine, mp_letter["id"]) == "replied"
+    assert state_of(engine, both["id"]) == "sent"

@@ -186,6 +186,16 @@ def replies_list(app: App, unmatched: bool, kind, reference, problems: bool, lim
             )
     count = echo_table(rows, _COLUMNS)
     click.echo(f"{count} message(s).")
+    suggested = [row for row in rows if row.get("suggestions")]
+    if suggested:
+        click.echo("\nMost likely letters; to match one, run its command:")
+    for row in suggested:
+        click.echo(f"  message {row['id']} ({row['from']}: {row['subject']})")
+        for suggestion in row["suggestions"]:
+            click.echo(
+                f"    {suggestion['command']}   # {suggestion['target_name']}, "
+                f"member {suggestion['member']}: {suggestion['why']}"
+            )
 
 
 @replies.command("show")
@@ -222,6 +232,11 @@ def replies_show(app: App, reply_id: int, raw: bool, as_json: bool) -> None:
         )
     else:
         click.echo("  letter: not matched (campaign replies match ID REF)")
+    for suggestion in row["suggestions"]:
+        click.echo(
+            f"  could be: {suggestion['command']}   # {suggestion['target_name']}, "
+            f"member {suggestion['member']}: {suggestion['why']}"
+        )
     for failure in row["failed"]:
         how = "failed" if failure["permanent"] else "delayed"
         status = f" ({failure['status']})" if failure["status"] else ""

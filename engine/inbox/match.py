@@ -14,6 +14,7 @@ top to bottom; the steps are small methods a test can call alone.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,9 +23,9 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
-from sqlalchemy import Connection, exists, select
+from sqlalchemy import Connection, exists, func, select
 
-from engine.inbox.classify import Classification, classify, content_type
+from engine.inbox.classify import Classification, classify, content_type, parse
 from engine.inbox.forwards import Forwarded, body_text, find_attached, find_inline, own_text
 from engine.inbox.sender_auth import SenderAuthentication, read_authentication
 from engine.letters.links import check_token, link_token
@@ -519,3 +520,140 @@ def _raw_text(message: Message) -> str:
 def _own_words(text: str) -> str:
     """A direct reply's own text, without the quoted letter below it."""
     return own_text(text.replace("\r\n", "\n").split("\n"))
+
+
+# -- suggestions for staff --------------------------------------------------------------
+
+# How much each kind of evidence counts when ranking the letters an unmatched message may answer.
+_SAME_MEMBER = 4.0  # forwarded from the member's own address
+_SAME_NAME = 3.0  # forwarded by someone with the member's name, from an address we do not know
+_SAME_TARGET = 2.0  # its author (or sender) is the letter's recipient
+_SAME_DOMAIN = 1.0  # its author writes from the employer's own domain
+_SUBJECT = 2.0  # times how alike its subject is to the letter's
+_ENGINE_SUGGESTED = 5.0  # the evidence ladder pointed to it, too weakly to act on
+_PER_TARGET = 50  # letters read per target and wave: a council can have thousands
+_BRACKETED_REF = re.compile(rf"\[\s*Ref(?:erence)?\s*[:#.]?\s*{_REF}\s*\]", re.I)
+
+
+def plain_subject(subject: str | None) -> str:
+    """A subject without its Re:/Fwd: prefixes and our [Ref: …], to compare with a letter's."""
+    text = _BRACKETED_REF.sub(" ", subject or "")
+    while True:
+        stripped = _FORWARD_SUBJECT.sub("", text, count=1)
+        stripped = _REPLY_SUBJECT.sub("", stripped, count=1)
+        if stripped == text:
+            break
+        text = stripped
+    return " ".join(text.split()).casefold()
+
+
+def suggest_letters(conn: Connection, inbound: dict[str, Any], limit: int = 3) -> list[dict[str, Any]]:
+    """The letters an unmatched message most likely answers, best first, each with why and the
+    one command that matches it: same member (by address, else by name), same target or
+    employer domain, and how alike the subjects are. Only letters that went can be answered."""
+    raw = inbound.get("raw")
+    # Paper replies have no raw message: their from_addr is only what staff typed.
+    sender_name, sender = parseaddr(header_value(parse(raw), "From") if raw else "")
+    sender = sender.lower()
+    author = (inbound.get("author_addr") or sender or "").lower()
+    lt, m = letter_table.c, member_table.c
+    columns = (*letter_table.c, m.membership_no, m.email.label("member_email"), m.first_name, m.last_name)
+    found: dict[int, dict[str, Any]] = {}
+
+    def add(rows: Iterable[Any]) -> None:
+        for row in rows:
+            found.setdefault(row.id, dict(row._mapping))
+
+    base = select(*columns).join(member_table, m.id == lt.member_id).where(lt.state.in_(OPEN))
+    if sender:
+        add(conn.execute(base.where(m.email.in_(spellings(sender))).order_by(lt.id.desc()).limit(20)))
+    name = " ".join(sender_name.split()).casefold()
+    if name and not found and " " in name:
+        # A member forwarding from an address we do not know still signs with their own name.
+        full_name = func.lower(m.first_name + " " + m.last_name)
+        add(conn.execute(base.where(full_name == name).order_by(lt.id.desc()).limit(20)))
+    domain = author.rpartition("@")[2] if "@" in author else ""
+    if domain:
+        keys = set(
+            conn.execute(
+                select(employer_table.c.employer_key).where(
+                    func.lower(employer_table.c.email).like(f"%@{_like(domain)}", escape="\\")
+                )
+            ).scalars()
+        )
+        keys |= set(
+            conn.execute(
+                select(mp_table.c.constituency_code).where(mp_table.c.email.in_(spellings(author)))
+            ).scalars()
+        )
+        if keys:
+            for wave_id in conn.execute(
+                select(wave_table.c.id).where(wave_table.c.status == "launched")
+            ).scalars():
+                add(
+                    conn.execute(
+                        base.where(lt.wave_id == wave_id, lt.target_key.in_(keys))
+                        .order_by(lt.id.desc())
+                        .limit(_PER_TARGET)
+                    )
+                )
+    engine_suggested = inbound.get("suggested_letter_id")
+    if engine_suggested and engine_suggested not in found:
+        add(
+            conn.execute(
+                select(*columns).join(member_table, m.id == lt.member_id).where(lt.id == engine_suggested)
+            )
+        )
+    subject = plain_subject(inbound.get("subject"))
+    ranked = []
+    for letter in found.values():
+        score, why = 0.0, []
+        if engine_suggested == letter["id"]:
+            score += _ENGINE_SUGGESTED
+            why.append("the message points to it")
+        if sender and (letter["member_email"] or "").lower() == sender:
+            score += _SAME_MEMBER
+            why.append("forwarded by its member")
+        elif name and f"{letter['first_name']} {letter['last_name']}".casefold() == name:
+            score += _SAME_NAME
+            why.append("sent by someone with its member's name")
+        target = (letter["target_email"] or "").lower()
+        if author and target == author:
+            score += _SAME_TARGET
+            why.append("written by its recipient")
+        elif domain and target.endswith("@" + domain):
+            score += _SAME_DOMAIN
+            why.append("from its recipient's domain")
+        alike = _alike(subject, plain_subject(letter["subject"])) if subject else 0.0
+        if alike >= 0.5:
+            score += _SUBJECT * alike
+            why.append(f"subject {round(100 * alike)}% alike")
+        if not why:
+            continue
+        ranked.append((score, letter["state"] in AWAITING, letter["id"], letter, why))
+    ranked.sort(key=lambda item: item[:3], reverse=True)
+    return [
+        {
+            "reference": letter["reference"],
+            "member": letter["membership_no"],
+            "target_name": letter["target_name"],
+            "state": letter["state"],
+            "why": ", ".join(why),
+            "score": round(score, 2),
+            "command": f"campaign replies match {inbound['id']} {letter['reference']}",
+        }
+        for score, _, _, letter, why in ranked[:limit]
+    ]
+
+
+_WORD = re.compile(r"\w[\w'’-]*")
+
+
+def _alike(one: str, other: str) -> float:
+    """How alike two subjects are, word by word in order (0 to 1): letters share their letters,
+    so comparing characters makes any two subjects look half alike."""
+    return difflib.SequenceMatcher(None, _WORD.findall(one), _WORD.findall(other), autojunk=False).ratio()
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, and_, or_, select
 from engine.errors import CampaignError
 from engine.inbox.act import bounce_message, follow_up, mark_replied
 from engine.inbox.classify import classify, parse
-from engine.inbox.match import Matcher, normal_reference
+from engine.inbox.match import Matcher, normal_reference, suggest_letters
 from engine.inbox.outcomes import check_outcome, suggest_outcome
 from engine.mail.send import address_of
 from engine.settings import Settings
@@ -128,6 +128,8 @@ def list_messages(
                         "message": row.kind,
                     }
                 )
+        if unmatched:
+            add_suggestions(conn, rows)
     for row in rows:
         failed = failures.get(row["id"], [])
         row["failed"] = failed
@@ -136,6 +138,27 @@ def list_messages(
         row["bounced_message"] = failed[0]["message"] if failed else None
         row["unreachable"] = who_is_unreachable(row["bounced_message"])
     return rows
+
+
+def add_suggestions(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Give each message that waits for a person to say which letter it answers the letters it
+    most likely answers, with the command that matches each (`suggestions`)."""
+    i = inbound_table.c
+    for row in rows:
+        row["suggestions"] = []
+    waiting = [
+        r for r in rows if r["reference"] is None and r["kind"] in ("reply", "unrelated", "auto_reply")
+    ]
+    by_id = {r["id"]: r for r in waiting}
+    ids = list(by_id)
+    for start in range(0, len(ids), 200):
+        chunk = ids[start : start + 200]
+        for message in conn.execute(
+            select(i.id, i.raw, i.from_addr, i.author_addr, i.subject, i.suggested_letter_id).where(
+                i.id.in_(chunk)
+            )
+        ):
+            by_id[message.id]["suggestions"] = suggest_letters(conn, dict(message._mapping))
 
 
 def who_is_unreachable(outbox_kind: str | None) -> str | None:
@@ -168,7 +191,7 @@ def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
                     letter_table.c.id == row["letter_id"]
                 )
             ).first()
-    row.pop("raw")
+    raw = row.pop("raw")
     f = failure_table.c
     with engine.connect() as conn:
         # What a bounce says: who failed, the status code and the server's own words.
@@ -199,6 +222,10 @@ def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
     row["reference"] = letter.reference if letter else None
     row["letter_state"] = letter.state if letter else None
     row["target_name"] = letter.target_name if letter else None
+    row["suggestions"] = []
+    if letter is None and row["kind"] in ("reply", "unrelated", "auto_reply"):
+        with engine.connect() as conn:
+            row["suggestions"] = suggest_letters(conn, {**row, "raw": raw})
     return row
 
 
