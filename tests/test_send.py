@@ -404,3 +404,32 @@ def test_a_sent_letter_gives_its_member_one_message_their_receipt_with_the_lette
     )
     html = receipt.message.get_body(("html",)).get_content()
     assert "Our head was signed off sick for a term." in html and "P.S. é" in html
+
+
+def test_a_wave_whose_receipt_does_not_carry_the_letter_copies_it_to_the_member_and_sends_no_receipt(
+    launched, smtp
+):
+    from engine.letters.confirm import letter_for_member, send_for_me
+    from engine.store.models import wave_table
+
+    # As a wave launched before receipts carried the letter has it frozen.
+    with launched.begin() as conn:
+        frozen = conn.execute(select(wave_table.c.frozen).where(wave_table.c.name == "MPs")).scalar_one()
+        assert frozen.pop("receipt_carries_letter") is True
+        conn.execute(wave_table.update().where(wave_table.c.name == "MPs").values(frozen=frozen))
+    send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=0, sleep=no_sleep)
+    smtp.recorder.received.clear()
+    found = letter_for_member(launched, "MPs", "M100003")
+    assert send_for_me(launched, SETTINGS, found, found.text, "1 Orchard Way\nSevenoaks")
+    result = send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=0, sleep=no_sleep)
+    assert (result.sent, result.failed) == (1, 0)
+    (letter,) = smtp.recorder.received
+    member = found.member
+    # Its member's one message about it is the letter itself, copied to them: their words are not lost.
+    assert letter.message["Cc"] == f"{member['name']} <{member['email']}>"
+    assert sorted(letter.rcpt_tos) == sorted([member["email"], found.letter["target_email"]])
+    with launched.connect() as conn:
+        kinds = conn.execute(
+            select(outbox_table.c.kind).where(outbox_table.c.letter_id == found.letter["id"])
+        ).scalars()
+        assert sorted(kinds) == ["invitation", "letter"]

@@ -142,6 +142,7 @@ def send_for_me(
         )
     final = _clean_text(text)
     sender_address = _clean_address(address, found.needs_address)
+    member = found.member
     domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
     with engine.begin() as conn:
         # The edit cannot change the recipient: the target comes from the frozen letter.
@@ -154,7 +155,9 @@ def send_for_me(
                 letter_id=letter["id"],
                 kind="letter",
                 to_addr=formataddr((letter["target_name"], letter["target_email"])),
-                cc_addr=None,
+                cc_addr=None
+                if found.wave["frozen"].get("receipt_carries_letter")
+                else formataddr((member["name"], member["email"])),
                 subject=f"{letter['subject']} [Ref: {letter['reference']}]",
                 message_id=new_message_id(letter["reference"], "letter", domain),
                 status="queued",

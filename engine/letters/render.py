@@ -114,6 +114,11 @@ def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]
         "receipt_text": receipt_text,
         "receipt_html_file": str(receipt_html_path),
         "receipt_html": inline_css(receipt_html, str(receipt_html_path)),
+        # A receipt that carries the letter as sent is the member's copy: the letter then goes
+        # without a Cc to them. One that does not (an organiser's own) leaves the Cc as the copy.
+        "receipt_carries_letter": any(
+            use.field == "letter.sent_text" for use in fields_used(receipt_text, str(receipt_text_path))
+        ),
         "layout_file": str(layout_path),
         "layout": layout_inlined,
         "paragraph_style": paragraph_style,

@@ -195,8 +195,9 @@ def build_letter(
 
     Sending as the member's own address would fail DMARC, so it comes from the
     campaign ("Jane Smith via …"), with Reply-To the member. The member's copy is
-    their receipt (build_receipt), which carries this text exactly; a Cc is kept
-    only for letters queued by an older version that set one.
+    their receipt (build_receipt), which carries this text exactly; only a wave
+    whose frozen receipt does not carry the letter (launched before receipts did,
+    or with an organiser's own receipt) copies the letter to them instead.
     It carries no List-Unsubscribe: it is one person's letter, not bulk mail.
     """
     member = member_from_snapshot(letter["merge_snapshot"]["member"])

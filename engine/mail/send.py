@@ -482,7 +482,9 @@ class _Delivery:
             self.sent.execute(conn, mid=message_id, now=now, response=delivered.response)
             if data["kind"] in INVITATIONS:
                 mark_invited(conn, letter["id"])
-            elif data["kind"] == "letter" and mark_sent(conn, letter["id"]):
+            elif data["kind"] == "letter" and mark_sent(conn, letter["id"]) and not data.get("cc_addr"):
+                # A letter copied to its member (a wave launched before receipts carried the
+                # letter) is their one message about it; any other gets its receipt.
                 queue_receipt(conn, letter, renderer, wave, settings, now)
 
         self.pending = record
