@@ -82,7 +82,7 @@ def letters_list(app: App, wave_name: str | None, state: str | None, kind: str |
             ("member", "NAME", 20),
             ("target_name", "TO", 26),
             ("target_email", "EMAIL", 30),
-            ("state", "STATE", 9),
+            ("state", "STATE", 11),
             ("kind", "KIND", 9),
             ("subject", "SUBJECT", 40),
         ],

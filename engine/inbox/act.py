@@ -107,8 +107,9 @@ def bounce_message(
     for failure in classification.failed:
         if not failure.permanent or (cc and failure.address.lower() == cc):
             continue
-        reason = " ".join(x for x in (failure.status, failure.diagnostic) if x)[:500] or "bounced"
-        reason = reason.replace("\0", "")
+        # One line however the server folded it: it is shown in wave status and on the member's page.
+        reason = " ".join(" ".join(x for x in (failure.status, failure.diagnostic) if x).split())[:500]
+        reason = reason.replace("\0", "") or "bounced"
         conn.execute(
             outbox_table.update()
             .where(outbox_table.c.id == outbox["id"], outbox_table.c.status.in_(("sent", "uncertain")))
