@@ -198,6 +198,7 @@ class Settings:
                 raise CampaignError(f"{name}: must be one line")
             if len(value) > longest:
                 raise CampaignError(f"{name}: at most {longest} characters")
+        self.logo()  # a wrong logo path is named now, not on a member's page
         if self.smtp_url:
             parts = urlsplit(self.smtp_url)
             if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
