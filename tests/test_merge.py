@@ -49,12 +49,27 @@ def test_layout_is_inlined_once_and_keeps_its_page_rules():
     assert 'style="font-weight:bold"' in inlined
 
 
-def test_an_unfilled_prompt_for_the_members_own_words_is_left_out():
-    from engine.letters.merge import placeholders, without_placeholders
+DRAFT = "Dear Ms Alden,\n\nOpening.\n\n[Why this matters in your school]\n\nClosing.\n"
 
-    text = "Dear Ms Alden,\n\nOpening.\n\n[Why this matters in your school]\n\nClosing.\n"
-    assert placeholders(text) == ["Why this matters in your school"]
-    assert without_placeholders(text) == "Dear Ms Alden,\n\nOpening.\n\nClosing.\n"
-    filled = text.replace("[Why this matters in your school]", "Two colleagues left [in May].")
-    assert placeholders(filled) == []
-    assert without_placeholders(filled) == filled
+
+def test_an_unfilled_prompt_for_the_members_own_words_is_left_out():
+    from engine.letters.merge import placeholders, unfilled_prompts, without_placeholders
+
+    assert placeholders(DRAFT) == ["Why this matters in your school"]
+    assert unfilled_prompts(DRAFT, DRAFT) == ["Why this matters in your school"]
+    assert without_placeholders(DRAFT, DRAFT) == "Dear Ms Alden,\n\nOpening.\n\nClosing.\n"
+    filled = DRAFT.replace("[Why this matters in your school]", "Two colleagues left [in May].")
+    assert unfilled_prompts(filled, DRAFT) == []
+    assert without_placeholders(filled, DRAFT) == filled
+
+
+def test_text_typed_inside_a_prompts_brackets_is_kept():
+    from engine.letters.merge import unfilled_prompts, without_placeholders
+
+    mine = "[Our inspection in May meant three weekends of work]"
+    edited = DRAFT.replace("[Why this matters in your school]", mine)
+    assert unfilled_prompts(edited, DRAFT) == []
+    assert without_placeholders(edited, DRAFT) == edited
+    # A bracketed line of the member's own, next to the untouched prompt: only the prompt goes.
+    both = DRAFT.replace("Closing.", f"{mine}\n\nClosing.")
+    assert without_placeholders(both, DRAFT) == f"Dear Ms Alden,\n\nOpening.\n\n{mine}\n\nClosing.\n"

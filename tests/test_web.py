@@ -10,20 +10,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
+from urllib.parse import unquote
 
 import pytest
 import requests
 import uvicorn
+from click.testing import CliRunner
 from smtp_server import SmtpServer, free_port
 from sqlalchemy import select
 from test_waves import EMPLOYER_WAVE, MP_WAVE, SETTINGS, sample  # noqa: F401
 
+from engine.cli import main
 from engine.letters.launch import launch_wave
 from engine.letters.links import csrf_token, link_token
 from engine.letters.waves import create_wave
 from engine.mail.send import send_outbox
 from engine.mail.smtp import SmtpTransport
-from engine.store.models import letter_table, member_table, outbox_table, utcnow
+from engine.store.models import event_table, letter_table, member_table, outbox_table, utcnow
 from engine.web.app import create_app, server_config
 from engine.web.throttle import GuessThrottle, client_address
 
@@ -65,7 +68,13 @@ class Site:
         return f"{self.base}/l/{link_token(SETTINGS.secret, self.letter(membership_no)['link_nonce'])}"
 
     def form(self, membership_no: str, **fields) -> dict:
-        return {"csrf": csrf_token(SETTINGS.secret, self.letter(membership_no)["link_nonce"]), **fields}
+        """A form as the member's page posts it: its token, and the letter it acts on."""
+        letter = self.letter(membership_no)
+        return {
+            "csrf": csrf_token(SETTINGS.secret, letter["link_nonce"]),
+            "letter": letter["reference"],
+            **fields,
+        }
 
 
 @pytest.fixture
@@ -110,9 +119,9 @@ def test_send_for_me_queues_the_letter_once_even_when_replayed(site):
     )
     first = requests.post(url, data=form, allow_redirects=False, timeout=10)
     assert first.status_code == 303
-    assert first.headers["Location"].endswith("?done=send")
+    assert first.headers["Location"] == url.removeprefix(site.base)
     replay = requests.post(url, data=form, allow_redirects=False, timeout=10)
-    assert replay.headers["Location"].endswith("?done=already")
+    assert replay.headers["Location"] == url.removeprefix(site.base)
     assert letters_out(site.engine) == 1
     letter = site.letter("M100001")
     assert letter["state"] == "queued"
@@ -178,7 +187,9 @@ def test_self_send_and_opt_out_are_recorded(site):
 def test_an_expired_link_works_only_for_looking_after_acting(site):
     with site.engine.begin() as conn:
         conn.execute(letter_table.update().values(token_expires_at=utcnow() - timedelta(days=1)))
-    assert requests.get(site.link("M100001"), timeout=10).status_code == 404
+    expired = requests.get(site.link("M100001"), timeout=10)
+    assert expired.status_code == 410
+    assert "Dear Ms Alden" not in expired.text and "Aisha" not in expired.text
     with site.engine.begin() as conn:
         conn.execute(
             letter_table.update()
@@ -369,12 +380,14 @@ def test_employer_with_postal_address_only_offers_self_send(sample):  # noqa: F8
 
 def test_the_page_prompts_for_own_words_and_an_unfilled_prompt_is_not_sent(site):
     page = requests.get(site.link("M100001"), timeout=10)
-    assert "replace the text in [square brackets]" in page.text
+    assert "in [square brackets] with yours" in page.text
     draft = site.letter("M100001")["body_text"]
     assert "[Why this matters in your school" in draft
     requests.post(
         site.link("M100001"),
-        data=site.form("M100001", action="send", text=draft, address="1 Orchard Way\nSevenoaks\nBR8 7RE"),
+        data=site.form(
+            "M100001", action="send-anyway", text=draft, address="1 Orchard Way\nSevenoaks\nBR8 7RE"
+        ),
         timeout=10,
     )
     with SmtpServer() as smtp:
@@ -409,3 +422,169 @@ def test_knowing_the_secret_and_a_reference_gives_none_of_a_members_links(site):
     with site.engine.connect() as conn:
         nonces = conn.execute(select(letter_table.c.link_nonce)).scalars().all()
     assert len(set(nonces)) == len(nonces) == 48
+
+
+ADDRESS = "1 Orchard Way\nSevenoaks\nBR8 7RE"
+PROMPT = "[Why this matters in your school: a sentence or two in your own words."
+
+
+def sent_letter_text(engine) -> str:
+    """The plain text of the one letter the outbox sends to its target, through real SMTP."""
+    with SmtpServer() as smtp:
+        send_outbox(engine, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=lambda s: None)
+        [letter] = [r.message for r in smtp.recorder.received if ".letter." in r.message["Message-ID"]]
+    return letter.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
+def test_text_typed_inside_a_prompt_is_sent(site):
+    """Issue 12, item 1: a member who types inside the brackets keeps their words."""
+    draft = site.letter("M100001")["body_text"]
+    prompt_line = next(line for line in draft.split("\n") if line.startswith(PROMPT))
+    mine = "[Our inspection in May meant three weekends of work]"
+    form = site.form("M100001", action="send", text=draft.replace(prompt_line, mine), address=ADDRESS)
+    assert requests.post(site.link("M100001"), data=form, timeout=10).ok
+    assert site.letter("M100001")["state"] == "queued"
+    assert "Our inspection in May meant three weekends of work" in sent_letter_text(site.engine)
+
+
+def test_sending_with_an_unfilled_prompt_asks_first_and_then_leaves_it_out(site):
+    """Issue 12, item 1: without JavaScript, the page lists the unfilled prompts before anything goes."""
+    draft = site.letter("M100001")["body_text"]
+    edited = draft.replace("I am writing to ask", "As a teacher of twenty years, I am writing to ask")
+    form = site.form("M100001", action="send", text=edited, address=ADDRESS)
+    asked = requests.post(site.link("M100001"), data=form, timeout=10)
+    assert asked.status_code == 200
+    assert "You have not filled in 1 prompt:" in asked.text
+    assert "<li>" + PROMPT in asked.text
+    assert 'value="send-anyway"' in asked.text
+    assert letters_out(site.engine) == 0 and site.letter("M100001")["state"] == "drafted"
+    # The member's words are kept while they decide.
+    assert site.letter("M100001")["final_text"] == edited
+    form["action"] = "send-anyway"
+    assert requests.post(site.link("M100001"), data=form, timeout=10).ok
+    text = sent_letter_text(site.engine)
+    assert "As a teacher of twenty years" in text
+    assert "Why this matters" not in text
+
+
+def test_open_in_my_email_saves_my_text_and_leaves_out_untouched_prompts(site):
+    """Issue 12, item 2: the mailto link carries exactly the text the member saved."""
+    draft = site.letter("M100001")["body_text"]
+    edited = draft.replace("I am writing to ask", "Since our May inspection, I am writing to ask")
+    form = site.form("M100001", action="mailto", text=edited, address=ADDRESS)
+    opened = requests.post(site.link("M100001"), data=form, allow_redirects=False, timeout=10)
+    assert opened.status_code == 303
+    location = opened.headers["Location"]
+    assert location.startswith("mailto:harriet.alden.mp%40parliament.example?subject=School%20inspections")
+    body = unquote(location.split("&body=", 1)[1])
+    assert "Since our May inspection, I am writing to ask" in body
+    assert "Why this matters" not in body
+    assert body.rstrip().endswith("BR8 7RE")  # the whole letter, not cut
+    # Saved: the page shows it when the member comes back, and the PDF has it.
+    again = requests.get(site.link("M100001"), timeout=10)
+    assert "Since our May inspection" in again.text and "Your changes are saved." in again.text
+    assert site.letter("M100001")["state"] == "drafted"
+
+
+def test_a_letter_too_long_for_an_email_link_is_never_cut_silently(site):
+    draft = site.letter("M100001")["body_text"]
+    long = draft.replace("I am writing to ask", "Our school has struggled. " * 200 + "I am writing to ask")
+    form = site.form("M100001", action="mailto", text=long, address=ADDRESS)
+    page = requests.post(site.link("M100001"), data=form, allow_redirects=False, timeout=10)
+    assert page.status_code == 200
+    assert "too long to hand to an email program in one piece" in page.text
+    assert 'href="mailto:harriet.alden.mp%40parliament.example?subject=School%20inspections' in page.text
+    assert "&amp;body=" not in page.text
+    assert site.letter("M100001")["final_text"] == long
+
+
+def test_the_address_in_the_page_link_cannot_say_thank_you(site):
+    """Issue 12, item 10: the page shows the letter's real state, whatever the URL says."""
+    for done in ("send", "self", "optout", "already"):
+        page = requests.get(site.link("M100001") + f"?done={done}", timeout=10)
+        for claim in (
+            "queued to be sent",
+            "on its way",
+            "Thank you for sending",
+            "will not be sent",
+            "already",
+        ):
+            assert claim not in page.text, (done, claim)
+        assert "Your letter is ready for you to check" in page.text
+    assert site.letter("M100001")["state"] == "drafted"
+
+
+def test_an_unknown_address_gets_the_sites_page_not_json(site):
+    """Issue 12, item 18: any address we do not serve is the HTML 'does not work' page."""
+    for path in ("/nothing", "/l/", "/l/not-a-real-token/extra/path", "/l/x/letter.pdf/more"):
+        page = requests.get(site.base + path, timeout=10)
+        assert page.status_code == 404, path
+        assert page.headers["Content-Type"].startswith("text/html"), path
+        assert "<h1>This link does not work</h1>" in page.text, path
+    health = requests.get(site.base + "/health", timeout=10)
+    assert health.json() == {"status": "ok"}
+
+
+def test_an_expired_link_explains_and_emails_a_new_one_only_to_the_address_on_file(site):
+    """Issue 12, item 9: no dead end, and the page cannot be used to send mail anywhere else."""
+    url = site.link("M100001")
+    with site.engine.begin() as conn:  # the wave was launched 31 days ago
+        conn.execute(outbox_table.update().values(created_at=utcnow() - timedelta(days=31)))
+        conn.execute(letter_table.update().values(token_expires_at=utcnow() - timedelta(days=1)))
+    page = requests.get(url, timeout=10)
+    assert page.status_code == 410
+    assert "<h1>Your link ran out</h1>" in page.text and "Send me a new link" in page.text
+    before = letters_out(site.engine, "invitation")
+    asked = requests.post(
+        url + "/new-link",
+        data={"csrf": site.form("M100001")["csrf"], "email": "someone-else@example.org"},
+        timeout=10,
+    )
+    assert asked.status_code == 200
+    assert "If we have an email address for you, a new link is on its way to it" in asked.text
+    with site.engine.connect() as conn:
+        latest = conn.execute(
+            select(outbox_table).where(outbox_table.c.kind == "invitation").order_by(outbox_table.c.id.desc())
+        ).first()
+    assert letters_out(site.engine, "invitation") == before + 1
+    assert latest.to_addr == "Aisha Khan <aisha.khan@members.example.org>"
+    assert latest.letter_id == site.letter("M100001")["id"]
+    # The same link works again.
+    assert requests.get(url, timeout=10).status_code == 200
+    # Asking again at once sends nothing more, and the page says the same.
+    with site.engine.begin() as conn:
+        conn.execute(letter_table.update().values(token_expires_at=utcnow() - timedelta(days=1)))
+    again = requests.post(url + "/new-link", data={"csrf": site.form("M100001")["csrf"]}, timeout=10)
+    assert again.text == asked.text
+    assert letters_out(site.engine, "invitation") == before + 1
+    # Without the page's own form token, nothing is sent.
+    forged = requests.post(url + "/new-link", data={}, timeout=10)
+    assert forged.status_code == 400
+
+
+def test_organisers_can_renew_a_members_link(site):
+    """Issue 12, item 9: `campaign letters link WAVE MEMBER --renew`."""
+    url = site.link("M100001")
+    with site.engine.begin() as conn:
+        conn.execute(letter_table.update().values(token_expires_at=utcnow() - timedelta(days=1)))
+    assert requests.get(url, timeout=10).status_code == 410
+    result = CliRunner().invoke(
+        main,
+        [
+            "--db",
+            site.engine.url.render_as_string(hide_password=False),
+            "letters",
+            "link",
+            "MPs",
+            "M100001",
+            "--renew",
+        ],
+        env={"CAMPAIGN_SECRET": SETTINGS.secret, "CAMPAIGN_BASE_URL": SETTINGS.base_url},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith(url.removeprefix(site.base))
+    assert "Renewed: the link works until" in result.stderr
+    assert requests.get(url, timeout=10).status_code == 200
+    with site.engine.connect() as conn:
+        actions = conn.execute(select(event_table.c.action)).scalars().all()
+    assert "letters.link_renewed" in actions

@@ -13,6 +13,7 @@ from engine.letters.confirm import letter_for_member, not_for_me, send_for_me, s
 from engine.letters.documents import iter_letters
 from engine.letters.link_secret import reissue_links
 from engine.letters.links import letter_link, link_token
+from engine.letters.renewal import renew_link
 from engine.store.models import LETTER_STATES, STATE_MEANINGS
 from engine.store.states import undo_decision
 
@@ -94,17 +95,41 @@ def letters_list(app: App, wave_name: str | None, state: str | None, kind: str |
 @click.argument("wave_name", metavar="WAVE")
 @click.argument("membership_no", metavar="MEMBER")
 @_kind_option
+@click.option(
+    "--renew",
+    is_flag=True,
+    help="Make the link work again, for the wave's link days from now (letters not yet decided).",
+)
 @pass_app
-def letters_link(app: App, wave_name: str, membership_no: str, kind: str) -> None:
-    """Print a member's personal link to their letter (to help them by phone, or to test the pages).
+def letters_link(app: App, wave_name: str, membership_no: str, kind: str, renew: bool) -> None:
+    """Print a member's personal link for a wave (to help them by phone, or to test the pages).
+
+    The link opens all the member's letters in the wave: the first letter, its
+    follow-up and its reminder. With --renew, a link that ran out works again.
 
     \b
-    Example:
+    Examples:
       campaign letters link "MPs autumn" M100001
+      campaign letters link "MPs autumn" M100001 --renew
     """
     secret = app.require_secret()
-    found = letter_for_member(app.engine(), wave_name, membership_no, kind.replace("-", "_"))
-    click.echo(letter_link(app.settings.base_url, link_token(secret, found.letter["link_nonce"])))
+    engine = app.engine()
+    found = letter_for_member(engine, wave_name, membership_no, kind.replace("-", "_"))
+    nonce = found.letter["merge_snapshot"].get("page_nonce") or found.letter["link_nonce"]
+    click.echo(letter_link(app.settings.base_url, link_token(secret, nonce)))
+    if renew:
+        renewal = renew_link(engine, found)
+        if renewal.expires_at is None:
+            click.echo(
+                f"{membership_no} has decided on every letter in this wave: the link stays good for looking.",
+                err=True,
+            )
+        else:
+            click.echo(
+                f"Renewed: the link works until {renewal.expires_at:%d %B %Y %H:%M} UTC "
+                f"(letter(s) {', '.join(renewal.references)}).",
+                err=True,
+            )
 
 
 @letters.command("decide")

@@ -3,7 +3,7 @@
 Each is a letter of its own (reference, link, states) for the same member,
 wave and target, merged from the wave's frozen follow-up or chaser template,
 and the member is invited to confirm it on the same page as their first
-letter. The emails sent after launch (those invitations, and the MP
+letter, through the same link. The emails sent after launch (those invitations, and the MP
 questionnaire) are queued here too, never to an address that asked for no
 more campaign mail.
 """
@@ -135,7 +135,13 @@ def draft_letter(
         "kind": kind,
         "parent_id": original["id"],
         "state": "drafted",
-        "merge_snapshot": {**original["merge_snapshot"], "date": date},
+        # One member, one link per wave: the follow-up's invitation carries the first letter's
+        # link (made from its nonce), which opens every letter the member has in the wave.
+        "merge_snapshot": {
+            **original["merge_snapshot"],
+            "date": date,
+            "page_nonce": original["merge_snapshot"].get("page_nonce") or original["link_nonce"],
+        },
         "link_nonce": nonce,
         "token_hash": token_hash(token),
         "token_expires_at": now + timedelta(days=wave["link_days"]),

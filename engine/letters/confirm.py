@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from engine.errors import CampaignError
 from engine.letters.links import new_message_id, token_hash
-from engine.letters.merge import member_from_snapshot
+from engine.letters.merge import member_from_snapshot, unfilled_prompts
 from engine.settings import Settings
 from engine.store.events import record_event
 from engine.store.models import letter_table, member_table, outbox_table, utcnow, wave_table
@@ -60,9 +60,47 @@ class MemberLetter:
     def expired(self) -> bool:
         return utcnow() > self.letter["token_expires_at"]
 
+    @property
+    def actionable(self) -> bool:
+        return self.undecided and not self.expired()
 
-def letter_for_token(engine: Engine, token: str) -> MemberLetter | None:
-    """The letter a personal link opens, or None (wrong token, or expired before the member acted)."""
+    @property
+    def unfilled(self) -> list[str]:
+        """The template's prompts the member has not yet replaced with their own words."""
+        return unfilled_prompts(self.text, self.letter["body_text"])
+
+
+@dataclass
+class MemberWave:
+    """What one member's link opens: all their letters in one wave (the first letter, and
+    any follow-up or chaser drafted later), oldest first. Any of their letters' links opens it."""
+
+    opened: MemberLetter  # the letter whose link was used: its nonce makes the form token
+    letters: list[MemberLetter]
+
+    @property
+    def wave(self) -> dict[str, Any]:
+        return self.opened.wave
+
+    @property
+    def current(self) -> MemberLetter | None:
+        """The letter waiting for the member's choice, if any: the newest undecided one."""
+        waiting = [found for found in self.letters if found.undecided]
+        return waiting[-1] if waiting else None
+
+    @property
+    def closed(self) -> bool:
+        """Nothing to show: every letter still waited for the member when its link ran out."""
+        return all(found.undecided and found.expired() for found in self.letters)
+
+    def letter(self, reference: str) -> MemberLetter | None:
+        """One of this member's letters in this wave, by the reference a form names."""
+        return next((found for found in self.letters if found.letter["reference"] == reference), None)
+
+
+def wave_for_token(engine: Engine, token: str) -> MemberWave | None:
+    """What a personal link opens, or None for a wrong token. An expired link still opens
+    (`closed` says so): the page explains it and offers a new one."""
     if not token or len(token) > 64:
         return None
     lt = letter_table.c
@@ -70,15 +108,30 @@ def letter_for_token(engine: Engine, token: str) -> MemberLetter | None:
         row = conn.execute(select(letter_table).where(lt.token_hash == token_hash(token))).first()
         if row is None:
             return None
-        letter = dict(row._mapping)
-        wave = dict(
-            conn.execute(select(wave_table).where(wave_table.c.id == letter["wave_id"])).one()._mapping
-        )
-        found = MemberLetter(letter, wave, is_suppressed(conn, letter["target_email"]))
-    # After the member has acted the link stays good for looking; before, it expires.
-    if found.undecided and found.expired():
+        wave = dict(conn.execute(select(wave_table).where(wave_table.c.id == row.wave_id)).one()._mapping)
+        rows = conn.execute(
+            select(letter_table)
+            .where(lt.wave_id == row.wave_id, lt.member_id == row.member_id)
+            .order_by(lt.id)
+        ).all()
+        suppressed: dict[str | None, bool] = {}
+        letters = []
+        for each in rows:
+            letter = dict(each._mapping)
+            email = letter["target_email"]
+            if email not in suppressed:
+                suppressed[email] = is_suppressed(conn, email)
+            letters.append(MemberLetter(letter, wave, suppressed[email]))
+    opened = next(found for found in letters if found.letter["id"] == row.id)
+    return MemberWave(opened, letters)
+
+
+def letter_for_token(engine: Engine, token: str) -> MemberLetter | None:
+    """The letter a link was made for, or None (wrong token, or expired before the member acted)."""
+    page = wave_for_token(engine, token)
+    if page is None or (page.opened.undecided and page.opened.expired()):
         return None
-    return found
+    return page.opened
 
 
 def letter_for_member(
@@ -188,6 +241,25 @@ def not_for_me(engine: Engine, found: MemberLetter) -> bool:
         if done:
             record_event(conn, "letter.opted_out", reference=found.letter["reference"])
     return done
+
+
+def save_draft(engine: Engine, found: MemberLetter, text: str, address: str | None = None) -> bool:
+    """Keep the member's edits to a letter they have not decided on yet, so the PDF, the email
+    link and their next visit all use them; False if the letter was decided meanwhile."""
+    final = _clean_text(text)
+    values: dict[str, Any] = {"final_text": None if final == found.letter["body_text"] else final}
+    if address is not None:
+        values["sender_address"] = _clean_address(address, False)
+    lt = letter_table.c
+    with engine.begin() as conn:
+        saved = conn.execute(
+            letter_table.update()
+            .where(lt.id == found.letter["id"], lt.state.in_(("drafted", "invited")))
+            .values(**values, updated_at=utcnow())
+        ).rowcount
+    if saved:
+        found.letter.update(values)
+    return bool(saved)
 
 
 def similarity(engine: Engine, found: MemberLetter, text: str) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 
 from engine import system
 from engine.errors import CampaignError
-from engine.letters.merge import member_from_snapshot, without_placeholders
+from engine.letters.merge import member_from_snapshot, letter_words
 from engine.letters.render import WaveRenderer
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, letter_table, member_table, wave_table
@@ -98,8 +98,7 @@ def _with_address(member: dict[str, Any], address: str | None) -> dict[str, Any]
 
 def letter_html(letter: dict[str, Any], renderer: WaveRenderer) -> str:
     """The letter's body as HTML, derived from its frozen text: paragraphs, lists, the sign-off."""
-    text = without_placeholders(letter.get("final_text") or letter["body_text"])
-    return body_html(text, renderer.paragraph_style)
+    return body_html(letter_words(letter), renderer.paragraph_style)
 
 
 # A list item: a line starting with a hyphen, an asterisk or a bullet, then a space.

@@ -128,19 +128,47 @@ def fixed_target(wave: dict[str, Any]) -> Target:
 
 # A template asks for the member's own words with a paragraph in square brackets,
 # e.g. "[Why this matters in your school: …]". The page prompts for it; if the
-# member leaves it, it is left out of the letter rather than sent as it stands.
+# member leaves it exactly as the template wrote it, it is left out of the letter
+# rather than sent as it stands. Anything else in brackets is the member's own
+# text (some keep the brackets when they type inside them) and always goes.
 _PLACEHOLDER = re.compile(r"^[ \t]*\[[^\[\]\n]+\][ \t]*$", re.M)
 
 
 def placeholders(text: str) -> list[str]:
-    """The bracketed prompts still in a letter's text."""
+    """The bracketed prompt lines in a text, without their brackets."""
     return [m.group(0).strip()[1:-1] for m in _PLACEHOLDER.finditer(text)]
 
 
-def without_placeholders(text: str) -> str:
-    """The letter as it will go: unfilled prompts removed, with the blank lines around them."""
-    cleaned = _PLACEHOLDER.sub("", text)
-    return re.sub(r"\n{3,}", "\n\n", cleaned).strip("\n") + "\n"
+def unfilled_prompts(text: str, template_text: str) -> list[str]:
+    """The template's own prompts that are still in `text` exactly as the template wrote them."""
+    own = set(placeholders(template_text))
+    return [prompt for prompt in placeholders(text) if prompt in own]
+
+
+def without_placeholders(text: str, template_text: str) -> str:
+    """`text` without the prompts of `template_text` the member left untouched, each with one
+    of the blank lines around it; every other line, bracketed or not, stays as it is."""
+    own = {f"[{prompt}]" for prompt in placeholders(template_text)}
+    lines = text.strip("\n").split("\n")
+    kept: list[str] = []
+    skip_blank = False
+    for line in lines:
+        if line.strip() in own:
+            # The blank line before it stays; the one after goes, so paragraphs stay one apart.
+            skip_blank = not kept or kept[-1].strip() == ""
+            continue
+        if skip_blank and line.strip() == "":
+            skip_blank = False
+            continue
+        skip_blank = False
+        kept.append(line)
+    return "\n".join(kept).strip("\n") + "\n"
+
+
+def letter_words(letter: dict[str, Any]) -> str:
+    """A letter's words as they go out (email, PDF, mailto): the member's saved or final text,
+    or the draft, without the untouched prompts of the letter's own template."""
+    return without_placeholders(letter.get("final_text") or letter["body_text"], letter["body_text"])
 
 
 def paragraphs_html(text: str, paragraph_style: str = "") -> str:

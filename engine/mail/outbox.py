@@ -24,7 +24,7 @@ from engine.errors import CampaignError, failure_text
 from engine.letters.documents import letter_document
 from engine.letters.launch import letter_date
 from engine.letters.links import answer_link, letter_link, link_token, unsubscribe_link
-from engine.letters.merge import member_from_snapshot, without_placeholders
+from engine.letters.merge import letter_words, member_from_snapshot
 from engine.letters.render import WaveRenderer
 from engine.mail.mime import alternative
 from engine.members.validation import header_problem
@@ -72,7 +72,8 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
             "sent_text": None,
             "sent_on": None,
         },
-        "link": letter_link(settings.base_url, link_token(secret, nonce)),
+        # A follow-up or chaser is reached through the member's one link for the wave.
+        "link": letter_link(settings.base_url, link_token(secret, snapshot.get("page_nonce") or nonce)),
         "unsubscribe_link": unsubscribe_link(settings.base_url, secret, reference, nonce),
         "campaign": settings.campaign_context(),
     }
@@ -175,7 +176,7 @@ def letter_subject(letter: dict[str, Any]) -> str:
 def text_as_sent(letter: dict[str, Any], settings: Settings) -> str:
     """The plain text of a member's letter exactly as its target receives it, footer and all."""
     member = member_from_snapshot(letter["merge_snapshot"]["member"])
-    text = without_placeholders(letter.get("final_text") or letter["body_text"])
+    text = letter_words(letter)
     address = letter.get("sender_address") or member["address"]
     footer = f"\n--\nSent by {member['name']}"
     footer += f", {', '.join(address.splitlines())}" if address else ""

@@ -1,9 +1,11 @@
 """The member pages: one member's letter behind their personal link, and unsubscribing.
 
-Every page is server-rendered and works without JavaScript. A link shows one
-letter and nothing else; a wrong or expired link gets the same plain page
+Every page is server-rendered and works without JavaScript. A member keeps one
+link per wave: it shows their letters in that wave (the first letter, and any
+follow-up or chaser) and nothing else. A wrong link gets the same plain page
 whatever the reason, and a client that keeps guessing is turned away for a
-while (see throttle.py).
+while (see throttle.py); a link that ran out says so and offers a new one,
+emailed only to the member's address on file.
 """
 
 from __future__ import annotations
@@ -14,37 +16,47 @@ from urllib.parse import quote
 
 import uvicorn
 from fastapi import FastAPI, Form, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine, select
+from starlette.exceptions import HTTPException
 
 from engine.errors import CampaignError
 from engine.followup.chase import record_answer
 from engine.letters.confirm import (
     MAX_TEXT,
     MemberLetter,
-    letter_for_token,
+    MemberWave,
     not_for_me,
+    save_draft,
     send_for_me,
     sent_myself,
     similarity,
+    wave_for_token,
 )
 from engine.letters.documents import letter_document, pdf_bytes
 from engine.letters.links import check_token, csrf_token, link_token
-from engine.letters.merge import placeholders, without_placeholders
+from engine.letters.merge import letter_words, unfilled_prompts
 from engine.letters.render import WaveRenderer
+from engine.letters.renewal import send_new_link
 from engine.settings import Settings
 from engine.store.events import record_event
 from engine.store.models import letter_table, member_table, utcnow
+from engine.web.standing import heading, standing
 from engine.web.throttle import GuessThrottle, client_address
 
 TEMPLATES = Path(__file__).parent / "templates"
-_DONE = {
-    "send": "Thank you: your letter is queued to be sent.",
-    "self": "Thank you for sending your letter.",
-    "optout": "Understood: this letter will not be sent.",
-    "already": "You had already made your choice for this letter; nothing more was done.",
-}
+# Phones' and desktop mail programs open far longer mailto: links than this; some older
+# ones are known to cut beyond it. A longer letter opens without its text, and the page says so.
+MAILTO_MAX = 6000
+_WHAT = {"letter": "letter", "follow_up": "follow-up", "chaser": "reminder"}
+
+
+def _rows(text: str) -> int:
+    """Rows enough for the whole letter at a phone's width, for browsers that cannot size a
+    text box to its content by themselves."""
+    return min(200, sum(1 + len(line) // 40 for line in text.split("\n")) + 2)
 
 
 def server_config(app: FastAPI, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
@@ -68,9 +80,27 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+            # mailto: for "Open in my email", which saves the letter and then hands it over.
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' mailto:"
         )
         return response
+
+    def no_such_page() -> HTMLResponse:
+        return page(
+            "message.html",
+            404,
+            heading="This link does not work",
+            text="The link may be mistyped or out of date. If you were expecting to see your letter, "
+            f"please write to {settings.organising_email}.",
+        )
+
+    @app.exception_handler(HTTPException)
+    async def unknown_address(request: Request, exc: HTTPException) -> Response:
+        # Members follow links from emails, often cut or mangled by mail programs: any
+        # address we do not serve gets the site's own page, never a bare JSON error.
+        if exc.status_code in (404, 405):
+            return no_such_page()
+        return await http_exception_handler(request, exc)
 
     def client(request: Request) -> str:
         peer = request.client.host if request.client else None
@@ -95,13 +125,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
 
     def not_found(request: Request) -> HTMLResponse:
         guesses.miss(client(request))
-        return page(
-            "message.html",
-            404,
-            heading="This link does not work",
-            text="The link may be mistyped or out of date. If you were expecting to see your letter, "
-            f"please write to {settings.organising_email}.",
-        )
+        return no_such_page()
 
     def renderer_for(found: MemberLetter) -> WaveRenderer:
         wave_id = found.wave["id"]
@@ -109,51 +133,107 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             renderers[wave_id] = WaveRenderer(found.wave["frozen"])
         return renderers[wave_id]
 
+    def expired_page(token: str, found: MemberLetter) -> HTMLResponse:
+        return page(
+            "expired.html",
+            410,
+            what=_WHAT[found.letter["kind"]],
+            until=f"{found.letter['token_expires_at']:%d %B %Y}",
+            csrf=csrf_token(secret, found.letter["link_nonce"]),
+            new_link_action=f"/l/{token}/new-link",
+        )
+
+    def mailto_for(found: MemberLetter) -> tuple[str | None, bool]:
+        """(the mailto: link with the letter as saved, whether it had to leave the text out)."""
+        letter = found.letter
+        if not letter["target_email"]:
+            return None, False
+        start = f"mailto:{quote(letter['target_email'])}?subject={quote(letter['subject'])}"
+        whole = f"{start}&body={quote(letter_words(letter))}"
+        return (whole, False) if len(whole) <= MAILTO_MAX else (start, True)
+
     def letter_page(
-        found: MemberLetter,
+        wave_page: MemberWave,
         token: str,
         *,
         text: str | None = None,
         address: str | None = None,
         message: str | None = None,
         error: str | None = None,
+        unfilled: list[str] | None = None,
+        mailto_without_text: str | None = None,
         status: int = 200,
     ) -> HTMLResponse:
-        letter = found.letter
-        current = text if text is not None else found.text
-        percent, count = similarity(engine, found, current) if found.undecided else (0, 0)
-        mailto = None
-        if letter["target_email"]:
-            mailto = (
-                f"mailto:{quote(letter['target_email'])}"
-                f"?subject={quote(letter['subject'])}&body={quote(current[:1500])}"
-            )
-        member = found.member
+        current = wave_page.current
+        actionable = current if current is not None and current.actionable else None
+        first = wave_page.letters[0]
+        shown = actionable or wave_page.letters[-1]
+        context: dict[str, Any] = {}
+        if actionable is not None:
+            letter = actionable.letter
+            draft = text if text is not None else actionable.text
+            percent, count = similarity(engine, actionable, draft)
+            context = {
+                "text": draft,
+                "rows": _rows(draft),
+                "address": address
+                if address is not None
+                else (letter["sender_address"] or actionable.member["address"]),
+                "needs_address": actionable.needs_address,
+                "can_send": actionable.can_send_for_member,
+                "can_email": bool(letter["target_email"]),
+                "target_suppressed": actionable.target_suppressed,
+                "prompts": unfilled_prompts(draft, letter["body_text"]),
+                "unfilled": unfilled or [],
+                "similar_percent": percent,
+                "similar_count": count,
+                "what": _WHAT[letter["kind"]],
+            }
+        earlier = [
+            {
+                "letter": found.letter,
+                "heading": heading(found, len(wave_page.letters) > 1),
+                "text": letter_words(found.letter),
+                "pdf_url": f"/l/{token}/letter.pdf?letter={found.letter['reference']}",
+            }
+            for found in reversed(wave_page.letters)
+            if found is not actionable and not (found.undecided and found.expired())
+        ]
+        lines, next_step = standing(wave_page, settings.organising_email)
         return page(
             "letter.html",
             status,
-            wave_name=found.wave["name"],
-            letter=letter,
-            state=letter["state"],
-            undecided=found.undecided,
-            text=current if found.undecided else without_placeholders(current),
-            address=address if address is not None else (letter["sender_address"] or member["address"]),
-            needs_address=found.needs_address,
-            can_send=found.can_send_for_member,
-            target_suppressed=found.target_suppressed,
-            csrf=csrf_token(secret, letter["link_nonce"]),
+            wave_name=wave_page.wave["name"],
+            target_name=first.letter["target_name"],
+            target_kind=first.letter["target_kind"],
+            target_address=first.letter["target_address"],
+            several=len(wave_page.letters) > 1,
+            shown=shown.letter,
+            actionable=actionable.letter if actionable else None,
+            expired=current if current is not None and not current.actionable else None,
+            expired_until=f"{current.letter['token_expires_at']:%d %B %Y}" if current else "",
+            new_link_action=f"/l/{token}/new-link",
+            earlier=earlier,
+            standing=lines,
+            next_step=next_step,
+            csrf=csrf_token(secret, wave_page.opened.letter["link_nonce"]),
             form_action=f"/l/{token}",
-            pdf_url=f"/l/{token}/letter.pdf",
-            mailto=mailto,
             message=message,
             error=error,
-            prompts=placeholders(current) if found.undecided else [],
-            similar_percent=percent,
-            similar_count=count,
+            mailto_without_text=mailto_without_text,
             max_text=MAX_TEXT,
-            target_kind_label="MPs" if letter["target_kind"] == "mp" else "employers",
-            sent_on=f"{letter['sent_at']:%d %B %Y}" if letter["sent_at"] else "",
+            target_kind_label="MPs" if first.letter["target_kind"] == "mp" else "employers",
+            **context,
         )
+
+    def opened(token: str, request: Request) -> MemberWave | HTMLResponse:
+        """What the link opens, or the page that answers instead (turned away, wrong link)."""
+        if refused := turned_away(request):
+            return refused
+        found = wave_for_token(engine, token)
+        if found is None:
+            return not_found(request)
+        return found
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> HTMLResponse:
@@ -168,13 +248,24 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         return {"status": "ok"}
 
     @app.get("/l/{token}", response_class=HTMLResponse)
-    def show_letter(token: str, request: Request, done: str | None = None) -> HTMLResponse:
-        if refused := turned_away(request):
-            return refused
-        found = letter_for_token(engine, token)
-        if found is None:
-            return not_found(request)
-        return letter_page(found, token, message=_DONE.get(done or ""))
+    def show_letter(token: str, request: Request) -> HTMLResponse:
+        wave_page = opened(token, request)
+        if isinstance(wave_page, HTMLResponse):
+            return wave_page
+        if wave_page.closed:
+            return expired_page(token, wave_page.opened)
+        current = wave_page.current
+        saved = current is not None and current.actionable and current.letter["final_text"] is not None
+        # Only what is true of the letter now is said: nothing from the URL.
+        return letter_page(wave_page, token, message="Your changes are saved." if saved else None)
+
+    def bad_form() -> HTMLResponse:
+        return page(
+            "message.html",
+            400,
+            heading="Please try again",
+            text="This form did not come from your letter's page. Go back, reload it and try again.",
+        )
 
     @app.post("/l/{token}")
     def act_on_letter(
@@ -182,51 +273,69 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         request: Request,
         action: str = Form(""),
         csrf: str = Form(""),
+        letter: str = Form(""),
         text: str = Form(""),
         address: str | None = Form(None),
     ) -> Response:
-        if refused := turned_away(request):
-            return refused
-        found = letter_for_token(engine, token)
+        wave_page = opened(token, request)
+        if isinstance(wave_page, HTMLResponse):
+            return wave_page
+        if not check_token(csrf_token(secret, wave_page.opened.letter["link_nonce"]), csrf):
+            return bad_form()
+        # The form names the letter it acts on; only this member's letters in this wave will do.
+        found = wave_page.letter(letter)
         if found is None:
-            return not_found(request)
-        if not check_token(csrf_token(secret, found.letter["link_nonce"]), csrf):
-            return page(
-                "message.html",
-                400,
-                heading="Please try again",
-                text="This form did not come from your letter's page. Go back, reload it and try again.",
-            )
+            return bad_form()
+        back = RedirectResponse(f"/l/{token}", status_code=303)
+        if not found.actionable:
+            # Decided already (a double click, a replay) or run out: the page says which.
+            return back
         try:
+            if action in ("save", "pdf", "mailto"):
+                save_draft(engine, found, text, address if found.needs_address else None)
+                if action == "pdf":
+                    return pdf_response(found)
+                if action == "mailto":
+                    mailto, cut = mailto_for(found)
+                    if mailto is not None and not cut:
+                        return RedirectResponse(mailto, status_code=303)
+                    return letter_page(
+                        wave_page,
+                        token,
+                        message="Your changes are saved.",
+                        mailto_without_text=mailto,
+                    )
+                return RedirectResponse(f"/l/{token}#text", status_code=303)
             if action == "send":
-                done = send_for_me(engine, settings, found, text, address)
+                unfilled = unfilled_prompts(text, found.letter["body_text"])
+                if unfilled:
+                    save_draft(engine, found, text, address if found.needs_address else None)
+                    return letter_page(wave_page, token, address=address, unfilled=unfilled)
+                send_for_me(engine, settings, found, text, address)
+            elif action == "send-anyway":
+                send_for_me(engine, settings, found, text, address)
             elif action == "self":
-                done = sent_myself(engine, found, text or None)
+                sent_myself(engine, found, text or None)
             elif action == "optout":
-                done = not_for_me(engine, found)
+                not_for_me(engine, found)
             else:
                 return letter_page(
-                    found, token, error="Choose one of the buttons below the letter.", status=400
+                    wave_page, token, error="Choose one of the buttons below the letter.", status=400
                 )
         except CampaignError as exc:
             return letter_page(
-                found,
+                wave_page,
                 token,
                 text=text,
                 address=address,
                 error=str(exc)[:1].upper() + str(exc)[1:] + ".",
                 status=400,
             )
-        # Post/Redirect/Get: reloading the result page never posts again.
-        return RedirectResponse(f"/l/{token}?done={action if done else 'already'}", status_code=303)
+        # Post/Redirect/Get: reloading the result page never posts again, and it shows the
+        # letter's real state.
+        return back
 
-    @app.get("/l/{token}/letter.pdf")
-    def letter_pdf(token: str, request: Request) -> Response:
-        if refused := turned_away(request):
-            return refused
-        found = letter_for_token(engine, token)
-        if found is None:
-            return not_found(request)
+    def pdf_response(found: MemberLetter) -> Response:
         data = pdf_bytes([letter_document(found.letter, renderer_for(found))])
         return Response(
             data,
@@ -235,6 +344,37 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
                 "Content-Disposition": f'attachment; filename="letter-{found.letter["reference"]}.pdf"',
                 "Cache-Control": "no-store",
             },
+        )
+
+    @app.get("/l/{token}/letter.pdf")
+    def letter_pdf(token: str, request: Request, letter: str | None = None) -> Response:
+        wave_page = opened(token, request)
+        if isinstance(wave_page, HTMLResponse):
+            return wave_page
+        found = wave_page.letter(letter) if letter else (wave_page.current or wave_page.opened)
+        if found is None:
+            return not_found(request)
+        if found.undecided and found.expired():
+            return expired_page(token, found)
+        return pdf_response(found)
+
+    @app.post("/l/{token}/new-link", response_class=HTMLResponse)
+    def new_link(token: str, request: Request, csrf: str = Form("")) -> HTMLResponse:
+        wave_page = opened(token, request)
+        if isinstance(wave_page, HTMLResponse):
+            return wave_page
+        if not check_token(csrf_token(secret, wave_page.opened.letter["link_nonce"]), csrf):
+            return bad_form()
+        current = wave_page.current
+        if current is not None and current.expired():
+            send_new_link(engine, settings, wave_page)
+        # The same words whether or not an email went: the page tells no one what is on file.
+        return page(
+            "message.html",
+            heading="Check your email",
+            text="If we have an email address for you, a new link is on its way to it: it can take a "
+            "few minutes to arrive. We send at most one every 15 minutes. If nothing arrives, "
+            f"please write to {settings.organising_email}.",
         )
 
     def letter_by_reference(reference: str, token: str, purpose: str) -> dict[str, Any] | None:
