@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, unavailable
+from pypdf import PdfReader
 from test_waves import MP_WAVE, SETTINGS, load_sample
 from test_web import Site
 
@@ -76,8 +77,8 @@ def test_open_edit_send_and_come_back(site, page):
         "Dear Ms Alden,\n\nAt my school two colleagues left this year because of inspection stress.\n\nAisha Khan"
     )
     assert "BR8 7RE" in page.get_by_label("Your home address").input_value()
-    page.get_by_role("button", name="Send it for me").click()
-    page.wait_for_url("**?done=send")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Send it for me").click()
     assert "Your letter is on its way to Harriet Alden MP" in page.content()
     page.reload()
     assert page.get_by_role("button", name="Send it for me").count() == 0
@@ -87,18 +88,18 @@ def test_open_edit_send_and_come_back(site, page):
 
 def test_send_it_myself(site, page):
     page.goto(site.link("M100002"))
-    assert page.get_by_role("link", name="Download the letter as a PDF").count() == 1
-    page.get_by_role("button", name="I've sent it myself").click()
-    page.wait_for_url("**?done=self")
-    assert "Thank you for sending your letter yourself" in page.content()
+    assert page.get_by_role("button", name="Download PDF").count() == 1
+    with page.expect_navigation():
+        page.get_by_role("button", name="I've sent it myself").click()
+    assert "You sent your letter yourself" in page.content()
     assert site.letter("M100002")["state"] == "self_sent"
 
 
 def test_not_for_me(site, page):
     page.goto(site.link("M100003"))
-    page.get_by_role("button", name="Not for me").click()
-    page.wait_for_url("**?done=optout")
-    assert "You chose not to send this letter" in page.content()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Not for me").click()
+    assert "You chose not to send your letter" in page.content()
     assert site.letter("M100003")["state"] == "opted_out"
 
 
@@ -133,5 +134,114 @@ def test_readable_at_320_pixels_and_usable_by_keyboard(site, browser):
             tab.keyboard.press("Tab")
             focused.append(tab.evaluate("document.activeElement.textContent || document.activeElement.id"))
         assert "Send it for me" in focused
+    finally:
+        context.close()
+
+
+def test_opting_out_or_sending_it_myself_asks_for_no_address(site, page):
+    """Issue 12, item 7: only "Send it for me" needs the home address."""
+    for number, button, state in (
+        ("M100003", "Not for me", "opted_out"),
+        ("M100002", "I've sent it myself", "self_sent"),
+    ):
+        page.goto(site.link(number))
+        page.get_by_label("Your home address").fill("")
+        with page.expect_navigation():
+            page.get_by_role("button", name=button).click()
+        assert site.letter(number)["state"] == state
+        assert page.get_by_role("alert").count() == 0
+
+
+def test_unfilled_prompts_are_listed_before_sending_and_send_anyway_sends(site, page):
+    """Issue 12, item 1: "you have not filled in 1 prompt: send anyway / edit"."""
+    page.goto(site.link("M100001"))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Send it for me").click()
+    warning = page.get_by_role("alert")
+    assert warning.inner_text().startswith("You have not filled in 1 prompt:")
+    assert "[Why this matters in your school" in warning.inner_text()
+    assert warning.get_by_role("link", name="Edit my letter").count() == 1
+    assert site.letter("M100001")["state"] == "drafted"
+    with page.expect_navigation():
+        warning.get_by_role("button", name="Send anyway").click()
+    assert site.letter("M100001")["state"] == "queued"
+    assert "Your letter is on its way to Harriet Alden MP" in page.content()
+
+
+def test_the_pdf_i_download_has_my_changes(site, page):
+    """Issue 12, item 2: the PDF is the letter as the member changed it, saved on the way."""
+    page.goto(site.link("M100004"))
+    letter = page.get_by_label("Your letter")
+    edited = letter.input_value().replace(
+        "I am writing to ask", "Our head teacher resigned in June. I am writing to ask"
+    )
+    letter.fill(edited)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download PDF").click()
+    text = " ".join(page_.extract_text() for page_ in PdfReader(download.value.path()).pages).replace(
+        "\n", " "
+    )
+    assert "Our head teacher resigned in June." in text
+    assert "Why this matters" not in text
+    assert "resigned in June" in site.letter("M100004")["final_text"]
+
+
+def test_my_saved_changes_are_there_when_i_come_back(site, page):
+    page.goto(site.link("M100005"))
+    page.get_by_label("Your letter").fill("Dear Mr Brennan,\n\nMy words, kept.\n\nLee")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save my changes").click()
+    page.reload()
+    assert page.get_by_label("Your letter").input_value() == "Dear Mr Brennan,\n\nMy words, kept.\n\nLee\n"
+    assert page.get_by_role("status").filter(has_text="Your changes are saved.").count() == 1
+    assert site.letter("M100005")["state"] == "drafted"
+
+
+def test_after_sending_there_is_one_thank_you(site, page):
+    """Issue 12, item 10: one thank-you box, and it says what really happened."""
+    page.goto(site.link("M100006") + "?done=send")
+    assert "Thank you" not in page.inner_text("#status")
+    page.get_by_label("Your letter").fill("Dear MP,\n\nPlease act on inspections.\n")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Send it for me").click()
+    boxes = [
+        t for t in page.locator(".notice, .standing, [role=status]").all_inner_texts() if "Thank you" in t
+    ]
+    assert len(boxes) == 1 and "is on its way to" in boxes[0]
+
+
+def check_letter_reads_in_full_and_choices_are_explained(tab) -> None:
+    letter = tab.get_by_label("Your letter")
+    # The whole letter shows on the page: its box does not scroll.
+    assert letter.evaluate("el => el.scrollHeight <= el.clientHeight + 2")
+    letter_bottom = letter.bounding_box()["y"] + letter.bounding_box()["height"]
+    for name in ("Send it for me", "I've sent it myself", "Not for me"):
+        button = tab.get_by_role("button", name=name, exact=True)
+        explanation = tab.locator(f"#{button.get_attribute('aria-describedby')}")
+        assert explanation.inner_text().strip(), name
+        b, e = button.bounding_box(), explanation.bounding_box()
+        assert b["y"] > letter_bottom, f"{name} comes after the letter"
+        # Right next to its button: beside it, or just under it.
+        assert 0 <= e["y"] - b["y"] < b["height"] + 24, f"{name}: its explanation is not next to it"
+
+
+def test_on_a_phone_the_whole_letter_reads_on_the_page_and_each_choice_is_explained_beside_it(site, page):
+    """Issue 12, item 11, at 390 x 844."""
+    page.goto(site.link("M100001"))
+    check_letter_reads_in_full_and_choices_are_explained(page)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "member-page-phone.png"), full_page=True)
+
+
+def test_on_a_desktop_the_whole_letter_reads_on_the_page_and_each_choice_is_explained_beside_it(
+    site, browser
+):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    try:
+        tab.goto(site.link("M100001"))
+        check_letter_reads_in_full_and_choices_are_explained(tab)
+        SCREENSHOTS.mkdir(exist_ok=True)
+        tab.screenshot(path=str(SCREENSHOTS / "member-page-desktop.png"), full_page=True)
     finally:
         context.close()

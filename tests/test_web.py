@@ -21,9 +21,11 @@ from sqlalchemy import select
 from test_waves import EMPLOYER_WAVE, MP_WAVE, SETTINGS, sample  # noqa: F401
 
 from engine.cli import main
+from engine.followup.drafts import draft_letter, load_wave
 from engine.letters.launch import launch_wave
 from engine.letters.links import csrf_token, link_token
 from engine.letters.waves import create_wave
+from engine.mail.outbox import parse_message, queued_messages
 from engine.mail.send import send_outbox
 from engine.mail.smtp import SmtpTransport
 from engine.store.models import event_table, letter_table, member_table, outbox_table, utcnow
@@ -588,3 +590,60 @@ def test_organisers_can_renew_a_members_link(site):
     with site.engine.connect() as conn:
         actions = conn.execute(select(event_table.c.action)).scalars().all()
     assert "letters.link_renewed" in actions
+
+
+def test_the_follow_up_is_reached_through_the_members_first_link_with_where_things_stand(sample):  # noqa: F811
+    """Issue 12, items 3 and 8: one link per wave shows every letter, where each stands, and the next step."""
+    create_wave(sample, "Employers", EMPLOYER_WAVE, SETTINGS)
+    launch_wave(sample, "Employers", SETTINGS)
+    lt = letter_table.c
+    with sample.begin() as conn:
+        first, other = (
+            dict(r._mapping)
+            for r in conn.execute(
+                select(letter_table).where(lt.target_email.is_not(None)).order_by(lt.id).limit(2)
+            )
+        )
+        conn.execute(
+            letter_table.update()
+            .where(lt.id == first["id"])
+            .values(
+                state="replied", sent_at=utcnow() - timedelta(days=9), replied_at=utcnow() - timedelta(days=2)
+            )
+        )
+        first = dict(conn.execute(select(letter_table).where(lt.id == first["id"])).one()._mapping)
+        wave = load_wave(conn, first["wave_id"], SETTINGS)
+        follow_up = draft_letter(conn, wave, first, "follow_up", SETTINGS, utcnow())
+    link = f"/l/{link_token(SETTINGS.secret, first['link_nonce'])}"
+    # The follow-up's invitation carries the member's first link.
+    [invitation] = [m for m in queued_messages(sample, SETTINGS) if m.kind == "follow_up_invitation"]
+    assert link in parse_message(invitation.data).get_body(("plain",)).get_content()
+    target = first["target_name"]
+    with Site(sample) as site:
+        page = requests.get(site.base + link, timeout=10)
+        assert f"<h1>Your letters to {target}</h1>" in page.text
+        sent_on = (utcnow() - timedelta(days=9)).strftime("%B %Y")
+        assert f"Your first letter was sent to {target} on " in page.text and sent_on in page.text
+        assert f"{target} replied on " in page.text
+        assert "Your follow-up is ready for you to check, below." in page.text
+        assert f'name="letter" value="{follow_up["reference"]}"' in page.text
+        csrf = csrf_token(SETTINGS.secret, first["link_nonce"])
+        # A form naming another member's letter is refused; one naming the decided letter changes nothing.
+        stranger = {"csrf": csrf, "letter": other["reference"], "action": "optout"}
+        assert requests.post(site.base + link, data=stranger, timeout=10).status_code == 400
+        decided = {"csrf": csrf, "letter": first["reference"], "action": "optout"}
+        assert requests.post(site.base + link, data=decided, timeout=10).ok
+        mine = {
+            "csrf": csrf,
+            "letter": follow_up["reference"],
+            "action": "send",
+            "text": follow_up["body_text"],
+        }
+        assert requests.post(site.base + link, data=mine, timeout=10).ok
+        after = requests.get(site.base + link, timeout=10)
+    with sample.connect() as conn:
+        states = dict(conn.execute(select(lt.reference, lt.state)).all())
+    assert states[first["reference"]] == "replied"
+    assert states[other["reference"]] == "drafted"
+    assert states[follow_up["reference"]] == "queued"
+    assert f"Your follow-up is on its way to {target}" in after.text

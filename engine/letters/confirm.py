@@ -179,10 +179,9 @@ def _clean_address(address: str | None, required: bool) -> str | None:
     return joined or None
 
 
-def send_for_me(
-    engine: Engine, settings: Settings, found: MemberLetter, text: str, address: str | None
-) -> bool:
-    """Queue the letter to its target (a copy to the member); False if it was already decided."""
+def check_send(found: MemberLetter, text: str, address: str | None) -> tuple[str, str | None]:
+    """(the letter's text, the member's address) as "Send it for me" would send them, or the
+    CampaignError saying why it cannot go."""
     letter = found.letter
     if found.target_suppressed:
         raise CampaignError(
@@ -193,8 +192,15 @@ def send_for_me(
         raise CampaignError(
             f"{letter['target_name']} has no email address on record: please send it yourself"
         )
-    final = _clean_text(text)
-    sender_address = _clean_address(address, found.needs_address)
+    return _clean_text(text), _clean_address(address, found.needs_address)
+
+
+def send_for_me(
+    engine: Engine, settings: Settings, found: MemberLetter, text: str, address: str | None
+) -> bool:
+    """Queue the letter to its target (a copy to the member); False if it was already decided."""
+    letter = found.letter
+    final, sender_address = check_send(found, text, address)
     member = found.member
     domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
     with engine.begin() as conn:

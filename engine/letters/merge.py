@@ -136,6 +136,8 @@ _PLACEHOLDER = re.compile(r"^[ \t]*\[[^\[\]\n]+\][ \t]*$", re.M)
 
 def placeholders(text: str) -> list[str]:
     """The bracketed prompt lines in a text, without their brackets."""
+    # Browsers post a text box's lines ending in CRLF.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return [m.group(0).strip()[1:-1] for m in _PLACEHOLDER.finditer(text)]
 
 
@@ -149,7 +151,7 @@ def without_placeholders(text: str, template_text: str) -> str:
     """`text` without the prompts of `template_text` the member left untouched, each with one
     of the blank lines around it; every other line, bracketed or not, stays as it is."""
     own = {f"[{prompt}]" for prompt in placeholders(template_text)}
-    lines = text.strip("\n").split("\n")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n").split("\n")
     kept: list[str] = []
     skip_blank = False
     for line in lines:

@@ -28,6 +28,7 @@ from engine.letters.confirm import (
     MAX_TEXT,
     MemberLetter,
     MemberWave,
+    check_send,
     not_for_me,
     save_draft,
     send_for_me,
@@ -309,6 +310,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             if action == "send":
                 unfilled = unfilled_prompts(text, found.letter["body_text"])
                 if unfilled:
+                    check_send(found, text, address)  # a missing address is said first
                     save_draft(engine, found, text, address if found.needs_address else None)
                     return letter_page(wave_page, token, address=address, unfilled=unfilled)
                 send_for_me(engine, settings, found, text, address)

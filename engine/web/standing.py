@@ -64,7 +64,7 @@ def standing(page: MemberWave, organising_email: str) -> tuple[list[str], str]:
         )
     state = latest["state"]
     if state == "queued":
-        return lines, "Nothing: we will email you a copy when it has gone."
+        return lines, "Nothing more to do for now. Thank you for taking part."
     if state == "opted_out":
         return lines, "Nothing more to do. Thank you for reading it."
     if state in ("failed", "bounced"):
