@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from conftest import ROOT, unavailable
@@ -200,13 +201,11 @@ def test_my_saved_changes_are_there_when_i_come_back(site, page):
 def test_after_sending_there_is_one_thank_you(site, page):
     """Issue 12, item 10: one thank-you box, and it says what really happened."""
     page.goto(site.link("M100006") + "?done=send")
-    assert "Thank you" not in page.inner_text("#status")
+    assert not [t for t in page.get_by_role("status").all_inner_texts() if "Thank you" in t]
     page.get_by_label("Your letter").fill("Dear MP,\n\nPlease act on inspections.\n")
     with page.expect_navigation():
         page.get_by_role("button", name="Send it for me").click()
-    boxes = [
-        t for t in page.locator(".notice, .standing, [role=status]").all_inner_texts() if "Thank you" in t
-    ]
+    boxes = [t for t in page.get_by_role("status").all_inner_texts() if "Thank you" in t]
     assert len(boxes) == 1 and "is on its way to" in boxes[0]
 
 
@@ -245,3 +244,20 @@ def test_on_a_desktop_the_whole_letter_reads_on_the_page_and_each_choice_is_expl
         tab.screenshot(path=str(SCREENSHOTS / "member-page-desktop.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_open_in_my_email_hands_over_my_changed_letter(site, page):
+    """Issue 12, item 2: "Open in my email" saves the text first, then opens it in the mail program."""
+    page.goto(site.link("M100001"))
+    letter = page.get_by_label("Your letter")
+    letter.fill(
+        letter.input_value().replace("I am writing to ask", "Since our May inspection, I am writing to ask")
+    )
+    with page.expect_request(lambda request: request.url.startswith("mailto:")) as handed:
+        page.get_by_role("button", name="Open in my email").click()
+    body = unquote(handed.value.url.split("&body=", 1)[1])
+    assert "Since our May inspection, I am writing to ask" in body
+    assert "Why this matters" not in body
+    assert "Since our May inspection" in site.letter("M100001")["final_text"]
+    # The member is still on their page, to come back and choose "I've sent it myself".
+    assert page.get_by_role("button", name="I've sent it myself").count() == 1

@@ -242,7 +242,8 @@ class Letter(SQLModel, table=True):
     token_hash: str = Field(unique=True, max_length=64)
     token_expires_at: datetime
     # What the member did on their page: the edited text (the merge above stays
-    # on record), the home address they gave, and when they chose.
+    # on record; before they choose, the edits they saved), the home address they
+    # gave, and when they chose.
     final_text: str | None = Field(default=None, sa_column=Column(Text))
     sender_address: str | None = Field(default=None, sa_column=Column(Text))
     decided_at: datetime | None = None

@@ -19,10 +19,12 @@ def _name(found: MemberLetter, several: bool) -> str:
     return "Your first letter" if kind == "letter" and several else f"Your {_NAME[kind]}"
 
 
-def _lines(found: MemberLetter, name: str) -> list[str]:
+def _lines(found: MemberLetter, name: str, current: MemberLetter | None) -> list[str]:
     letter = found.letter
     target = letter["target_name"]
     state = letter["state"]
+    if found.undecided and found is not current:
+        return [f"{name} was not sent: a newer letter, below, takes its place."]
     if found.undecided:
         if found.expired():
             return [f"{name} was waiting for you, but its link ran out{_on(letter['token_expires_at'])}."]
@@ -50,9 +52,9 @@ def _lines(found: MemberLetter, name: str) -> list[str]:
 def standing(page: MemberWave, organising_email: str) -> tuple[list[str], str]:
     """(what has happened to each of the member's letters, oldest first; the next step)."""
     several = len(page.letters) > 1
-    lines = [line for found in page.letters for line in _lines(found, _name(found, several))]
-    latest = page.letters[-1].letter
     current = page.current
+    lines = [line for found in page.letters for line in _lines(found, _name(found, several), current)]
+    latest = page.letters[-1].letter
     target, reference = latest["target_name"], latest["reference"]
     if current is not None:
         what = _NAME[current.letter["kind"]]
@@ -88,7 +90,7 @@ def heading(found: MemberLetter, several: bool) -> str:
     """The heading over one of the member's letters on their page."""
     letter = found.letter
     name = _name(found, several)
-    if letter["state"] == "opted_out":
+    if letter["state"] == "opted_out" or found.undecided:
         return f"{name} (not sent)"
     if letter["sent_at"]:
         return f"{name}, sent{_on(letter['sent_at'])}"
