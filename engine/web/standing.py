@@ -37,7 +37,7 @@ def _lines(found: MemberLetter, name: str, current: MemberLetter | None) -> list
         ]
     if state in ("failed", "bounced"):
         reason = letter["bounce_reason"] or "their address refused it"
-        return [f"We could not deliver {name.lower()} to {target}: {reason}."]
+        return [f"We could not send {name.lower()} to {target}: {reason}."]
     if state == "self_sent":
         lines = [f"You sent {name.lower()} yourself{_on(letter['decided_at'])}. Thank you."]
     else:
