@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 import pytest
 from conftest import ROOT, unavailable
+from playwright.sync_api import expect
 from pypdf import PdfReader
 from test_waves import MP_WAVE, SETTINGS, load_sample
 from test_web import Site
@@ -159,6 +160,7 @@ def test_unfilled_prompts_are_listed_before_sending_and_send_anyway_sends(site, 
     with page.expect_navigation():
         page.get_by_role("button", name="Send it for me").click()
     warning = page.get_by_role("alert")
+    expect(warning).to_be_in_viewport()  # the member sees it without scrolling to it
     assert warning.inner_text().startswith("You have not filled in 1 prompt:")
     assert "[Why this matters in your school" in warning.inner_text()
     assert warning.get_by_role("link", name="Edit my letter").count() == 1

@@ -218,7 +218,9 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             standing=lines,
             next_step=next_step,
             csrf=csrf_token(secret, wave_page.opened.letter["link_nonce"]),
-            form_action=f"/l/{token}",
+            # After a post the browser scrolls to whatever the page answers with (the unfilled
+            # prompts, a letter too long to hand over), if there is one.
+            form_action=f"/l/{token}#attention",
             message=message,
             error=error,
             mailto_without_text=mailto_without_text,
