@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 
 from engine import system
 from engine.errors import CampaignError
-from engine.letters.merge import member_from_snapshot, letter_words
+from engine.letters.merge import letter_words, member_from_snapshot
 from engine.letters.render import WaveRenderer
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, letter_table, member_table, wave_table

@@ -35,7 +35,15 @@ def _lines(found: MemberLetter, name: str, current: MemberLetter | None) -> list
         return [
             f"You chose not to send {name.lower()}. Nothing was sent, and we will not remind you about it."
         ]
-    if state in ("failed", "bounced"):
+    if state == "bounced":
+        reason = f" ({letter['bounce_reason']})" if letter["bounce_reason"] else ""
+        return [f"{name} to {target} came back undelivered: their address refused it{reason}."]
+    if state == "unreachable":
+        return [
+            f"Our email to you about this {_NAME[letter['kind']]} came back undelivered, so it has not "
+            f"been sent to {target}."
+        ]
+    if state == "failed":
         reason = letter["bounce_reason"] or "their address refused it"
         return [f"We could not send {name.lower()} to {target}: {reason}."]
     if state == "self_sent":
@@ -69,6 +77,8 @@ def standing(page: MemberWave, organising_email: str) -> tuple[list[str], str]:
         return lines, "Nothing more to do for now. Thank you for taking part."
     if state == "opted_out":
         return lines, "Nothing more to do. Thank you for reading it."
+    if state == "unreachable":
+        return lines, f"Please write to {organising_email} with an email address that reaches you."
     if state in ("failed", "bounced"):
         return lines, (
             "You can still print it and post it, or send it from your own email: "
