@@ -370,7 +370,10 @@ def test_a_sent_letter_gives_its_member_one_message_their_receipt_with_the_lette
     found = letter_for_member(launched, "MPs", "M100003")
     member = found.member
     edited = (
-        found.text.replace("[Why this matters", "Our head was signed off sick for a term.\n\n[Why")
+        # The template's prompt stays untouched, so it is left out (issue 12, item 1).
+        found.text.replace(
+            "[Why this matters", "Our head was signed off sick for a term.\n\n[Why this matters"
+        )
         + "\nP.S. é"
     )
     assert send_for_me(launched, SETTINGS, found, edited, "1 Orchard Way\nSevenoaks\nBR8 7RE")
