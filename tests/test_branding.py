@@ -7,9 +7,12 @@ import email.policy
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import ROOT, TEST_SECRET
 from test_waves import MP_WAVE, SETTINGS, sample  # noqa: F401  (the sample-data fixture)
+from test_web import Site, site  # noqa: F401  (the launched member pages)
 
+from engine import system
 from engine.errors import CampaignError
 from engine.letters.launch import launch_wave
 from engine.letters.waves import create_wave
@@ -93,3 +96,45 @@ def test_a_logo_that_is_not_a_png_or_jpeg_is_refused_naming_it(tmp_path):
         branded(tmp_path, CAMPAIGN_LOGO=str(fake))
     with pytest.raises(CampaignError, match=r"CAMPAIGN_LOGO: cannot read .*missing.png"):
         branded(tmp_path, CAMPAIGN_LOGO=str(tmp_path / "missing.png"))
+
+
+def test_the_member_pages_carry_the_logo_and_footer_from_settings(sample, tmp_path):  # noqa: F811
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(PNG)
+    settings = branded(
+        tmp_path,
+        CAMPAIGN_NAME="Northfield Teachers' Association",
+        CAMPAIGN_FOOTER="1 Example Row, Leeds LS1 0XX",
+        CAMPAIGN_LOGO=str(logo),
+    )
+    create_wave(sample, "MPs", MP_WAVE, settings)
+    launch_wave(sample, "MPs", settings)
+    with Site(sample, settings=settings) as branded_site:
+        page = requests.get(branded_site.link("M100001"), timeout=30)
+        image = requests.get(f"{branded_site.base}/logo", timeout=30)
+    assert page.status_code == 200
+    assert '<img class="logo" src="/logo" alt="Northfield Teachers&#39; Association"' in page.text
+    assert "1 Example Row, Leeds LS1 0XX</footer>" in page.text
+    assert "img-src 'self'" in page.headers["Content-Security-Policy"]
+    assert (image.status_code, image.headers["Content-Type"], image.content) == (200, "image/png", PNG)
+
+
+def test_without_a_logo_there_is_no_image_and_no_logo_address(site):  # noqa: F811
+    page = requests.get(site.link("M100001"), timeout=30)
+    assert "<img" not in page.text and "Example Schools Union" in page.text
+    missing = requests.get(f"{site.base}/logo", timeout=30)
+    assert missing.status_code == 404 and "This link does not work" in missing.text
+
+
+def test_a_pdf_download_on_a_server_without_its_library_is_one_line_naming_the_package(site, monkeypatch):  # noqa: F811
+    libraries = dict(system.PDF_LIBRARIES)
+    libraries["campaign-test-absent"] = system.Need("libcampaign-absent0", "printable letters")
+    monkeypatch.setattr(system, "PDF_LIBRARIES", libraries)
+    system.weasyprint.cache_clear()
+    try:
+        response = requests.get(site.link("M100001") + "/letter.pdf", timeout=30)
+    finally:
+        system.weasyprint.cache_clear()
+    assert response.status_code == 503
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "lacks the system package libcampaign-absent0" in response.text

@@ -10,6 +10,7 @@ emailed only to the member's address on file.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,6 +49,7 @@ from engine.web.standing import heading, standing
 from engine.web.throttle import GuessThrottle, client_address
 
 TEMPLATES = Path(__file__).parent / "templates"
+log = logging.getLogger("campaign.web")
 # Phones' and desktop mail programs open far longer mailto: links than this; some older
 # ones are known to cut beyond it. A longer letter opens without its text, and the page says so.
 MAILTO_MAX = 6000
@@ -73,16 +75,19 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     guesses = throttle or GuessThrottle()
     renderers: dict[int, WaveRenderer] = {}
+    logo = settings.logo()
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("campaign_name", settings.campaign_name)
         context.setdefault("organising_email", settings.organising_email)
+        context.setdefault("footer", settings.footer)
+        context.setdefault("has_logo", logo is not None)
         response = HTMLResponse(pages.get_template(name).render(**context), status_code=status)
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Content-Security-Policy"] = (
             # mailto: for "Open in my email", which saves the letter and then hands it over.
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' mailto:"
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self' mailto:"
         )
         return response
 
@@ -246,6 +251,12 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             text="To see your letter, open the personal link in the email we sent you.",
         )
 
+    @app.get("/logo")
+    def logo_image() -> Response:
+        if logo is None:
+            return no_such_page()
+        return Response(logo[0], media_type=logo[1], headers={"Cache-Control": "public, max-age=86400"})
+
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -340,7 +351,18 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         return back
 
     def pdf_response(found: MemberLetter) -> Response:
-        data = pdf_bytes([letter_document(found.letter, renderer_for(found))])
+        try:
+            data = pdf_bytes([letter_document(found.letter, renderer_for(found))])
+        except CampaignError as exc:
+            # A server without the PDF libraries: one line for the member and the log, not a 500.
+            log.error("member PDF download: %s", exc)
+            return page(
+                "message.html",
+                503,
+                heading="The PDF cannot be made just now",
+                text=f"{str(exc)[:1].upper()}{str(exc)[1:]}. Please write to "
+                f"{settings.organising_email}; you can still copy your letter from its page.",
+            )
         return Response(
             data,
             media_type="application/pdf",
