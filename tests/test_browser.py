@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -11,12 +12,16 @@ import pytest
 from conftest import ROOT, unavailable
 from playwright.sync_api import expect
 from pypdf import PdfReader
-from test_waves import MP_WAVE, SETTINGS, load_sample
+from sqlalchemy import select
+from test_waves import EMPLOYER_WAVE, MP_WAVE, SETTINGS, load_sample
 from test_web import Site
 
+from engine.followup.drafts import draft_letter, load_wave
 from engine.letters.launch import launch_wave
+from engine.letters.links import link_token
 from engine.letters.waves import create_wave
 from engine.store.db import init_db, open_engine
+from engine.store.models import letter_table, outbox_table, utcnow
 
 CHROMIUM = os.environ.get("CAMPAIGN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -263,3 +268,69 @@ def test_open_in_my_email_hands_over_my_changed_letter(site, page):
     assert "Since our May inspection" in site.letter("M100001")["final_text"]
     # The member is still on their page, to come back and choose "I've sent it myself".
     assert page.get_by_role("button", name="I've sent it myself").count() == 1
+
+
+def test_after_a_reply_my_one_link_shows_where_things_stand_and_my_follow_up(tmp_path, browser):
+    """Items 3 and 8: the first letter's link opens the follow-up too, with where each letter stands."""
+    engine = open_engine(f"sqlite:///{tmp_path}/followup.db")
+    init_db(engine)
+    load_sample(engine, tmp_path)
+    create_wave(engine, "Employers", EMPLOYER_WAVE, SETTINGS)
+    launch_wave(engine, "Employers", SETTINGS)
+    lt = letter_table.c
+    with engine.begin() as conn:
+        first = conn.execute(select(letter_table).where(lt.target_email.is_not(None)).order_by(lt.id)).first()
+        conn.execute(
+            letter_table.update()
+            .where(lt.id == first.id)
+            .values(
+                state="replied", sent_at=utcnow() - timedelta(days=9), replied_at=utcnow() - timedelta(days=2)
+            )
+        )
+        letter = dict(conn.execute(select(letter_table).where(lt.id == first.id)).one()._mapping)
+        follow_up = draft_letter(
+            conn, load_wave(conn, letter["wave_id"], SETTINGS), letter, "follow_up", SETTINGS, utcnow()
+        )
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    tab = context.new_page()
+    try:
+        with Site(engine) as site:
+            tab.goto(f"{site.base}/l/{link_token(SETTINGS.secret, letter['link_nonce'])}")
+            target = letter["target_name"]
+            expect(tab.get_by_role("heading", level=1)).to_have_text(f"Your letters to {target}")
+            standing = tab.locator(".standing")
+            expect(standing).to_contain_text(f"Your first letter was sent to {target} on")
+            expect(standing).to_contain_text(f"{target} replied on")
+            expect(standing).to_contain_text("Your follow-up is ready for you to check")
+            assert "Dear" in tab.get_by_label("Your follow-up").input_value()
+            tab.get_by_role("button", name="Send it for me").click()
+            expect(tab.locator(".standing")).to_contain_text(f"Your follow-up is on its way to {target}")
+    finally:
+        context.close()
+        engine.dispose()
+    with engine.connect() as conn:
+        assert conn.execute(select(lt.state).where(lt.id == follow_up["id"])).scalar_one() == "queued"
+
+
+def test_an_expired_link_offers_a_new_one_and_then_works(site, page):
+    """Item 9: no dead end; the new link goes to the address on file only, and the same link works."""
+    url = site.link("M100001")
+    with site.engine.begin() as conn:
+        conn.execute(outbox_table.update().values(created_at=utcnow() - timedelta(days=31)))
+        conn.execute(letter_table.update().values(token_expires_at=utcnow() - timedelta(days=1)))
+    page.goto(url)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your link ran out")
+    assert "Harriet Alden" not in page.content()  # an expired page shows nobody's letter
+    page.get_by_role("button", name="Send me a new link").click()
+    expect(
+        page.get_by_text("If we have an email address for you, a new link is on its way to it")
+    ).to_be_visible()
+    with site.engine.connect() as conn:
+        latest = conn.execute(
+            select(outbox_table.c.to_addr)
+            .where(outbox_table.c.kind == "invitation")
+            .order_by(outbox_table.c.id.desc())
+        ).first()
+    assert latest.to_addr == "Aisha Khan <aisha.khan@members.example.org>"
+    page.goto(url)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your letter to Harriet Alden MP")
