@@ -247,3 +247,25 @@ def test_cli_unknown_column_and_bad_nation_exit_2(four_nations, cli):
     assert result.exit_code == 2
     assert "--nations: 'mars' is not a nation" in result.output
     assert "X" not in cli("wave", "list").output.split()
+
+
+def test_fixed_wave_for_england_leaves_out_members_whose_nation_is_unknown(four_nations, tmp_path):
+    extra = tmp_path / "extra.csv"
+    extra.write_text(
+        "Membership No,First Name,Last Name,Email,Postcode,School URN\n"
+        "T7,Ann,T7,t7@members.example.org,SW1A 2AA,100001\n"
+    )
+    import_members(four_nations, extra)
+    spec = WaveSpec(
+        target="fixed",
+        letter="secretary-of-state",
+        invite="invitation",
+        nations="england",
+        to="Secretary of State <sos@example.org>",
+    )
+    create_wave(four_nations, "SoS", spec, SETTINGS)
+    result = launch_wave(four_nations, "SoS", SETTINGS, list_skipped=True)
+    details = {s["membership_no"]: s["detail"] for s in result.skipped_members}
+    assert result.created == 3
+    assert details["T7"] == "nation not known: the member's postcode is not resolved to a constituency"
+    assert details["T5"] == "constituency in Scotland; the wave covers England"

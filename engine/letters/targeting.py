@@ -120,7 +120,13 @@ def outside_nations(row: Mapping[str, Any], target_kind: str, nations: list[str]
     if not nations:
         return None
     nation = member_nation(row, target_kind)
-    if nation is None or nation in nations:
+    if nation is None:
+        # MP and employer waves leave such a member out as unresolved; a fixed wave's letter
+        # would otherwise go for a member who may be anywhere.
+        if target_kind == "fixed":
+            return "nation not known: the member's postcode is not resolved to a constituency"
+        return None
+    if nation in nations:
         return None
     where = "school" if target_kind == "employer" else "constituency"
     return f"{where} in {NATION_NAMES[nation]}; the wave covers {nations_label(nations)}"
