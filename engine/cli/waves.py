@@ -9,8 +9,9 @@ import click
 from engine.cli.app import App, UserError, main, pass_app
 from engine.cli.output import Progress, echo_json, echo_table
 from engine.letters.documents import LEFT_OUT_WORDS, letter_document, pdf_bytes, write_wave_pdfs
-from engine.letters.launch import launch_wave, preview_merge
+from engine.letters.launch import launch_wave, left_out, preview_merge
 from engine.letters.link_secret import reinvite_wave
+from engine.letters.targeting import nations_label, where_label
 from engine.letters.template_check import check_template_file
 from engine.letters.waves import WaveSpec, create_wave, edit_wave, get_wave, list_waves, wave_status
 from engine.mail.outbox import build_invitation, parse_message
@@ -25,6 +26,8 @@ _WHO_FAILED = {
 }
 
 REASONS = {
+    "outside_nations": "outside the wave's nations (--nations)",
+    "not_selected": "not matching --where",
     "opted_out": "opted out of campaign mail",
     "no_email": "no email address",
     "unresolved": "not resolved to a target",
@@ -110,8 +113,16 @@ def wave_options(create: bool):
             click.option(
                 "--where",
                 multiple=True,
-                metavar="FIELD=VALUE,…",
-                help="Only members matching, e.g. region=London|South East,role=Headteacher.",
+                metavar="COLUMN=VALUE,…",
+                help="Only members whose imported COLUMN (a member column or a custom field) is one of "
+                "the VALUEs, e.g. role=headteacher,deputy; COLUMN= means empty; repeat for several columns.",
+            ),
+            click.option(
+                "--nations",
+                metavar="NATION,…",
+                help="Only members in these nations: england, wales, scotland, northern-ireland, or all "
+                "(default: the letter template's `{# nations: … #}` line, else all). By constituency; "
+                "employer waves by the school's country.",
             ),
             click.option("--to", metavar="'NAME <EMAIL>'", help="The one recipient of a fixed wave."),
             click.option(
@@ -155,8 +166,9 @@ def _print_wave(wave: dict) -> None:
     click.echo(f"  letter: {wave['letter_template']}   invitation: {wave['invite_template']}")
     if wave.get("asks"):
         click.echo(f"  the invitation says: {wave['asks']}")
-    filters = "; ".join(f"{k} = {' | '.join(v)}" for k, v in (wave["filters"] or {}).items()) or "all members"
-    click.echo(f"  members: {filters}   reply within {wave['reply_days']} working days")
+    filters = where_label(wave["filters"] or {}) or "all members"
+    click.echo(f"  members: {filters}, in {nations_label(wave.get('nations'))}")
+    click.echo(f"  reply within {wave['reply_days']} working days")
     later = [f"follow-up: {wave['follow_up_template']}" if wave.get("follow_up_template") else ""]
     later.append(f"chaser: {wave['chaser_template']}" if wave.get("chaser_template") else "")
     if wave["target"] == "mp":
@@ -355,6 +367,7 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
       campaign wave status "MPs autumn"
     """
     status = wave_status(app.engine(), name)
+    status["left_out"] = left_out(app.engine(), name)
     if as_json:
         echo_json(status)
         return
@@ -376,6 +389,8 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
         click.echo("  mail: " + ", ".join(f"{k} {v}" for k, v in sorted(status["outbox"].items())))
     for row in status["undelivered"]:
         click.echo(f"  {row['letters']} {row['state']} ({_WHO_FAILED[row['state']][1:-1]}): {row['reason']}")
+    for reason, count in sorted(status["left_out"].items(), key=lambda item: -item[1]):
+        click.echo(f"  left out {count}: {REASONS.get(reason, reason)}")
 
 
 @wave.command("reinvite")

@@ -41,6 +41,7 @@ from engine.letters.links import (
 )
 from engine.letters.merge import Target, employer_target, fixed_target, member_context, mp_target
 from engine.letters.render import WaveRenderer, freeze_templates
+from engine.letters.targeting import outside_nations, outside_where
 from engine.letters.waves import get_wave
 from engine.settings import Settings
 from engine.store.db import PreparedInsert, insert_rows, prepare_insert, sqlite_dialect
@@ -56,7 +57,14 @@ from engine.store.models import (
     wave_table,
 )
 
-SKIP_REASONS = ("opted_out", "no_email", "unresolved", "no_employer_contact")
+SKIP_REASONS = (
+    "outside_nations",
+    "not_selected",
+    "opted_out",
+    "no_email",
+    "unresolved",
+    "no_employer_contact",
+)
 _PAGE = 1000
 
 
@@ -102,12 +110,18 @@ _CONTACT_COLUMNS = ("employer_key", "name", "email", "postal_address", "salutati
 
 
 def _candidates(wave: dict[str, Any]) -> Any:
-    """Members in the wave's filters with what deciding and merging needs, in id order."""
+    """Every member with what deciding and merging needs, in id order.
+
+    The wave's nations and --where are decided row by row, so that those left
+    out are counted with the reason rather than never seen.
+    """
     m, s, mp, c, lt = member_table.c, school_table.c, mp_table.c, employer_table.c, letter_table.c
     stmt = (
         select(
             *(m[name] for name in _MEMBER_COLUMNS),
             s.name.label("school_name"),
+            s.constituency_code.label("school_constituency_code"),
+            s.la_code.label("school_la_code"),
             *(mp[name].label(f"mp_{name}") for name in _MP_COLUMNS),
             *(c[name].label(f"contact_{name}") for name in _CONTACT_COLUMNS),
             lt.id.label("letter_id"),
@@ -122,9 +136,18 @@ def _candidates(wave: dict[str, Any]) -> Any:
         )
         .order_by(m.id)
     )
-    for key, values in (wave.get("filters") or {}).items():
-        stmt = stmt.where(func.lower(m[key]).in_([v.lower() for v in values]))
     return stmt
+
+
+def out_of_scope(row: Mapping[str, Any], wave: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, detail) when a member is outside the wave's nations or --where, else None."""
+    detail = outside_nations(row, wave["target"], wave.get("nations"))
+    if detail:
+        return "outside_nations", detail
+    detail = outside_where(row, wave.get("filters"))
+    if detail:
+        return "not_selected", detail
+    return None
 
 
 def skip_reason(row: Mapping[str, Any], target_kind: str) -> str | None:
@@ -274,6 +297,12 @@ def _merge_page(
     for row in page:
         if row["letter_id"] is not None:
             merged.already += 1
+            continue
+        scope = out_of_scope(row, merger.wave)
+        if scope:
+            reason, detail = scope
+            listed = {"membership_no": row["membership_no"], "reason": reason, "detail": detail}
+            merged.skipped.append((reason, listed if list_skipped else None))
             continue
         reason = skip_reason(row, target_kind)
         if reason:
@@ -466,6 +495,25 @@ def _store_page(
         progress(merged.size)
 
 
+def left_out(engine: Engine, name: str) -> dict[str, int]:
+    """How many members have no letter in this wave, by the reason a launch now would give.
+
+    For `wave status`: members outside the wave's nations or --where, and those
+    who cannot take part (opted out, no email, unresolved…).
+    """
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        wave = get_wave(conn, name)
+        for row in conn.execute(_candidates(wave)).mappings():
+            if row["letter_id"] is not None:
+                continue
+            scope = out_of_scope(row, wave)
+            reason = scope[0] if scope else skip_reason(row, wave["target"])
+            if reason:
+                counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
 def _skipped(row: dict[str, Any], reason: str, target_kind: str) -> dict[str, Any]:
     detail = None
     if reason == "unresolved":
@@ -496,13 +544,16 @@ def preview_merge(
         if membership_no:
             row = conn.execute(stmt.where(member_table.c.membership_no == membership_no)).first()
             if row is None:
-                raise CampaignError(
-                    f"member {membership_no!r} does not exist or is outside this wave's --where"
-                )
+                raise CampaignError(f"no member {membership_no!r}")
             candidates = [dict(row._mapping)]
+            scope = out_of_scope(candidates[0], wave)
+            if scope:
+                raise CampaignError(f"member {membership_no} is outside this wave: {scope[1]}")
         else:
             candidates = (dict(r._mapping) for r in conn.execute(stmt.limit(5000)))
         for row in candidates:
+            if out_of_scope(row, wave):
+                continue
             reason = skip_reason(row, wave["target"])
             if reason is None:
                 break

@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 
 from engine.errors import CampaignError
-from engine.letters.render import freeze_templates
+from engine.letters.render import freeze_templates, letter_template_path
+from engine.letters.targeting import known_columns, parse_nations, parse_where, template_nations
+from engine.letters.templating import read_template
 from engine.members.emails import EmailNotValidError, normalise_email
 from engine.members.validation import header_problems
 from engine.settings import Settings
@@ -29,7 +31,6 @@ from engine.store.models import (
     wave_table,
 )
 
-FILTER_FIELDS = ("branch", "region", "role", "town")
 # Letters that did not reach their target: failed or bounced on the way to the MP or employer, or
 # unreachable because the member's own invitation bounced (the letter never went).
 UNDELIVERED = ("failed", "bounced", "unreachable")
@@ -52,6 +53,7 @@ class WaveSpec:
     reply_days: int | None = None
     link_days: int | None = None
     where: list[str] | None = None
+    nations: str | None = None  # "england,wales", "all"; None: as it is (at create: the template's)
     to: str | None = None
     to_address: str | None = None
     to_salutation: str | None = None
@@ -63,27 +65,6 @@ class WaveSpec:
 
 # An invitation says what the letter asks in one sentence a member reads at a glance.
 MAX_ASKS = 300
-
-
-def parse_where(items: list[str]) -> dict[str, list[str]]:
-    """`branch=Leeds,region=London|South East` → {"branch": ["Leeds"], "region": ["London", "South East"]}."""
-    filters: dict[str, list[str]] = {}
-    for item in items:
-        for part in item.split(","):
-            if not part.strip():
-                continue
-            key, eq, values = part.partition("=")
-            key = key.strip().lower()
-            if not eq or key not in FILTER_FIELDS:
-                raise CampaignError(
-                    f"--where: {part.strip()!r} is not FIELD=VALUE "
-                    f"with FIELD one of {', '.join(FILTER_FIELDS)}"
-                )
-            chosen = [v.strip() for v in values.split("|") if v.strip()]
-            if not chosen:
-                raise CampaignError(f"--where: {key}= needs a value")
-            filters.setdefault(key, []).extend(chosen)
-    return filters
 
 
 def _asks(text: str) -> str | None:
@@ -117,7 +98,9 @@ def _check_header_bound(spec: WaveSpec) -> None:
         raise CampaignError(f"{option}: {problem}")
 
 
-def _wave_values(spec: WaveSpec, current: dict[str, Any] | None) -> dict[str, Any]:
+def _wave_values(
+    spec: WaveSpec, current: dict[str, Any] | None, engine: Engine, settings: Settings
+) -> dict[str, Any]:
     _check_header_bound(spec)
     values: dict[str, Any] = {}
     if spec.target is not None:
@@ -147,7 +130,15 @@ def _wave_values(spec: WaveSpec, current: dict[str, Any] | None) -> dict[str, An
                 raise CampaignError(f"--{name.replace('_', '-')}: must be between 1 and 365")
             values[name] = value
     if spec.where is not None:
-        values["filters"] = parse_where(spec.where)
+        with engine.connect() as conn:
+            values["filters"] = parse_where(spec.where, known_columns(conn))
+    if spec.nations is not None:
+        values["nations"] = parse_nations(spec.nations)
+    elif current is None or spec.letter is not None:
+        # No --nations: the letter template says which nations its waves reach (all, if it is silent).
+        letter = spec.letter or current["letter_template"]  # type: ignore[index]
+        path = letter_template_path(letter, settings)
+        values["nations"] = template_nations(read_template(path), path.name)
     if spec.to is not None:
         name, address = parseaddr(spec.to)
         if not name:
@@ -185,7 +176,7 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
     for required in ("target", "letter", "invite"):
         if getattr(spec, required) is None:
             raise CampaignError(f"--{required}: required to create a wave")
-    values = _wave_values(spec, None)
+    values = _wave_values(spec, None, engine, settings)
     now = utcnow()
     row = {
         "name": name,
@@ -197,6 +188,7 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
         "link_days": 30,
         "ask_days": 14,
         "filters": {},
+        "nations": None,
         **DEFAULT_LATER.get(values["target"], {}),
         **values,
     }
@@ -215,7 +207,7 @@ def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> 
         raise CampaignError(
             f"wave {name!r} was launched on {current['launched_at']:%d %B %Y}: it can no longer be edited"
         )
-    values = _wave_values(spec, current)
+    values = _wave_values(spec, current, engine, settings)
     freeze_templates({**current, **values}, settings)
     with engine.begin() as conn:
         conn.execute(

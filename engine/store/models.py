@@ -199,6 +199,8 @@ class Wave(SQLModel, table=True):
     # What the letter asks, in one plain sentence for the invitation (None: the template's own words).
     asks: str | None = None
     filters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The nations whose members take part (england, wales, scotland, northern_ireland); None: all.
+    nations: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # The one recipient of a `fixed` wave.
     fixed_name: str | None = None
     fixed_email: str | None = None
