@@ -190,10 +190,11 @@ def test_forged_forwards_and_spoofed_targets_record_no_reply_and_draft_nothing(m
     with engine.connect() as conn:
         follow_ups = conn.execute(select(letter_table.c.id).where(letter_table.c.kind == "follow_up")).all()
     assert follow_ups == []
-    # The real member forwarding the same reply is believed.
+    # The real member forwarding their employer's reply is believed (one that answers: a holding
+    # reply would draft nothing either way).
     mailroom.folder.joinpath("hostile-forward.eml").unlink()
     mailroom.folder.joinpath("hostile-spoofed-target.eml").unlink()
-    mailroom.drop("fwd-gmail-en", "spare1")
+    mailroom.drop("fwd-new-outlook-html", "spare1")
     result = mailroom.ingest()
     assert "1 letters replied" in result.output and "1 follow-ups drafted" in result.output
 
@@ -294,7 +295,7 @@ def test_a_message_that_cannot_be_stored_is_left_in_the_source_and_the_rest_go_o
 
     monkeypatch.setattr(replies, "without_nul", refuse)
     mailroom.drop("hostile-nul", "spare1")
-    mailroom.drop("fwd-gmail-en", "spare2")
+    mailroom.drop("fwd-new-outlook-html", "spare2")  # a reply that answers its letter
     result = mailroom.run("replies", "ingest", "--eml", str(mailroom.folder))
     assert result.exit_code == 2
     assert "hostile-nul.eml: not stored: RuntimeError: disk full" in result.output

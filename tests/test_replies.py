@@ -190,7 +190,9 @@ def test_every_forward_is_matched_to_its_letter_with_the_real_author_and_date(in
         assert "wrote:" not in row["text"] and "> " not in row["text"], name
         assert not row["text"].startswith(("They replied", "Please see", "Forwarding")), name
         assert row["suggested_outcome"] == outcome, name
-        assert state_of(engine, letter["id"]) == "replied", name
+        # A holding reply or an acknowledgement is no answer yet: the letter still awaits one.
+        answered = outcome not in ("holding", "acknowledgement")
+        assert state_of(engine, letter["id"]) == ("replied" if answered else "sent"), name
     assert stored(engine, ids["fwd-gmail-en"])["text"].startswith(
         "Dear colleague,\n\nThank you for your letter."
     )
@@ -214,8 +216,10 @@ def test_direct_replies_match_by_message_id_or_tagged_address(ingested):
     attached = stored(engine, ids["fwd-attached"])
     assert (attached["match_method"], attached["author_name"]) == ("reference", "Marion Lloyd")
     assert attached["text"].startswith("Dear colleague,\n\nThank you. I will write")
-    for name in ("direct-reply-in-reply-to", "direct-reply-plus-address", "fwd-attached"):
-        assert state_of(engine, letters[name]["id"]) == "replied"
+    # "We will respond fully after the board meets", "we will reply in full next week": holding replies.
+    for name in ("direct-reply-in-reply-to", "direct-reply-plus-address"):
+        assert state_of(engine, letters[name]["id"]) == "sent"
+    assert state_of(engine, letters["fwd-attached"]["id"]) == "replied"
 
 
 def test_mail_that_only_names_a_reference_waits_for_staff_with_its_suggestion(ingested):
@@ -368,7 +372,7 @@ def test_ingesting_again_records_nothing_twice(ingested, tmp_path):
 
 def test_an_employer_reply_drafts_the_follow_up_and_invites_the_member_to_confirm_it(ingested, tmp_path):
     engine, letters, ids = ingested
-    original = letters["fwd-gmail-en"]
+    original = letters["fwd-outlook-desktop"]
     with engine.connect() as conn:
         follow_up = dict(
             conn.execute(
@@ -385,7 +389,7 @@ def test_an_employer_reply_drafts_the_follow_up_and_invites_the_member_to_confir
     assert follow_up["reference"] != original["reference"]
     assert follow_up["target_email"] == original["target_email"]
     # The template quotes the reply's first paragraph after the greeting.
-    assert 'you wrote: "Thank you for your letter. We will discuss it' in follow_up["body_text"]
+    assert 'you wrote: "I am afraid we are not in a position to write' in follow_up["body_text"]
     assert (invitation.kind, invitation.status) == ("follow_up_invitation", "queued")
     send_outbox(engine, SETTINGS, FolderTransport(tmp_path / "later"), rate=10_000, sleep=lambda s: None)
     [path] = (tmp_path / "later").glob(f"*follow_up_invitation-{follow_up['reference']}*")
@@ -404,7 +408,7 @@ def test_an_employer_reply_drafts_the_follow_up_and_invites_the_member_to_confir
     assert "replied to your letter" in page.text
     assert state_of(engine, follow_up["id"]) == "invited"
     # A second reply to the same letter drafts nothing more.
-    again = fill("fwd-gmail-en", original).replace(b"CAGmailFwdEn0001", b"CAGmailFwdEn0001-again")
+    again = fill("fwd-outlook-desktop", original).replace(b"FwdDesk0003", b"FwdDesk0003-again")
     Ingester(engine, SETTINGS).record(again, "eml")
     with engine.connect() as conn:
         count = conn.execute(
@@ -516,7 +520,8 @@ def test_cli_ingest_list_and_show(sent, tmp_path, db_url):
     result = runner.invoke(main, ["--db", db_url, "replies", "ingest", "--eml", str(folder)], env=env)
     assert result.exit_code == 0, result.output
     assert "3 stored (1 bounce, 1 reply, 1 unrelated)" in result.output
-    assert "1 follow-ups drafted" in result.output
+    # The reply is a holding one ("will write to you again in due course"): no follow-up yet.
+    assert "0 letters replied, 1 bounced, 0 addresses suppressed, 0 follow-ups drafted" in result.output
     listed = runner.invoke(main, ["--db", db_url, "replies", "list", "--json"], env=env)
     import json
 
@@ -636,9 +641,10 @@ def test_each_step_of_ingest_can_be_called_alone(sent):
         assert inbound_id is not None
         assert store_raw(conn, row, key) is None  # the same message again is stored once
         done = act(conn, inbound_id, analysis, matcher, SETTINGS, utcnow())
-    assert done.letters_replied == 1
+    # "We will respond fully after the board meets": a holding reply, so the letter still awaits one.
+    assert (done.letters_replied, done.follow_ups) == (0, 0)
     assert stored(engine, inbound_id)["raw"] == data
-    assert state_of(engine, letter["id"]) == "replied"
+    assert state_of(engine, letter["id"]) == "sent"
 
 
 def test_unmatched_forwards_come_with_the_likeliest_letters_and_the_command_to_match_each(

@@ -112,7 +112,7 @@ def test_letter_freezes_the_merge_and_the_target(sample):
     assert letter["target_name"] == "Harriet Alden MP"
     assert letter["target_email"] == "harriet.alden.mp@parliament.example"
     assert letter["target_address"] == "House of Commons\nLondon\nSW1A 0AA"
-    assert letter["subject"] == "School inspections and staff well-being in Sevenoaks"
+    assert letter["subject"] == "Ofsted's revised framework and school staff in Sevenoaks"
     assert letter["body_text"].startswith("Dear Ms Alden,\n\nI am one of your constituents")
     assert "Aisha Khan\n1 Orchard Way\nSevenoaks\nBR8 7RE\n" in letter["body_text"]
     assert letter["merge_snapshot"]["member"]["first_name"] == "Aisha"
@@ -298,7 +298,7 @@ def test_cli_wave_flow(cli, sample, tmp_path, monkeypatch):
     )
     assert created.exit_code == 0, created.output
     preview = cli("wave", "preview", "MPs autumn", "--member", "M100003")
-    assert "Subject: School inspections and staff well-being in Sevenoaks" in preview.stdout
+    assert "Subject: Ofsted's revised framework and school staff in Sevenoaks" in preview.stdout
     assert "Catherine Doyle" in preview.stdout
     launched = cli("wave", "launch", "MPs autumn", "--json")
     summary = json.loads(launched.stdout)

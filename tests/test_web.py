@@ -355,7 +355,9 @@ def test_the_letter_reaches_its_target_from_the_campaign_and_the_member_gets_a_r
     assert message["Reply-To"] == "Aisha Khan <aisha.khan@members.example.org>"
     assert message["List-Unsubscribe"] is None
     reference = site.letter("M100001")["reference"]
-    assert message["Subject"] == f"School inspections and staff well-being in Sevenoaks [Ref: {reference}]"
+    assert (
+        message["Subject"] == f"Ofsted's revised framework and school staff in Sevenoaks [Ref: {reference}]"
+    )
     text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert text.startswith("Dear Ms Alden,\n\nPlease act.\n")
     assert "Sent by Aisha Khan, 1 Orchard Way, Sevenoaks, BR8 7RE" in text
@@ -477,7 +479,9 @@ def test_open_in_my_email_saves_my_text_and_leaves_out_untouched_prompts(site):
     opened = requests.post(site.link("M100001"), data=form, allow_redirects=False, timeout=10)
     assert opened.status_code == 303
     location = opened.headers["Location"]
-    assert location.startswith("mailto:harriet.alden.mp%40parliament.example?subject=School%20inspections")
+    assert location.startswith(
+        "mailto:harriet.alden.mp%40parliament.example?subject=Ofsted%27s%20revised%20framework"
+    )
     body = unquote(location.split("&body=", 1)[1])
     assert "Since our May inspection, I am writing to ask" in body
     assert "Why this matters" not in body
@@ -495,7 +499,10 @@ def test_a_letter_too_long_for_an_email_link_is_never_cut_silently(site):
     page = requests.post(site.link("M100001"), data=form, allow_redirects=False, timeout=10)
     assert page.status_code == 200
     assert "too long to hand to an email program in one piece" in page.text
-    assert 'href="mailto:harriet.alden.mp%40parliament.example?subject=School%20inspections' in page.text
+    assert (
+        'href="mailto:harriet.alden.mp%40parliament.example?subject=Ofsted%27s%20revised%20framework'
+        in page.text
+    )
     assert "&amp;body=" not in page.text
     assert site.letter("M100001")["final_text"] == long
 

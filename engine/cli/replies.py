@@ -401,14 +401,20 @@ def replies_log(app: App, reference: str, received: str, author, scan: Path | No
 def replies_outcome(app: App, reply_id: int, outcome: str) -> None:
     """Record what a reply means for the campaign (replaces the engine's suggestion).
 
+    A holding reply or acknowledgement drafts no follow-up; coded later as an answer, it
+    marks its letter replied and drafts the follow-up then.
+
     \b
     Example:
       campaign replies outcome 42 holding
     """
-    done = set_outcome(app.engine(), reply_id, outcome)
+    done = set_outcome(app.engine(), reply_id, outcome, app.settings)
     click.echo(
         f"Message {reply_id}: {done['outcome']} (the engine suggested {done['suggested'] or 'nothing'})."
     )
+    if done["replied"]:
+        drafted = "; its follow-up letter is drafted" if done["follow_up"] else ""
+        click.echo(f"It answers its letter: the letter is now replied{drafted}.")
 
 
 @main.command("chase")

@@ -3,7 +3,8 @@
 - A letter not replied to within its wave's reply window, counted in working
   days (weekends and the bank holidays of the member's nation skipped), becomes
   `overdue`, and where the wave has a chaser template its member is offered a
-  chaser to confirm.
+  chaser to confirm. A holding reply (or an acknowledgement) is no answer: the
+  window starts again from the day it was written.
 - A letter to an MP: MPs answer the constituent, not us, so `ask_days` after it
   went the member is asked "Has your MP replied?", and reminded once a week later
   if they have not answered.
@@ -21,13 +22,21 @@ from functools import lru_cache
 from typing import Any
 
 import holidays
-from sqlalchemy import Connection, Engine, or_, select
+from sqlalchemy import Connection, Engine, case, func, or_, select
 
 from engine.errors import CampaignError
-from engine.followup.drafts import draft_letter, load_wave, queue_email
+from engine.followup.drafts import NOT_YET_ANSWERED, draft_letter, load_wave, queue_email
 from engine.letters.render import WaveRenderer
 from engine.settings import Settings
-from engine.store.models import MP_ANSWERS, letter_table, member_table, postcode_table, utcnow, wave_table
+from engine.store.models import (
+    MP_ANSWERS,
+    inbound_table,
+    letter_table,
+    member_table,
+    postcode_table,
+    utcnow,
+    wave_table,
+)
 
 # holidays' codes for the UK's nations, by the country postcodes.io names.
 _SUBDIVISIONS = {"England": "ENG", "Wales": "WLS", "Scotland": "SCT", "Northern Ireland": "NIR"}
@@ -119,6 +128,45 @@ def _letters_page(
     ]
 
 
+def restart_reply_clock(conn: Connection, letter: dict[str, Any], now: datetime) -> bool:
+    """overdue → sent (or self_sent): a holding reply to a letter, or to its chaser, means its target
+    has not answered yet; the reply window starts again from that reply (see `_held_since`)."""
+    lt = letter_table.c
+    letter_id = (
+        letter["parent_id"] if letter.get("kind") == "chaser" and letter.get("parent_id") else letter["id"]
+    )
+    moved = conn.execute(
+        letter_table.update()
+        .where(lt.id == letter_id, lt.state == "overdue")
+        .values(
+            state=case((lt.sent_at.is_not(None), "sent"), else_="self_sent"), overdue_at=None, updated_at=now
+        )
+    ).rowcount
+    return bool(moved)
+
+
+def _held_since(conn: Connection, letter_ids: list[int]) -> dict[int, date]:
+    """For each letter its target has held with a holding reply or an acknowledgement (to the letter
+    or to its chaser), the day the latest such reply was written."""
+    i, lt = inbound_table.c, letter_table.c
+    outcome = func.coalesce(i.outcome, i.suggested_outcome)
+    original = func.coalesce(lt.parent_id, lt.id)
+    rows = conn.execute(
+        select(original, func.max(func.coalesce(i.authored_at, i.received_at)))
+        .join(letter_table, lt.id == i.letter_id)
+        .where(
+            i.kind == "reply",
+            outcome.in_(NOT_YET_ANSWERED),
+            or_(lt.id.in_(letter_ids), lt.parent_id.in_(letter_ids)),
+        )
+        .group_by(original)
+    ).all()
+    return {
+        letter_id: (when.date() if isinstance(when, datetime) else date.fromisoformat(str(when)[:10]))
+        for letter_id, when in rows
+    }
+
+
 def _overdue(
     engine: Engine,
     settings: Settings,
@@ -137,12 +185,14 @@ def _overdue(
             page = _letters_page(conn, wave["id"], ("sent", "self_sent"), after)
             if not page:
                 return
+            held = _held_since(conn, [letter["id"] for letter in page])
             for letter in page:
                 after = letter["id"]
                 went = letter["sent_at"] or letter["decided_at"]
                 if went is None:
                     continue
-                due = working_days_after(went.date(), wave["reply_days"], letter["member_country"])
+                start = max(went.date(), held.get(letter["id"], went.date()))
+                due = working_days_after(start, wave["reply_days"], letter["member_country"])
                 if today < due:
                     continue
                 moved = conn.execute(

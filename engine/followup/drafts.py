@@ -30,6 +30,9 @@ from engine.store.suppression import may_email
 INVITATION_KIND = {"follow_up": "follow_up_invitation", "chaser": "chaser_invitation"}
 # How much of a reply a follow-up may quote.
 _EXCERPT_CHARS = 300
+# Replies that promise an answer or only confirm receipt: the target has not answered yet, so
+# they draft no follow-up and restart the reply clock instead (a chaser comes if nothing follows).
+NOT_YET_ANSWERED = ("holding", "acknowledgement")
 
 
 def load_wave(conn: Connection, wave_id: int, settings: Settings) -> dict[str, Any]:
@@ -152,15 +155,28 @@ def draft_letter(
         "sender_address": original.get("sender_address"),
     }
     context = email_context(draft, wave, settings)
-    context["reply"] = reply or {"author": "", "date": "", "excerpt": "", "text": ""}
+    context["reply"] = reply or {"author": "", "date": "", "excerpt": "", "text": "", "outcome": ""}
     draft["subject"], draft["body_text"] = renderer.later_letter(kind, context)
     draft["id"] = conn.execute(letter_table.insert().values(**draft)).inserted_primary_key[0]
     queue_email(conn, draft, wave, INVITATION_KIND[kind], settings, now, renderer=renderer)
     return draft
 
 
+def reply_outcome(row: Any) -> str:
+    """What a reply means: the staff's outcome where they coded one, else the engine's suggestion."""
+    return row["outcome"] or row["suggested_outcome"] or ""
+
+
+def answers_letter(conn: Connection, inbound_id: int) -> bool:
+    """Whether a reply answers its letter, or only holds it (a holding reply, an acknowledgement)."""
+    i = inbound_table.c
+    row = conn.execute(select(i.outcome, i.suggested_outcome).where(i.id == inbound_id)).one()._mapping
+    return reply_outcome(row) not in NOT_YET_ANSWERED
+
+
 def reply_context(conn: Connection, inbound_id: int, original: dict[str, Any]) -> dict[str, Any]:
-    """A reply as a follow-up template may quote it: who, when, and its opening words."""
+    """A reply as a follow-up template may quote it: who, when, its opening words, and its outcome
+    (which picks the template's wording for a supportive reply or for a refusal or non-answer)."""
     row = conn.execute(select(inbound_table).where(inbound_table.c.id == inbound_id)).one()._mapping
     text = (row["text"] or "").strip()
     return {
@@ -168,6 +184,7 @@ def reply_context(conn: Connection, inbound_id: int, original: dict[str, Any]) -
         "date": letter_date(row["authored_at"] or row["received_at"]),
         "excerpt": excerpt(text),
         "text": text,
+        "outcome": reply_outcome(row),
     }
 
 
@@ -187,8 +204,11 @@ def excerpt(text: str) -> str:
 def draft_follow_up(
     conn: Connection, letter: dict[str, Any], inbound_id: int, settings: Settings, now: datetime
 ) -> bool:
-    """When an employer replies to a member's letter (or its chaser), draft the wave's follow-up."""
+    """When an employer answers a member's letter (or its chaser), draft the wave's follow-up;
+    a holding reply or an acknowledgement drafts nothing (see NOT_YET_ANSWERED)."""
     if letter["kind"] == "follow_up" or letter["target_kind"] != "employer":
+        return False
+    if not answers_letter(conn, inbound_id):
         return False
     original = letter
     if letter["kind"] == "chaser" and letter.get("parent_id"):

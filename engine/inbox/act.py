@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from engine.followup.drafts import draft_follow_up
+from engine.followup.chase import restart_reply_clock
+from engine.followup.drafts import answers_letter, draft_follow_up
 from engine.inbox.classify import Classification
 from engine.inbox.match import AWAITING, Analysis, Matcher
 from engine.mail.outbox import INVITATIONS
@@ -59,11 +60,35 @@ def act(
         ):
             done.addresses_suppressed += 1
     elif analysis.kind == "reply" and analysis.letter is not None and counts_as_reply(analysis):
-        replied = mark_replied(conn, analysis.letter, analysis.authored_at or now, now)
+        replied, drafted = record_reply(
+            conn, analysis.letter, inbound_id, analysis.authored_at or now, settings, now
+        )
         done.letters_replied += replied
-        if replied and follow_up(conn, analysis.letter, inbound_id, settings, now):
-            done.follow_ups += 1
+        done.follow_ups += drafted
     return done
+
+
+def record_reply(
+    conn: Connection,
+    letter: dict[str, Any],
+    inbound_id: int,
+    replied_at: datetime,
+    settings: Settings,
+    now: datetime,
+) -> tuple[int, int]:
+    """(letters replied, follow-ups drafted) for a target's reply to `letter`.
+
+    A reply that answers marks the letter replied and drafts its follow-up; a holding reply or
+    an acknowledgement (coded or suggested) to a letter that is chased (not an MP's: MPs are not
+    chased, and "I have asked the minister" is their answer) leaves it awaiting an answer, its
+    reply clock restarted.
+    """
+    if letter["target_kind"] != "mp" and not answers_letter(conn, inbound_id):
+        restart_reply_clock(conn, letter, now)
+        return 0, 0
+    replied = mark_replied(conn, letter, replied_at, now)
+    drafted = bool(replied and follow_up(conn, letter, inbound_id, settings, now))
+    return replied, int(drafted)
 
 
 def counts_as_reply(analysis: Analysis) -> bool:

@@ -13,7 +13,8 @@ from engine.store.models import OUTCOMES
 
 _PHRASES: dict[str, tuple[str, ...]] = {
     "holding": (
-        r"will (respond|reply|write|come back|get back|be in touch)",
+        # "will write to the Secretary of State" is the campaign's ask granted, not a promise to answer.
+        r"will (respond|reply|write(?! to the secretary of state)|come back|get back|be in touch)",
         r"in due course",
         r"full(er)? (response|reply|answer)",
         r"(get|come) back to you",

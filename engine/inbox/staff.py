@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, or_, select
 
 from engine.errors import CampaignError
-from engine.inbox.act import bounce_message, follow_up, mark_replied
+from engine.followup.drafts import NOT_YET_ANSWERED, reply_outcome
+from engine.inbox.act import bounce_message, record_reply
 from engine.inbox.classify import classify, parse
 from engine.inbox.match import Matcher, normal_reference, suggest_letters
 from engine.inbox.outcomes import check_outcome, suggest_outcome
@@ -21,6 +22,7 @@ from engine.store.models import (
     failure_table,
     inbound_table,
     letter_table,
+    member_table,
     outbox_table,
     utcnow,
 )
@@ -255,9 +257,9 @@ def _match(
     )
     replied = follow_ups = 0
     if kind == "reply":
-        replied = mark_replied(conn, letter, reply["authored_at"] or reply["received_at"], now)
-        if replied and follow_up(conn, letter, reply["id"], settings, now):
-            follow_ups = 1
+        replied, follow_ups = record_reply(
+            conn, letter, reply["id"], reply["authored_at"] or reply["received_at"], settings, now
+        )
     record_event(conn, "replies.match", reply=reply["id"], reference=letter["reference"])
     return {
         "reply": reply["id"],
@@ -403,15 +405,23 @@ def log_paper_reply(
                 suggested_outcome=suggest_outcome(note) if note else None,
             )
         ).inserted_primary_key[0]
-        replied = mark_replied(conn, letter, received, now)
-        drafted = bool(replied and follow_up(conn, letter, reply_id, settings, now))
+        _, drafted = record_reply(conn, letter, reply_id, received, settings, now)
         record_event(conn, "replies.log", reply=reply_id, reference=letter["reference"])
-    return {"reply": reply_id, "reference": letter["reference"], "already": False, "follow_up": drafted}
+    return {"reply": reply_id, "reference": letter["reference"], "already": False, "follow_up": bool(drafted)}
 
 
-def set_outcome(engine: Engine, reply_id: int, outcome: str) -> dict[str, Any]:
-    """Staff's reading of what a reply means for the campaign; it replaces the suggestion."""
+def set_outcome(
+    engine: Engine, reply_id: int, outcome: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Staff's reading of what a reply means for the campaign; it replaces the suggestion.
+
+    A reply held back as a holding reply or an acknowledgement that staff now code as an answer
+    (supportive, refusal, non-committal) answers its letter then: with `settings`, the letter is
+    marked replied and its follow-up drafted, in the wording the new outcome picks.
+    """
     outcome = check_outcome(outcome)
+    now = utcnow()
+    replied = drafted = 0
     with engine.begin() as conn:
         reply = reply_for(conn, reply_id)
         if reply["kind"] != "reply":
@@ -419,6 +429,34 @@ def set_outcome(engine: Engine, reply_id: int, outcome: str) -> dict[str, Any]:
         conn.execute(
             inbound_table.update()
             .where(inbound_table.c.id == reply_id)
-            .values(outcome=outcome, outcome_at=utcnow())
+            .values(outcome=outcome, outcome_at=now)
         )
-    return {"reply": reply_id, "outcome": outcome, "suggested": reply["suggested_outcome"]}
+        held = reply_outcome(reply) in NOT_YET_ANSWERED and outcome not in NOT_YET_ANSWERED
+        if held and settings is not None and reply["letter_id"] is not None and _from_target(conn, reply):
+            letter = dict(
+                conn.execute(select(letter_table).where(letter_table.c.id == reply["letter_id"]))
+                .one()
+                ._mapping
+            )
+            replied, drafted = record_reply(
+                conn, letter, reply_id, reply["authored_at"] or reply["received_at"], settings, now
+            )
+    return {
+        "reply": reply_id,
+        "outcome": outcome,
+        "suggested": reply["suggested_outcome"],
+        "replied": bool(replied),
+        "follow_up": bool(drafted),
+    }
+
+
+def _from_target(conn: Connection, reply: dict[str, Any]) -> bool:
+    """A reply counts for its letter unless it is the member writing in their own words."""
+    if reply["forwarded"] or reply["source"] == "paper" or reply["match_method"] == "staff":
+        return True
+    member_email = conn.execute(
+        select(member_table.c.email)
+        .join(letter_table, letter_table.c.member_id == member_table.c.id)
+        .where(letter_table.c.id == reply["letter_id"])
+    ).scalar()
+    return (reply["author_addr"] or "").lower() != (member_email or "").lower()

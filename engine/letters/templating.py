@@ -67,8 +67,9 @@ OPTIONAL_MEMBER_FIELDS = (
 )
 
 
-# What a follow-up letter knows of the reply it answers, and what the MP questionnaire links to.
-REPLY_FIELDS = ("author", "date", "excerpt", "text")
+# What a follow-up letter knows of the reply it answers (outcome: as staff coded it, else as suggested),
+# and what the MP questionnaire links to.
+REPLY_FIELDS = ("author", "date", "excerpt", "text", "outcome")
 ANSWER_FIELDS = ("yes", "not_yet", "no")
 
 
