@@ -116,8 +116,10 @@ def _union_headers(
 
 def _union_mail_builder(
     render: Callable[[WaveRenderer, dict[str, Any], str], tuple[str, str]],
+    prepare: Callable[[dict[str, Any], dict[str, Any], Settings], None] | None = None,
 ) -> Callable[..., bytes]:
-    """A builder for union-to-member mail whose two parts `render` makes from the frozen templates."""
+    """A builder for union-to-member mail whose two parts `render` makes from the frozen templates,
+    after `prepare` adds what that kind of email needs to the context."""
 
     def build(
         outbox: dict[str, Any],
@@ -129,6 +131,8 @@ def _union_mail_builder(
     ) -> bytes:
         context = email_context(letter, wave, settings)
         context.update(later_context(outbox["kind"], letter, settings))
+        if prepare is not None:
+            prepare(context, letter, settings)
         text, html = render(renderer, context, outbox["kind"])
         headers = _union_headers(outbox, letter, settings, context, date or outbox["created_at"])
         return alternative(headers, text, html)
@@ -139,23 +143,12 @@ def _union_mail_builder(
 build_invitation = _union_mail_builder(lambda renderer, context, kind: renderer.invitation(context))
 # Emails queued after launch: follow-up and chaser invitations, the MP questionnaire.
 build_later = _union_mail_builder(lambda renderer, context, kind: renderer.later_email(kind, context)[1:])
-
-
-def build_receipt(
-    outbox: dict[str, Any],
-    letter: dict[str, Any],
-    wave: dict[str, Any],
-    renderer: WaveRenderer,
-    settings: Settings,
-    date: datetime | None = None,
-) -> bytes:
-    """The member's one message about their sent letter: its text exactly as it went, with its
-    subject, reference and date (the letter itself carries no copy to them)."""
-    context = email_context(letter, wave, settings)
-    context["letter"].update(receipt_fields(letter, settings))
-    _, text, html = renderer.receipt(context)
-    headers = _union_headers(outbox, letter, settings, context, date or outbox["created_at"])
-    return alternative(headers, text, html)
+# The member's one message about their sent letter: its text exactly as it went, with its
+# subject, reference and date (the letter itself carries no copy to them).
+build_receipt = _union_mail_builder(
+    lambda renderer, context, kind: renderer.receipt(context)[1:],
+    lambda context, letter, settings: context["letter"].update(receipt_fields(letter, settings)),
+)
 
 
 def receipt_fields(letter: dict[str, Any], settings: Settings) -> dict[str, Any]:
