@@ -58,12 +58,6 @@ _REPLY_SUBJECT = re.compile(
 _FORWARD_SUBJECT = re.compile(
     r"^\s*(fwd?|fw|wg|tr|rv|enc|i|doorst|vb|vs|pd|fs|ynt|odp: fw)\s*(\[\d+\])?\s*:", re.I
 )
-_FORWARD_SEPARATOR = re.compile(
-    r"forwarded message|begin forwarded message|weitergeleitete nachricht|message transf[ée]r[ée]|"
-    r"mensaje reenviado|messaggio inoltrato|doorgestuurd bericht|wiadomo[śs][ćc] przekazana|"
-    r"videresendt melding|vidarebefordrat meddelande|neges wedi'i hanfon ymlaen",
-    re.I,
-)
 
 
 @dataclass
@@ -234,7 +228,7 @@ class Matcher:
         below a reply (Outlook writes the same block for both)."""
         if (block.author_addr or "").endswith("@" + self.domain):
             return False  # our own mail, quoted: the reply is above it
-        if _FORWARD_SUBJECT.match(header_value(message, "Subject")) or _FORWARD_SEPARATOR.search(text):
+        if _FORWARD_SUBJECT.match(header_value(message, "Subject")) or block.after_separator:
             return True
         # Members forward their targets' replies; anyone else writing with a quote is replying.
         return analysis.from_member
