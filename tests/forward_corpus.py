@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formataddr, format_datetime, make_msgid
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
 from html import escape
 
 # The words each language's clients use. sent: Outlook's "Sent"; date: Gmail's and Thunderbird's

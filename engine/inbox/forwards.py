@@ -61,8 +61,9 @@ _LABELS = {
 _FIELD_OF = {label: name for name, labels in _LABELS.items() for label in labels}
 # "From: x", "*From:* x" (Outlook's plain text of bold labels), "De : x" (French spacing),
 # "差出人：x" (a full-width colon), "> From: x"; the label is one to four words in any script.
+_WORD = r"[^\W\d_][^\W\d_'.]*"
 _HEADER_LINE = re.compile(
-    r"^\s*(?:>\s*)*[*_]*\s*([^\W\d_][^\W\d_'.]*(?: [^\W\d_][^\W\d_'.]*){0,3})\s*[*_]*\s*[:：]\s*[*_]*\s*(.*?)\s*$"
+    rf"^\s*(?:>\s*)*[*_]*\s*({_WORD}(?: {_WORD}){{0,3}})\s*[*_]*\s*[:：]\s*[*_]*\s*(.*?)\s*$"
 )
 _ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 # A date as a forward block writes it, in any language: a year and at least one more number
