@@ -17,6 +17,7 @@ from forward_corpus import CLIENTS, LANGUAGES, NORDIC, REPLY_MOMENT, SLAVIC, Rep
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from engine.inbox.documents import DOCX, attached_documents
 from engine.inbox.forwards import body_text, find_attached, find_inline, label_meaning
 
 REPLY = Reply(
@@ -163,3 +164,49 @@ def test_any_block_of_labelled_lines_with_the_senders_address_and_a_date_is_a_fo
     assert found.author_addr == "m.lloyd@kent.example.gov.uk"
     assert found.date is not None
     assert "carry out a risk assessment" in found.text
+
+
+# ---- replies sent as documents ----------------------------------------------------
+
+
+def _with_attachment(filename: str, mime: str, data: bytes) -> Message:
+    built = build_forward(
+        "gmail",
+        "en",
+        REPLY,
+        "Aisha Khan",
+        "aisha.khan@members.example.org",
+        attachment=(filename, mime, data),
+    )
+    return parsed(built.raw)
+
+
+def test_a_word_letter_attached_to_a_reply_is_read():
+    import io
+
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("We support your request and will write to the Secretary of State.")
+    out = io.BytesIO()
+    document.save(out)
+    found = attached_documents(_with_attachment("Reply.docx", DOCX, out.getvalue()))
+    assert [(d.filename, d.kind, d.problem) for d in found] == [("Reply.docx", "docx", None)]
+    assert "write to the Secretary of State" in found[0].text
+
+
+def test_a_broken_or_hostile_document_is_named_and_never_stops_the_message():
+    import io
+    import zipfile
+
+    broken = _with_attachment("letter.pdf", "application/pdf", b"%PDF-1.7\n this is not a PDF at all")
+    assert [(d.kind, d.text) for d in attached_documents(broken)] == [("pdf", "")]
+    assert attached_documents(broken)[0].problem
+    # A "Word document" whose zip would inflate to gigabytes is not unpacked.
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"\0" * (60 * 1024 * 1024))
+    found = attached_documents(_with_attachment("Reply.docx", DOCX, bomb.getvalue()))
+    assert found[0].text == "" and "could not be read" in found[0].problem
+    # Any other attachment is not a document of the reply.
+    assert attached_documents(_with_attachment("photo.png", "image/png", b"\x89PNG\r\n\x1a\n")) == []

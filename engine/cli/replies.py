@@ -253,6 +253,10 @@ def replies_show(app: App, reply_id: int, raw: bool, as_json: bool) -> None:
             x for x in (row["author_name"], f"<{row['author_addr']}>" if row["author_addr"] else None) if x
         )
         click.echo(f"  written by: {author}" + (" (forwarded)" if row["forwarded"] else ""))
+    if row.get("attachment_name"):
+        click.echo(
+            f"  attached: {row['attachment_name']} (kept with the message: replies show {row['id']} --raw)"
+        )
     if row["outcome"] or row["suggested_outcome"]:
         click.echo(f"  outcome: {row['outcome'] or '-'} (suggested: {row['suggested_outcome'] or '-'})")
     if row["problem"]:

@@ -207,6 +207,24 @@ def _ses_notification(message: Message) -> Classification | None:
     return None
 
 
+# An out-of-office's own words, for one that reaches us forwarded (its headers are gone).
+_AUTO_TEXT = re.compile(
+    r"\b(out of (the )?office|away from (the|my) (office|desk)|on (annual|maternity|sick) leave|"
+    r"(currently|presently) (away|out|on leave|absent)|limited access to (my )?e-?mail|"
+    r"(respond|reply|return) .{0,40}on my return|until my return|"
+    r"this (mailbox|inbox|email address) is (not )?(monitored|unmonitored))",
+    re.I,
+)
+
+
+def forwarded_auto_reply(subject: str | None, text: str) -> bool:
+    """Whether a forwarded message is an automatic reply: its subject says so, or it is short and
+    says the writer is away. A real answer that mentions leave runs longer than an absence note."""
+    if _AUTO_SUBJECT.search(" ".join((subject or "").split())):
+        return True
+    return len(text) < 600 and bool(_AUTO_TEXT.search(text))
+
+
 def _is_auto_reply_by_subject(message: Message) -> bool:
     return bool(_AUTO_SUBJECT.search(_header(message, "Subject")))
 

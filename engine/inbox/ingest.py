@@ -281,6 +281,7 @@ def message_row(
             text=analysis.text[:_TEXT_LIMIT] or None,
             triage=analysis.triage,
             authentication=analysis.auth.summary,
+            attachment_name=", ".join(d.filename for d in analysis.documents)[:500] or None,
         )
         if analysis.kind == "reply" and analysis.text:
             row["suggested_outcome"] = suggest_outcome(analysis.text)

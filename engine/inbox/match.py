@@ -25,7 +25,8 @@ from typing import Any
 
 from sqlalchemy import Connection, exists, func, select
 
-from engine.inbox.classify import Classification, classify, content_type, parse
+from engine.inbox.classify import Classification, classify, content_type, forwarded_auto_reply, parse
+from engine.inbox.documents import Document, attached_documents
 from engine.inbox.forwards import Forwarded, body_text, find_attached, find_inline, own_text
 from engine.inbox.sender_auth import SenderAuthentication, read_authentication
 from engine.letters.links import check_token, link_token
@@ -82,6 +83,8 @@ class Analysis:
     # Where the evidence points when it is too weak to act on, and why: staff decide.
     suggested: dict[str, Any] | None = None
     triage: str | None = None
+    # PDF and Word documents attached to a reply, with their text where it could be read.
+    documents: list[Document] = field(default_factory=list)
 
 
 def header_value(message: Message, name: str) -> str:
@@ -133,9 +136,17 @@ class Matcher:
             analysis.author_name, analysis.author_addr = forwarded.author_name, forwarded.author_addr
             analysis.authored_at = forwarded.date
             analysis.text = forwarded.text
+            if analysis.kind == "reply" and forwarded_auto_reply(forwarded.subject, forwarded.text):
+                analysis.kind = "auto_reply"  # a member passing on an out-of-office: no answer yet
         else:
             analysis.author_name, analysis.author_addr = name or None, addr or None
             analysis.text = _own_words(text)
+        # A reply sent as an attached letter: its words are in the document, not the email.
+        analysis.documents = attached_documents(message)
+        readable = [d for d in analysis.documents if d.text]
+        if readable:
+            parts = [analysis.text, *(f"[{d.filename}]\n{d.text}" for d in readable)]
+            analysis.text = "\n\n".join(part for part in parts if part)
         letter, method = self.match(conn, message, text, analysis)
         analysis.method = method
         doubt = self._doubt(conn, letter, method, analysis) if letter is not None else None
@@ -399,13 +410,8 @@ class Matcher:
         if not rows:
             rows = self._by_target_address(conn, address)
             return (rows[0], "target_address") if len(rows) == 1 else (None, None)
-        author = (analysis.author_addr or "").lower()
-        if author and analysis.forwarded is not None:
-            domain = author.rpartition("@")[2]
-            same = [r for r in rows if (r["target_email"] or "").lower() == author]
-            same = same or [r for r in rows if (r["target_email"] or "").lower().endswith("@" + domain)]
-            if same:
-                rows = same
+        if analysis.forwarded is not None:
+            rows = _narrowed(rows, analysis)
         awaiting = [r for r in rows if r["state"] in AWAITING]
         if len(awaiting) == 1:
             return awaiting[0], "sender"
@@ -509,6 +515,48 @@ def _raw_text(message: Message) -> str:
             elif isinstance(payload, list):
                 texts += [str(inner) for inner in payload if isinstance(inner, Message)]
     return "\n".join(texts)
+
+
+def _narrowed(rows: list[dict[str, Any]], analysis: Analysis) -> list[dict[str, Any]]:
+    """The member's open letters a forwarded reply can answer, by its author: the very address
+    we wrote to, else its domain (a council or trust answers from another person than the one
+    we wrote to), else the organisation's name in the author's name or signature; then by how
+    alike the subjects are. Each step narrows only when it keeps some; what remains may be
+    several letters, and then staff choose."""
+    forwarded = analysis.forwarded
+    assert forwarded is not None
+    author = (analysis.author_addr or "").lower()
+    domain = author.rpartition("@")[2] if "@" in author else ""
+    steps = [
+        lambda r: bool(author) and (r["target_email"] or "").lower() == author,
+        lambda r: bool(domain) and (r["target_email"] or "").lower().endswith("@" + domain),
+        lambda r: _names_organisation(r["target_name"], analysis.author_name, forwarded.text),
+    ]
+    for step in steps:
+        same = [r for r in rows if step(r)]
+        if same:
+            rows = same
+            break
+    subject = plain_subject(forwarded.subject)
+    if subject and len(rows) > 1:
+        scored = sorted(
+            ((_alike(subject, plain_subject(r["subject"])), r) for r in rows), key=lambda x: -x[0]
+        )
+        best, runner_up = scored[0][0], scored[1][0]
+        # Only a clear winner: letters of one campaign have alike subjects.
+        if best >= 0.6 and best - runner_up >= 0.25:
+            rows = [r for alike, r in scored if alike == best]
+    return rows
+
+
+def _names_organisation(target_name: str | None, author_name: str | None, text: str) -> bool:
+    """Whether the author signs for the letter's recipient organisation ("HR Team, Kent County
+    Council"). Only names of several words count: one word is too often an ordinary one."""
+    name = " ".join((target_name or "").split()).casefold()
+    if len(name.split()) < 2:
+        return False
+    signed = " ".join(f"{author_name or ''} {text[-400:]}".split()).casefold()
+    return name in signed
 
 
 def _own_words(text: str) -> str:
