@@ -287,3 +287,28 @@ def test_a_forward_that_could_answer_either_letter_goes_to_staff_with_both(campa
             ).scalars()
         )
     assert states == {"sent"}
+
+
+def test_the_subject_chooses_between_two_letters_when_the_author_cannot(campaign):
+    engine, _ = campaign
+    letters = _letters(engine)
+    member_id = max(member_id for member_id, _ in letters)
+    employer, mp = letters[(member_id, "employer")], letters[(member_id, "mp")]
+    # The MP answered from a personal address: neither letter's address or domain.
+    reply = Reply("Sam Okafor", "sam.okafor.constituency@mailbox.example", f"Re: {mp['subject']}",
+                  "Dear constituent,\n\nI have raised the inspection framework with the Secretary of State.")  # fmt: skip
+    member_name = f"{employer['first_name']} {employer['last_name']}"
+    inbound_id = Ingester(engine, SETTINGS).record(
+        build_forward("apple_mail", "sv", reply, member_name, employer["email"]).raw, "eml"
+    )
+    with engine.connect() as conn:
+        row = conn.execute(select(inbound_table).where(inbound_table.c.id == inbound_id)).one()
+        states = dict(
+            conn.execute(
+                select(letter_table.c.id, letter_table.c.state).where(
+                    letter_table.c.id.in_([employer["id"], mp["id"]])
+                )
+            ).all()
+        )
+    assert (row.letter_id, row.match_method) == (mp["id"], "sender")
+    assert states == {mp["id"]: "replied", employer["id"]: "sent"}

@@ -1,14 +1,16 @@
 """Finding the message a member forwarded: its real author, date, subject and words.
 
-Members pass on their employer's reply in whatever mail client they use.
-Some attach it whole (message/rfc822); most paste it inline under a block of
-header lines in the client's own words and language: Gmail's
+Members pass on their employer's reply in whatever mail client they use, in
+whatever language it speaks. Some attach it whole (message/rfc822); most paste
+it inline under a block of header lines in the client's own words: Gmail's
 "---------- Forwarded message ---------" then From/Date/Subject/To, Outlook's
-From/Sent/To/Subject after a rule, Apple Mail's "Begin forwarded message:",
-Thunderbird's Subject/Date/From/To table, German "Von:/Gesendet:/Betreff:",
-French "De :/Envoyé :/Objet :", and so on. Rather than one pattern per client,
-a forward is recognised by its shape: a run of header lines, one naming the
-author and at least two more naming the date, subject or recipients.
+From/Sent/To/Subject under a rule, Apple Mail's "Begin forwarded message:",
+Thunderbird's Subject/Date/From/To, Yahoo's whole block run into one line, and
+each of them as "Von:", "Od:", "Kimden:", "От:", "差出人：" and so on. No list of
+phrases can keep up, so a forward is recognised by its shape: a run of
+`Label: value` lines, in any script, where one value holds an address and one
+a date (or which sits under a separator line). A table of known labels only
+says which line is which when it knows them; what a line holds decides.
 """
 
 from __future__ import annotations
