@@ -79,6 +79,11 @@ class Settings:
     # verdicts are read (anyone can add such a header further down). Unset: all are read,
     # and only a failure is acted on.
     authserv_id: str | None = None
+    # Files attached to a wave's letters, in KB: each file, and all of a wave's together. Base64
+    # makes a message a third larger than its files, so 5 MB of files stays under the 10 MB that
+    # many receiving servers (on-premises Exchange among them) accept by default.
+    attach_file_max_kb: int = 5120
+    attach_max_kb: int = 5120
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -108,6 +113,8 @@ class Settings:
             imap_password=env.get("IMAP_PASSWORD") or None,
             imap_ca_file=env.get("IMAP_CA_FILE") or None,
             authserv_id=env.get("CAMPAIGN_AUTHSERV_ID") or None,
+            attach_file_max_kb=int(_number(env, "CAMPAIGN_ATTACH_FILE_MAX_KB", 5120)),
+            attach_max_kb=int(_number(env, "CAMPAIGN_ATTACH_MAX_KB", 5120)),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         if not settings.secret_file:
@@ -207,6 +214,12 @@ class Settings:
                 )
         if self.bounce_domain and not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]{2,}", self.bounce_domain):
             raise CampaignError(f"BOUNCE_DOMAIN: {self.bounce_domain!r} is not a domain name")
+        for name, kb in (
+            ("CAMPAIGN_ATTACH_FILE_MAX_KB", self.attach_file_max_kb),
+            ("CAMPAIGN_ATTACH_MAX_KB", self.attach_max_kb),
+        ):
+            if not 1 <= kb <= 20480:
+                raise CampaignError(f"{name}: must be between 1 and 20480 (KB)")
         if not 1 <= self.http_concurrency <= 16:
             raise CampaignError("CAMPAIGN_HTTP_CONCURRENCY: must be between 1 and 16")
 

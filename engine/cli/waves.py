@@ -8,12 +8,26 @@ import click
 
 from engine.cli.app import App, UserError, main, pass_app
 from engine.cli.output import Progress, echo_json, echo_table
-from engine.letters.documents import LEFT_OUT_WORDS, letter_document, pdf_bytes, write_wave_pdfs
+from engine.letters.attachments import kb
+from engine.letters.documents import (
+    LEFT_OUT_WORDS,
+    letter_document,
+    pdf_bytes,
+    wave_attachments_pdf,
+    write_wave_pdfs,
+)
 from engine.letters.launch import launch_wave, left_out, preview_merge
 from engine.letters.link_secret import reinvite_wave
 from engine.letters.targeting import nations_label, where_label
 from engine.letters.template_check import check_template_file
-from engine.letters.waves import WaveSpec, create_wave, edit_wave, get_wave, list_waves, wave_status
+from engine.letters.waves import (
+    WaveSpec,
+    create_wave,
+    edit_wave,
+    list_waves,
+    wave_details,
+    wave_status,
+)
 from engine.mail.outbox import build_invitation, parse_message
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, WAVE_TARGETS
@@ -140,12 +154,26 @@ def wave_options(create: bool):
                 help="Letter offered when no reply comes in time (employer waves: employer-chaser).",
             ),
             click.option(
+                "--attach",
+                multiple=True,
+                metavar="FILE",
+                help="A PDF or DOCX file to send with every letter and print after it (repeatable; "
+                "stored now, so later changes to the file change nothing; a file of the same name "
+                "replaces the one attached).",
+            ),
+            click.option(
                 "--ask-after",
                 "ask_days",
                 type=int,
                 help="Days after an MP letter goes before asking the member if the MP replied (default 14).",
             ),
         ]
+        if not create:
+            options.append(
+                click.option(
+                    "--detach", multiple=True, metavar="NAME", help="Remove an attachment by its name."
+                )
+            )
         for option in reversed(options):
             f = option(f)
         return f
@@ -154,8 +182,8 @@ def wave_options(create: bool):
 
 
 def _spec(**kw) -> WaveSpec:
-    where = kw.pop("where")
-    return WaveSpec(where=list(where) if where else None, **kw)
+    lists = {name: list(kw.pop(name, ()) or ()) or None for name in ("where", "attach", "detach")}
+    return WaveSpec(**lists, **kw)
 
 
 def _print_wave(wave: dict) -> None:
@@ -175,6 +203,8 @@ def _print_wave(wave: dict) -> None:
         later.append(f"asks whether the MP replied after {wave['ask_days']} days")
     if any(later):
         click.echo("  " + "   ".join(x for x in later if x))
+    for attachment in wave.get("attachments") or ():
+        click.echo(f"  attached: {attachment['name']} ({attachment['type']}, {kb(attachment['size'])})")
 
 
 @main.group()
@@ -195,8 +225,8 @@ def wave_create(app: App, name: str, **options) -> None:
       campaign wave create "SoS pause" --target fixed --letter secretary-of-state --invite invitation \\
           --to "Secretary of State for Education <sos@education.example>" --where role=Headteacher
     """
-    wave = create_wave(app.engine(), name, _spec(**options), app.settings)
-    _print_wave(wave)
+    create_wave(app.engine(), name, _spec(**options), app.settings)
+    _print_wave(wave_details(app.engine(), name))
     click.echo(f"Next: campaign wave preview {name!r}")
 
 
@@ -211,7 +241,8 @@ def wave_edit(app: App, name: str, **options) -> None:
     Example:
       campaign wave edit "MPs autumn" --reply-days 15 --where region=London
     """
-    _print_wave(edit_wave(app.engine(), name, _spec(**options), app.settings))
+    edit_wave(app.engine(), name, _spec(**options), app.settings)
+    _print_wave(wave_details(app.engine(), name))
 
 
 @wave.command("list")
@@ -253,7 +284,7 @@ def wave_show(app: App, name: str, as_json: bool) -> None:
     Example:
       campaign wave show "MPs autumn"
     """
-    wave = get_wave(app.engine(), name)
+    wave = wave_details(app.engine(), name)
     wave.pop("frozen", None)
     if as_json:
         echo_json(wave)
@@ -306,7 +337,8 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
     if suffix == ".html":
         data = document.encode()
     elif suffix == ".pdf":
-        data = pdf_bytes([document])
+        # As it will print: the letter, then the wave's attachments.
+        data = pdf_bytes([document], wave_attachments_pdf(app.engine(), wave.get("id")))
     elif suffix == ".eml":
         data = raw
     else:

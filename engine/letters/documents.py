@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, select
 
 from engine import system
 from engine.errors import CampaignError
+from engine.letters.attachments import attachments_pdf, carries_attachments, wave_attachments
 from engine.letters.merge import letter_words, member_from_snapshot
 from engine.letters.render import WaveRenderer
 from engine.store.files import make_folder, write_atomically
@@ -178,32 +180,75 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
 
 
-def render_pdf(documents: list[str]) -> tuple[bytes, int]:
+def render_pdf(documents: list[str], appended: bytes | None = None) -> tuple[bytes, int]:
     """Render letter documents (same layout) into one PDF, each letter from a new page;
-    returns the PDF and its number of pages."""
+    returns the PDF and its number of pages. `appended` (a PDF: the wave's attachments) is
+    put after each letter's own pages."""
     # Loaded here: it loads Pango, which most commands never need.
     HTML = system.weasyprint().HTML  # noqa: N806
 
     if len(documents) == 1:
         rendered = HTML(string=documents[0]).render()
-        return rendered.write_pdf(), len(rendered.pages)
-    # One document with page breaks renders several times faster than one per letter. The
-    # layout's named page starts a page group at each forced break, so page numbers and the
-    # first-page look restart with each letter.
-    head = documents[0].split("<body", 1)[0]
-    bodies = []
-    for i, document in enumerate(documents):
-        match = _BODY.search(document)
-        inner = match.group(1) if match else document
-        brk = ' style="page-break-after: always"' if i < len(documents) - 1 else ""
-        bodies.append(f"<section{brk}>{inner}</section>")
-    rendered = HTML(string=f"{head}<body>{''.join(bodies)}</body></html>").render()
-    return rendered.write_pdf(), len(rendered.pages)
+        starts = [0]
+    else:
+        # One document with page breaks renders several times faster than one per letter. The
+        # layout's named page starts a page group at each forced break, so page numbers and the
+        # first-page look restart with each letter.
+        head = documents[0].split("<body", 1)[0]
+        bodies = []
+        for i, document in enumerate(documents):
+            match = _BODY.search(document)
+            inner = match.group(1) if match else document
+            brk = ' style="page-break-after: always"' if i < len(documents) - 1 else ""
+            bodies.append(f'<section id="printed-letter-{i}"{brk}>{inner}</section>')
+        rendered = HTML(string=f"{head}<body>{''.join(bodies)}</body></html>").render()
+        starts = _letter_starts(rendered.pages, len(documents)) if appended else []
+    data = rendered.write_pdf()
+    if not appended:
+        return data, len(rendered.pages)
+    return append_after_each(data, starts, appended)
 
 
-def pdf_bytes(documents: list[str]) -> bytes:
-    """Render letter documents (same layout) into one PDF, a new page for each letter."""
-    return render_pdf(documents)[0]
+def _letter_starts(pages: list[Any], letters: int) -> list[int]:
+    """The page each letter of a combined render starts on, found by its section's anchor."""
+    starts: dict[int, int] = {}
+    for number, page in enumerate(pages):
+        for anchor in page.anchors:
+            if anchor.startswith("printed-letter-"):
+                starts.setdefault(int(anchor.rsplit("-", 1)[1]), number)
+    return [starts[i] for i in range(letters)]
+
+
+def append_after_each(letters_pdf: bytes, starts: list[int], appended: bytes) -> tuple[bytes, int]:
+    """The letters' PDF with `appended` after each letter (each starting at a page in `starts`);
+    returns the PDF and its number of pages. The appended pages' fonts and images are written
+    once and shared by every copy."""
+    from pypdf import PdfReader, PdfWriter  # loaded here: only print runs with attachments need it
+
+    letters = PdfReader(io.BytesIO(letters_pdf))
+    extra = PdfReader(io.BytesIO(appended))
+    writer = PdfWriter()
+    ends = [*starts[1:], len(letters.pages)]
+    for start, end in zip(starts, ends, strict=True):
+        for number in range(start, end):
+            writer.add_page(letters.pages[number])
+        for page in extra.pages:
+            writer.add_page(page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue(), len(writer.pages)
+
+
+def pdf_bytes(documents: list[str], appended: bytes | None = None) -> bytes:
+    """Render letter documents (same layout) into one PDF, a new page for each letter, with
+    `appended` (the wave's attachments_pdf) after each."""
+    return render_pdf(documents, appended)[0]
+
+
+def wave_attachments_pdf(engine: Engine, wave_id: int | None) -> bytes | None:
+    """A wave's attachments as the pages printed after each of its first letters, or None."""
+    with engine.connect() as conn:
+        return attachments_pdf(wave_attachments(conn, wave_id))
 
 
 # Why a letter is left out of a print run, by its state: (key for --json, words for people).
@@ -322,6 +367,8 @@ def write_wave_pdfs(
     if on_start is not None:
         on_start(len(chosen))
     renderer = WaveRenderer(wave["frozen"])
+    # Rendered once for the run, and put after every first letter (attachments.carries_attachments).
+    appended = wave_attachments_pdf(engine, wave["id"])
     batch_size = 200  # a print run's files, and letters read at once: bounds the memory used
     for start in range(0, len(chosen), batch_size):
         letters = _letters_by_id(engine, chosen[start : start + batch_size])
@@ -331,7 +378,13 @@ def write_wave_pdfs(
         else:
             files = [(out / f"{letter['reference']}.pdf", [letter]) for letter in letters]
         for path, printed in files:
-            data, pages = render_pdf([letter_document(letter, renderer) for letter in printed])
+            documents = [letter_document(letter, renderer) for letter in printed]
+            if appended and all(carries_attachments(letter) for letter in printed):
+                data, pages = render_pdf(documents, appended)
+            elif appended:
+                data, pages = _mixed_run(printed, documents, appended)
+            else:
+                data, pages = render_pdf(documents)
             write_atomically(path, data)
             run.files.append(path)
             run.letters += len(printed)
@@ -339,6 +392,20 @@ def write_wave_pdfs(
             if progress is not None:
                 progress(len(printed))
     return run
+
+
+def _mixed_run(printed: list[dict[str, Any]], documents: list[str], appended: bytes) -> tuple[bytes, int]:
+    """A run of first letters with follow-ups or chasers among them: the attachments after the
+    first letters only."""
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    for letter, document in zip(printed, documents, strict=True):
+        data, _ = render_pdf([document], appended if carries_attachments(letter) else None)
+        writer.append(io.BytesIO(data))
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue(), len(writer.pages)
 
 
 def _letters_by_id(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:

@@ -49,8 +49,11 @@ MEMBER_FIELDS = (
 TARGET_FIELDS = ("name", "salutation", "address", "email", "kind", "constituency", "party")
 WAVE_FIELDS = ("name", "reply_days", "asks")
 LETTER_FIELDS = ("reference", "date")
-# sent_*: the letter as its target received it, set in the member's receipt (blank before it goes).
-EMAIL_LETTER_FIELDS = (*LETTER_FIELDS, "subject", "text", "sent_subject", "sent_text", "sent_on")
+# sent_*: the letter as its target received it, set in the member's receipt (blank before it goes);
+# sent_attachments: the files that went with it, each as "name (PDF, 120 KB)".
+EMAIL_LETTER_FIELDS = (
+    *LETTER_FIELDS, "subject", "text", "sent_subject", "sent_text", "sent_on", "sent_attachments",
+)  # fmt: skip
 CAMPAIGN_FIELDS = ("name", "organising_email", "sender_name", "footer", "logo_url")
 TOP_LEVEL = ("member", "target", "wave", "letter", "link", "campaign", "unsubscribe_link")
 # Member fields a template may need that a member can lack.

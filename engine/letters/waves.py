@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 
 from engine.errors import CampaignError
+from engine.letters.attachments import attachment_list, planned_attachments, store_attachments
 from engine.letters.render import freeze_templates, letter_template_path
 from engine.letters.targeting import known_columns, parse_nations, parse_where, template_nations
 from engine.letters.templating import read_template
@@ -61,6 +62,8 @@ class WaveSpec:
     chaser: str | None = None  # "" for none
     ask_days: int | None = None
     asks: str | None = None  # "" for none
+    attach: list[str] | None = None  # files to attach (a name attached already is replaced)
+    detach: list[str] | None = None  # attachment names to remove
 
 
 # An invitation says what the letter asks in one sentence a member reads at a glance.
@@ -193,10 +196,14 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
         **values,
     }
     freeze_templates(row, settings)  # fails early, with file:line, on a bad template
+    if spec.detach:
+        raise CampaignError("--detach: a new wave has no attachments yet")
+    attachments = planned_attachments(None, None, spec.attach, None, settings)
     with engine.begin() as conn:
         if conn.execute(select(wave_table.c.id).where(wave_table.c.name == name)).first():
             raise CampaignError(f"wave {name!r} already exists: use `campaign wave edit`")
-        conn.execute(wave_table.insert().values(**row))
+        wave_id = conn.execute(wave_table.insert().values(**row)).inserted_primary_key[0]
+        store_attachments(conn, wave_id, attachments)
         record_event(conn, "wave.create", wave=name)
     return get_wave(engine, name)
 
@@ -210,10 +217,13 @@ def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> 
     values = _wave_values(spec, current, engine, settings)
     freeze_templates({**current, **values}, settings)
     with engine.begin() as conn:
+        attachments = planned_attachments(conn, current["id"], spec.attach, spec.detach, settings)
+        store_attachments(conn, current["id"], attachments)
+        changed = sorted(values) + (["attachments"] if attachments else [])
         conn.execute(
             wave_table.update().where(wave_table.c.id == current["id"]).values(**values, updated_at=utcnow())
         )
-        record_event(conn, "wave.edit", wave=name, changed=sorted(values))
+        record_event(conn, "wave.edit", wave=name, changed=changed)
     return get_wave(engine, name)
 
 
@@ -227,6 +237,14 @@ def get_wave(engine_or_conn: Engine | Connection, name: str) -> dict[str, Any]:
     if row is None:
         raise CampaignError(f"no wave named {name!r} (see `campaign wave list`)")
     return dict(row._mapping)
+
+
+def wave_details(engine: Engine, name: str) -> dict[str, Any]:
+    """A wave's settings and its attachments (name, type, size, hash), for `wave show`."""
+    wave = get_wave(engine, name)
+    with engine.connect() as conn:
+        wave["attachments"] = attachment_list(conn, wave["id"])
+    return wave
 
 
 def list_waves(engine: Engine) -> list[dict[str, Any]]:

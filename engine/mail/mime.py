@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from email.header import Header
+from email.message import MIMEPart
+from email.policy import SMTP
 from functools import lru_cache
 
 from engine.members.validation import header_problem
@@ -44,22 +47,50 @@ def _part(content_type: str, body: str) -> bytes:
     ).encode("ascii") + data
 
 
-def alternative(headers: list[tuple[str, str]], text: str, html: str) -> bytes:
-    """The whole message as bytes with CRLF line ends, ready for SMTP."""
+def attachment_part(filename: str, media_type: str, data: bytes) -> bytes:
+    """One attached file as a MIME part (headers and base64 body, CRLF line ends).
+
+    Built once per wave and reused for every letter, so the standard library's slower but
+    thorough code can write it: the filename in RFC 2231 form when it is not plain ASCII.
+    """
+    maintype, subtype = media_type.split("/", 1)
+    part = MIMEPart(policy=SMTP)
+    part.set_content(
+        data, maintype, subtype, disposition="attachment", filename=filename, params={"name": filename}
+    )
+    return part.as_bytes(policy=SMTP)
+
+
+def alternative(
+    headers: list[tuple[str, str]], text: str, html: str, attachments: Sequence[bytes] = ()
+) -> bytes:
+    """The whole message as bytes with CRLF line ends, ready for SMTP: the text and HTML as
+    alternatives, inside multipart/mixed with `attachments` (from attachment_part) when there are any."""
     seed = "".join(value for _, value in headers).encode("utf-8", "replace")
     # '_' and '=' never occur together in base64 lines, so the boundary cannot clash with the parts.
     boundary = "=_campaign_" + hashlib.blake2b(seed, digest_size=12).hexdigest()
-    head = b"".join(header_line(name, value) for name, value in headers)
-    head += (
-        f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-    ).encode("ascii")
+    head = b"".join(header_line(name, value) for name, value in headers) + b"MIME-Version: 1.0\r\n"
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    return (
-        head
+    body = (
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode("ascii")
         + delimiter
         + _part("text/plain", text)
         + b"\r\n"
         + delimiter
         + _part("text/html", html)
         + f"\r\n--{boundary}--\r\n".encode("ascii")
+    )
+    if not attachments:
+        return head + body
+    mixed = boundary.replace("=_campaign_", "=_campaign_mixed_")
+    outer = f"--{mixed}\r\n".encode("ascii")
+    return b"".join(
+        [
+            head,
+            f'Content-Type: multipart/mixed; boundary="{mixed}"\r\n\r\n'.encode("ascii"),
+            outer,
+            body,
+            *(part for attachment in attachments for part in (b"\r\n", outer, attachment)),
+            f"\r\n--{mixed}--\r\n".encode("ascii"),
+        ]
     )

@@ -21,12 +21,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, or_, select
 
 from engine.errors import CampaignError, failure_text
+from engine.letters.attachments import carries_attachments, wave_attachments
 from engine.letters.documents import letter_document
 from engine.letters.launch import letter_date
 from engine.letters.links import answer_link, letter_link, link_token, unsubscribe_link
 from engine.letters.merge import letter_words, member_from_snapshot
 from engine.letters.render import WaveRenderer
-from engine.mail.mime import alternative
+from engine.mail.mime import alternative, attachment_part
 from engine.members.validation import header_problem
 from engine.settings import Settings
 from engine.store.files import make_folder, write_atomically
@@ -71,6 +72,7 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
             "sent_subject": None,
             "sent_text": None,
             "sent_on": None,
+            "sent_attachments": [],
         },
         # A follow-up or chaser is reached through the member's one link for the wave.
         "link": letter_link(settings.base_url, link_token(secret, snapshot.get("page_nonce") or nonce)),
@@ -116,7 +118,7 @@ def _union_headers(
 
 def _union_mail_builder(
     render: Callable[[WaveRenderer, dict[str, Any], str], tuple[str, str]],
-    prepare: Callable[[dict[str, Any], dict[str, Any], Settings], None] | None = None,
+    prepare: Callable[[dict[str, Any], dict[str, Any], dict[str, Any], Settings], None] | None = None,
 ) -> Callable[..., bytes]:
     """A builder for union-to-member mail whose two parts `render` makes from the frozen templates,
     after `prepare` adds what that kind of email needs to the context."""
@@ -132,7 +134,7 @@ def _union_mail_builder(
         context = email_context(letter, wave, settings)
         context.update(later_context(outbox["kind"], letter, settings))
         if prepare is not None:
-            prepare(context, letter, settings)
+            prepare(context, letter, wave, settings)
         text, html = render(renderer, context, outbox["kind"])
         headers = _union_headers(outbox, letter, settings, context, date or outbox["created_at"])
         return alternative(headers, text, html)
@@ -147,17 +149,20 @@ build_later = _union_mail_builder(lambda renderer, context, kind: renderer.later
 # subject, reference and date (the letter itself carries no copy to them).
 build_receipt = _union_mail_builder(
     lambda renderer, context, kind: renderer.receipt(context)[1:],
-    lambda context, letter, settings: context["letter"].update(receipt_fields(letter, settings)),
+    lambda context, letter, wave, settings: context["letter"].update(receipt_fields(letter, wave, settings)),
 )
 
 
-def receipt_fields(letter: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """letter.sent_subject, sent_text and sent_on: the letter as its target received it."""
+def receipt_fields(letter: dict[str, Any], wave: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """letter.sent_subject, sent_text, sent_on and sent_attachments: the letter as its target
+    received it. The receipt names the attached files; it does not carry them again."""
     sent_at = letter.get("sent_at")
+    attachments = (wave.get("attachments") or []) if carries_attachments(letter) else []
     return {
         "sent_subject": letter_subject(letter),
         "sent_text": text_as_sent(letter, settings),
         "sent_on": letter_date(sent_at) if sent_at else None,
+        "sent_attachments": [attachment.describe() for attachment in attachments],
     }
 
 
@@ -211,7 +216,19 @@ def build_letter(
         ("Message-ID", outbox["message_id"]),
         ("X-Campaign-Ref", letter["reference"]),
     ]
-    return alternative(headers, text_as_sent(letter, settings), letter_document(letter, renderer))
+    parts = (wave.get("attachment_parts") or ()) if carries_attachments(letter) else ()
+    return alternative(headers, text_as_sent(letter, settings), letter_document(letter, renderer), parts)
+
+
+def load_wave(conn: Connection, wave_id: int) -> tuple[dict[str, Any], WaveRenderer]:
+    """A wave as its mail is built: the row, its attachments with their MIME parts built once
+    (every letter of the wave reuses the same bytes), and the renderer of its frozen templates."""
+    wave = dict(conn.execute(select(wave_table).where(wave_table.c.id == wave_id)).one()._mapping)
+    wave["attachments"] = wave_attachments(conn, wave_id)
+    wave["attachment_parts"] = [
+        attachment_part(a.filename, a.media_type, a.data) for a in wave["attachments"]
+    ]
+    return wave, WaveRenderer(wave["frozen"])
 
 
 BUILDERS = {
@@ -317,12 +334,7 @@ def queued_messages(engine: Engine, settings: Settings, *, status: str = "queued
                 data = dict(row._mapping)
                 last_id = data["id"]
                 if data["wave_id"] not in renderers:
-                    wave = dict(
-                        conn.execute(select(wave_table).where(wave_table.c.id == data["wave_id"]))
-                        .one()
-                        ._mapping
-                    )
-                    renderers[data["wave_id"]] = (wave, WaveRenderer(wave["frozen"]))
+                    renderers[data["wave_id"]] = load_wave(conn, data["wave_id"])
                 wave, renderer = renderers[data["wave_id"]]
                 letter = {k[2:]: v for k, v in data.items() if k.startswith("l_")}
                 built = BuiltMessage(data["id"], data["kind"], letter["reference"], b"", data["to_addr"])

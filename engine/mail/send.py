@@ -36,13 +36,14 @@ from engine.mail.outbox import (
     build_problem,
     check_sender,
     email_context,
+    load_wave,
     set_aside,
 )
 from engine.mail.smtp import DeliveryError
 from engine.settings import Settings
 from engine.store.db import FastStatement
 from engine.store.events import record_event
-from engine.store.models import letter_table, outbox_table, send_control_table, utcnow, wave_table
+from engine.store.models import letter_table, outbox_table, send_control_table, utcnow
 from engine.store.states import mark_invited, mark_sent, mark_undelivered
 from engine.store.suppression import SUPPRESSED_RECIPIENT, suppressed_addresses
 
@@ -387,12 +388,7 @@ class _Delivery:
             self.suppressed = suppressed_addresses(conn)
             for row in rows:
                 if row["l_wave_id"] not in self.renderers:
-                    wave = dict(
-                        conn.execute(select(wave_table).where(wave_table.c.id == row["l_wave_id"]))
-                        .one()
-                        ._mapping
-                    )
-                    self.renderers[row["l_wave_id"]] = (wave, WaveRenderer(wave["frozen"]))
+                    self.renderers[row["l_wave_id"]] = load_wave(conn, row["l_wave_id"])
         return rows
 
     def flush(self) -> None:

@@ -215,6 +215,27 @@ class Wave(SQLModel, table=True):
     frozen: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class WaveAttachment(SQLModel, table=True):
+    """A PDF or DOCX file sent with every letter of a wave and printed after it on paper.
+
+    Its bytes are read when the organiser names the file and never again from disk: once the
+    wave is launched (and can no longer be edited) they are what every letter carries.
+    """
+
+    __tablename__ = "wave_attachment"
+    id: int | None = Field(default=None, primary_key=True)
+    wave_id: int = Field(foreign_key="wave.id")  # indexed by uq_wave_attachment_name
+    position: int  # the order they were attached in, which is the order they go in
+    filename: str = Field(max_length=120)  # made safe for a mail header and any file system
+    media_type: str = Field(max_length=80)
+    size: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    added_at: datetime = Field(default_factory=utcnow)
+
+    __table_args__ = (UniqueConstraint("wave_id", "filename", name="uq_wave_attachment_name"),)
+
+
 class Letter(SQLModel, table=True):
     """One member's letter in one wave, with the merge and the target frozen at launch.
 
@@ -376,6 +397,7 @@ school_table = School.__table__
 employer_table = EmployerContact.__table__
 event_table = Event.__table__
 wave_table = Wave.__table__
+attachment_table = WaveAttachment.__table__
 letter_table = Letter.__table__
 outbox_table = OutboxMessage.__table__
 send_control_table = SendControl.__table__

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from engine.errors import CampaignError
 from engine.followup.chase import record_answer
+from engine.letters.attachments import carries_attachments
 from engine.letters.confirm import (
     MAX_TEXT,
     MemberLetter,
@@ -37,7 +38,7 @@ from engine.letters.confirm import (
     similarity,
     wave_for_token,
 )
-from engine.letters.documents import letter_document, pdf_bytes
+from engine.letters.documents import letter_document, pdf_bytes, wave_attachments_pdf
 from engine.letters.links import check_token, csrf_token, link_token
 from engine.letters.merge import letter_words, unfilled_prompts
 from engine.letters.render import WaveRenderer
@@ -75,6 +76,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     guesses = throttle or GuessThrottle()
     renderers: dict[int, WaveRenderer] = {}
+    # Each launched wave's attachments as printed pages, rendered once (they never change).
+    appended: dict[int, bytes | None] = {}
     logo = settings.logo()
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -352,7 +355,11 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
 
     def pdf_response(found: MemberLetter) -> Response:
         try:
-            data = pdf_bytes([letter_document(found.letter, renderer_for(found))])
+            wave_id = found.wave["id"]
+            if wave_id not in appended:
+                appended[wave_id] = wave_attachments_pdf(engine, wave_id)
+            extra = appended[wave_id] if carries_attachments(found.letter) else None
+            data = pdf_bytes([letter_document(found.letter, renderer_for(found))], extra)
         except CampaignError as exc:
             # A server without the PDF libraries: one line for the member and the log, not a 500.
             log.error("member PDF download: %s", exc)
