@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(CAMPAIGN) wave create "MPs: inspection and well-being" --target mp --letter mp-inspection --invite invitation \
 		--asks "It asks your MP to raise the harm inspections do to school staff with the Education Secretary."
 	$(CAMPAIGN) wave create "Employers: well-being assessment" --target employer --letter employer-wellbeing \
-		--invite invitation --reply-days 15 \
+		--invite invitation --reply-days 15 --attach data/risk-assessment-framework.pdf \
 		--asks "It asks your employer what they will do to protect school leaders and staff through inspections."
 	$(CAMPAIGN) wave preview "MPs: inspection and well-being" --member M100003
 	$(CAMPAIGN) wave preview "Employers: well-being assessment" --out $(DEMO_DIR)/preview.pdf

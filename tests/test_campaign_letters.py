@@ -67,6 +67,8 @@ def test_the_employer_letter_merged_for_a_member_asks_what_the_campaign_asks(sam
     school = found.member["school"]
     assert school and f"a risk assessment of inspection specific to {school}" in text
     assert "the union's inspection risk-assessment framework as a starting point" in text
+    # The demo's wave attaches the framework (Makefile, --attach), and the letter says so.
+    assert "(a copy is attached: it guides such an assessment but cannot stand in for one)" in text
     assert "a union health and safety representative may be present when the school is inspected" in text
     # N = the wave's reply_days.
     assert f"within {EMPLOYER_WAVE.reply_days} working days" in text
