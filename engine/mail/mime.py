@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import string
 from collections.abc import Sequence
 from email.header import Header
-from email.message import MIMEPart
-from email.policy import SMTP
 from functools import lru_cache
 
 from engine.members.validation import header_problem
@@ -48,17 +47,41 @@ def _part(content_type: str, body: str) -> bytes:
 
 
 def attachment_part(filename: str, media_type: str, data: bytes) -> bytes:
-    """One attached file as a MIME part (headers and base64 body, CRLF line ends).
+    """One attached file as a MIME part (headers and base64 body, CRLF line ends), built once per
+    wave and reused for every letter. The filename goes quoted when it is short plain ASCII, else
+    in RFC 2231 form (`filename*=utf-8''…`), split into numbered pieces to keep lines short.
 
-    Built once per wave and reused for every letter, so the standard library's slower but
-    thorough code can write it: the filename in RFC 2231 form when it is not plain ASCII.
+    Written here rather than by the email package, whose folding of a long content type beside
+    an encoded parameter breaks the type (application/=?utf-8?q?vnd…).
     """
-    maintype, subtype = media_type.split("/", 1)
-    part = MIMEPart(policy=SMTP)
-    part.set_content(
-        data, maintype, subtype, disposition="attachment", filename=filename, params={"name": filename}
-    )
-    return part.as_bytes(policy=SMTP)
+    body = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    return (
+        f"Content-Type: {media_type};\r\n{_parameter('name', filename)}\r\n"
+        f"Content-Disposition: attachment;\r\n{_parameter('filename', filename)}\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    ).encode("ascii") + body
+
+
+# RFC 2231 attribute-char: what may stand unencoded in an extended parameter value.
+_ATTRIBUTE_CHARS = frozenset(b"!#$&+-.^_`|~" + string.ascii_letters.encode() + string.digits.encode())
+
+
+def _parameter(name: str, value: str) -> str:
+    """` name="value"`, or its RFC 2231 form in continuation lines of at most ~70 characters."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value and len(value) < 60:
+        return f' {name}="{value}"'
+    encoded = [chr(b) if b in _ATTRIBUTE_CHARS else f"%{b:02X}" for b in value.encode("utf-8")]
+    pieces: list[str] = []
+    current = "utf-8''"
+    for token in encoded:
+        if len(current) + len(token) > 60:
+            pieces.append(current)
+            current = ""
+        current += token
+    pieces.append(current)
+    if len(pieces) == 1:
+        return f" {name}*={pieces[0]}"
+    return ";\r\n".join(f" {name}*{i}*={piece}" for i, piece in enumerate(pieces))
 
 
 def alternative(
