@@ -7,6 +7,8 @@ import os
 import stat
 import subprocess
 import sys
+from email import message_from_bytes
+from email.policy import default
 
 import click
 import pytest
@@ -104,7 +106,14 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 1
     # The one letter due on paper: its member posts it themselves (their council has no email).
     assert len(list((tmp_path / "demo" / "pdfs").glob("*.pdf"))) == 1
-    assert "Printed 1 letter (1 page) to " in out
+    # Its page, then the two pages of the risk-assessment framework the employer wave attaches.
+    assert "Printed 1 letter (3 pages) to " in out
+    framework = (ROOT / "data" / "risk-assessment-framework.pdf").read_bytes()
+    for path in [p for p in outbox if "-letter-" in p.name]:
+        message = message_from_bytes(path.read_bytes(), policy=default)
+        employer = "protecting school leaders and their teams" in message["Subject"]
+        attached = [(a.get_filename(), a.get_content()) for a in message.iter_attachments()]
+        assert attached == ([("risk-assessment-framework.pdf", framework)] if employer else [])
     assert (tmp_path / "demo" / "preview.pdf").read_bytes().startswith(b"%PDF")
 
 

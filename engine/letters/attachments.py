@@ -199,10 +199,11 @@ def planned_attachments(
 
 def store_attachments(
     conn: Connection, wave_id: int, plan: tuple[list[Attachment], list[str]] | None
-) -> None:
-    """Apply `planned_attachments` in the caller's transaction."""
+) -> dict[str, Any]:
+    """Apply `planned_attachments` in the caller's transaction; returns what changed, for the
+    event log (names and hashes: what each letter will carry can be traced to a file)."""
     if plan is None:
-        return
+        return {}
     added, detached = plan
     a = attachment_table.c
     gone = [*detached, *(x.filename for x in added)]
@@ -223,6 +224,10 @@ def store_attachments(
                 added_at=now,
             )
         )
+    return {
+        "attached": [f"{attachment.filename} sha256:{attachment.sha256}" for attachment in added],
+        "detached": detached,
+    }
 
 
 def carries_attachments(letter: dict[str, Any]) -> bool:

@@ -203,8 +203,8 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
         if conn.execute(select(wave_table.c.id).where(wave_table.c.name == name)).first():
             raise CampaignError(f"wave {name!r} already exists: use `campaign wave edit`")
         wave_id = conn.execute(wave_table.insert().values(**row)).inserted_primary_key[0]
-        store_attachments(conn, wave_id, attachments)
-        record_event(conn, "wave.create", wave=name)
+        changes = store_attachments(conn, wave_id, attachments)
+        record_event(conn, "wave.create", wave=name, **changes)
     return get_wave(engine, name)
 
 
@@ -218,12 +218,12 @@ def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> 
     freeze_templates({**current, **values}, settings)
     with engine.begin() as conn:
         attachments = planned_attachments(conn, current["id"], spec.attach, spec.detach, settings)
-        store_attachments(conn, current["id"], attachments)
+        changes = store_attachments(conn, current["id"], attachments)
         changed = sorted(values) + (["attachments"] if attachments else [])
         conn.execute(
             wave_table.update().where(wave_table.c.id == current["id"]).values(**values, updated_at=utcnow())
         )
-        record_event(conn, "wave.edit", wave=name, changed=changed)
+        record_event(conn, "wave.edit", wave=name, changed=changed, **changes)
     return get_wave(engine, name)
 
 
