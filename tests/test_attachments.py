@@ -23,6 +23,8 @@ from test_send import no_sleep
 from test_waves import EMPLOYER_WAVE, SETTINGS, load_sample
 from test_web import Site
 
+from engine.followup.drafts import draft_letter
+from engine.followup.drafts import load_wave as load_followup_wave
 from engine.letters.attachments import DOCX, PDF, safe_filename
 from engine.letters.confirm import letter_for_member, send_for_me
 from engine.letters.launch import launch_wave
@@ -30,7 +32,7 @@ from engine.letters.waves import create_wave
 from engine.mail.mime import attachment_part
 from engine.mail.send import send_outbox
 from engine.mail.smtp import SmtpTransport
-from engine.store.models import attachment_table, letter_table, wave_table
+from engine.store.models import attachment_table, letter_table, utcnow, wave_table
 
 FRAMEWORK = ROOT / "data" / "risk-assessment-framework.pdf"
 # Not plain ASCII, so its name goes in RFC 2231 form.
@@ -129,6 +131,30 @@ def test_a_sent_letter_carries_each_attachment_byte_for_byte_and_the_receipt_onl
             f"Attached: risk-assessment-framework.pdf (PDF, 23 KB), {NOTES_NAME} (DOCX, 36 KB) "
             "(sent with your letter; not attached again here)"
         ) in text.replace(f"({FRAMEWORK.stat().st_size // 1024} KB", "(23 KB")
+
+
+def test_a_follow_up_goes_without_the_attachments_its_first_letter_carried(sample, smtp, files):
+    create_wave(sample, "Employers", dataclasses.replace(EMPLOYER_WAVE, attach=[str(FRAMEWORK)]), SETTINGS)
+    launch_wave(sample, "Employers", SETTINGS)
+    (first,) = [
+        r for r in send_letters(sample, smtp, "M100001") if ".receipt." not in r.message["Message-ID"]
+    ]
+    assert [a.get_filename() for a in first.message.iter_attachments()] == ["risk-assessment-framework.pdf"]
+    original = letter_for_member(sample, "Employers", "M100001").letter
+    with sample.begin() as conn:
+        conn.execute(letter_table.update().where(letter_table.c.id == original["id"]).values(state="replied"))
+        wave = load_followup_wave(conn, original["wave_id"], SETTINGS)
+        draft_letter(conn, wave, {**original, "state": "replied"}, "follow_up", SETTINGS, utcnow())
+    smtp.recorder.received.clear()
+    follow_up = letter_for_member(sample, "Employers", "M100001", kind="follow_up")
+    assert send_for_me(sample, SETTINGS, follow_up, follow_up.text, None)
+    send_outbox(sample, SETTINGS, SmtpTransport(smtp.url), rate=0, sleep=no_sleep)
+    sent = [r for r in smtp.recorder.received if r.message["X-Campaign-Ref"] == follow_up.letter["reference"]]
+    # Its invitation, the follow-up itself to the employer, and the member's receipt: none carries a file.
+    (letter,) = [r for r in sent if r.rcpt_tos == [original["target_email"]]]
+    (receipt,) = [r for r in sent if ".receipt." in r.message["Message-ID"]]
+    assert len(sent) == 3 and all(attached(r.message) == [] for r in sent)
+    assert "Attached:" not in receipt.message.get_body(("plain",)).get_content()
 
 
 def test_invitations_carry_no_attachment(sample, smtp, files):
@@ -331,6 +357,8 @@ def test_a_print_run_has_each_letter_then_the_attachments_pages(cli, sample, fil
 
 def test_the_preview_pdf_and_the_members_download_end_with_the_attachments(cli, sample, tmp_path):
     create_wave(sample, "Employers", dataclasses.replace(EMPLOYER_WAVE, attach=[str(FRAMEWORK)]), SETTINGS)
+    text = cli("wave", "preview", "Employers").stdout
+    assert "\n[attached: risk-assessment-framework.pdf (PDF, 23 KB)]\n" in text
     preview = tmp_path / "preview.pdf"
     assert cli("wave", "preview", "Employers", "--out", str(preview)).exit_code == 0
     pages = [p.extract_text() for p in pypdf.PdfReader(preview).pages]

@@ -322,6 +322,8 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
         click.echo(f"To:      {letter['target_name']} <{letter['target_email'] or 'no email: post only'}>")
         click.echo(f"Subject: {letter['subject']}   [Ref: {letter['reference']}]\n")
         click.echo(letter["body_text"])
+        for attachment in wave_details(app.engine(), name)["attachments"]:
+            click.echo(f"[attached: {attachment['name']} ({attachment['type']}, {kb(attachment['size'])})]")
         click.echo("-" * 72 + "\nInvitation email\n" + "-" * 72)
         for header in ("From", "To", "Subject", "List-Unsubscribe"):
             click.echo(f"{header}: {message[header]}")
