@@ -84,6 +84,9 @@ class Settings:
     # many receiving servers (on-premises Exchange among them) accept by default.
     attach_file_max_kb: int = 5120
     attach_max_kb: int = 5120
+    # How long incoming messages keep their raw bytes and text before `campaign purge` removes
+    # them (their kind, letter, outcome and dates stay).
+    retention_days: int = 365
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -115,6 +118,7 @@ class Settings:
             authserv_id=env.get("CAMPAIGN_AUTHSERV_ID") or None,
             attach_file_max_kb=int(_number(env, "CAMPAIGN_ATTACH_FILE_MAX_KB", 5120)),
             attach_max_kb=int(_number(env, "CAMPAIGN_ATTACH_MAX_KB", 5120)),
+            retention_days=int(_number(env, "CAMPAIGN_RETENTION_DAYS", 365)),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         if not settings.secret_file:

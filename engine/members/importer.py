@@ -22,9 +22,10 @@ from engine.errors import CampaignError, RowErrors
 from engine.members.csvfile import CsvRow, CsvSource, header_key, write_csv
 from engine.members.emails import EmailNotValidError, normalise_email
 from engine.members.postcode import normalise_postcode
+from engine.members.rights import number_hash
 from engine.members.validation import header_problems
 from engine.store.events import record_event
-from engine.store.models import member_table, utcnow
+from engine.store.models import forgotten_table, member_table, utcnow
 
 REQUIRED = ("membership_no", "first_name", "last_name", "email", "postcode", "school_urn")
 OPTIONAL = ("address_line1", "address_line2", "address_line3", "town", "role", "branch", "region")
@@ -59,6 +60,9 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    # Rows of members forgotten at their request: skipped, or brought back with `restore`.
+    forgotten: int = 0
+    restored: int = 0
     rejects_file: str | None = None
     custom_fields: list[str] = field(default_factory=list)
 
@@ -124,8 +128,12 @@ def import_members(
     encoding: str | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    restore: bool = False,
 ) -> ImportResult:
     """Upsert every member in the CSV at `path` by membership number.
+
+    Members forgotten at their request (`members forget`) are skipped and counted, unless
+    `restore` brings them back.
 
     Raises RowErrors (writing nothing) when a row is bad and `skip_invalid` is
     false; otherwise bad rows are written to `rejects_path` with their reasons.
@@ -158,7 +166,7 @@ def import_members(
                 continue  # the import will be refused: only keep checking
             chunk.append(member)
             if len(chunk) >= _CHUNK:
-                _upsert(conn, chunk, result)
+                _upsert(conn, chunk, result, restore)
                 chunk = []
         if problems and not skip_invalid:
             txn.rollback()
@@ -169,7 +177,7 @@ def import_members(
                 lines,
             )
         if chunk:
-            _upsert(conn, chunk, result)
+            _upsert(conn, chunk, result, restore)
         if problems:
             target = Path(rejects_path) if rejects_path else _default_rejects(Path(path))
             _write_rejects(target, source.header, problems)
@@ -188,8 +196,11 @@ def _write_rejects(target: Path, header: list[str], problems: list[_Problem]) ->
     write_csv(target, itertools.chain([["line", "field", "problem", *header]], rows))
 
 
-def _upsert(conn: Connection, chunk: list[dict[str, Any]], result: ImportResult) -> None:
+def _upsert(
+    conn: Connection, chunk: list[dict[str, Any]], result: ImportResult, restore: bool = False
+) -> None:
     m = member_table.c
+    chunk = _without_forgotten(conn, chunk, result, restore)
     numbers = [row["membership_no"] for row in chunk]
     existing = {
         number: (member_id, row_hash, postcode, urn)
@@ -227,6 +238,25 @@ def _upsert(conn: Connection, chunk: list[dict[str, Any]], result: ImportResult)
     if updates:
         _apply_updates(conn, updates)
         result.updated += len(updates)
+
+
+def _without_forgotten(
+    conn: Connection, chunk: list[dict[str, Any]], result: ImportResult, restore: bool
+) -> list[dict[str, Any]]:
+    """The rows of members not forgotten at their request: an older export must not bring a
+    forgotten member back. With `restore`, they come back (as new members) and are counted."""
+    hashes = {number_hash(row["membership_no"]): row["membership_no"] for row in chunk}
+    f = forgotten_table.c
+    found = set(conn.execute(select(f.number_hash).where(f.number_hash.in_(hashes))).scalars())
+    if not found:
+        return chunk
+    if restore:
+        conn.execute(forgotten_table.delete().where(f.number_hash.in_(found)))
+        result.restored += len(found)
+        return chunk
+    result.forgotten += len(found)
+    skipped = {hashes[h] for h in found}
+    return [row for row in chunk if row["membership_no"] not in skipped]
 
 
 def _apply_updates(conn: Connection, updates: list[dict[str, Any]]) -> None:

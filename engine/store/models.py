@@ -54,6 +54,8 @@ class Member(SQLModel, table=True):
     resolved_at: datetime | None = None
     # Set when the member asks for no more campaign mail (unsubscribe, complaint).
     mail_opt_out_at: datetime | None = None
+    # Set when the member's personal data was erased at their request (`members forget`).
+    forgotten_at: datetime | None = None
 
 
 class PostcodeLookup(SQLModel, table=True):
@@ -365,6 +367,8 @@ class InboundMessage(SQLModel, table=True):
     authentication: str | None = None
     # The letter the evidence points to when it was not strong enough to act on: staff confirm it.
     suggested_letter_id: int | None = Field(default=None, foreign_key="letter.id")
+    # When its raw bytes and text were removed past the retention period (`campaign purge`).
+    purged_at: datetime | None = None
 
 
 class DeliveryFailure(SQLModel, table=True):
@@ -378,6 +382,15 @@ class DeliveryFailure(SQLModel, table=True):
     diagnostic: str | None = Field(default=None, sa_column=Column(Text))
     permanent: bool = True
     outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
+
+
+class ForgottenMember(SQLModel, table=True):
+    """A member erased at their request: only a digest of their number, so that an older export
+    imported again does not bring them back."""
+
+    __tablename__ = "forgotten_member"
+    number_hash: str = Field(primary_key=True, max_length=64)
+    forgotten_at: datetime = Field(default_factory=utcnow)
 
 
 class Suppression(SQLModel, table=True):
@@ -404,3 +417,4 @@ send_control_table = SendControl.__table__
 inbound_table = InboundMessage.__table__
 failure_table = DeliveryFailure.__table__
 suppression_table = Suppression.__table__
+forgotten_table = ForgottenMember.__table__
