@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from engine.cli.app import App, UserError, main, pass_app
-from engine.cli.output import Progress, echo_json_array, echo_table
+from engine.cli.output import Progress, echo_csv, echo_json_array, echo_table
 from engine.errors import CampaignError
 from engine.letters.confirm import letter_for_member, not_for_me, send_for_me, sent_myself
 from engine.letters.documents import iter_letters
@@ -41,6 +41,12 @@ def _states_in_help(f):
     return f
 
 
+_LETTER_CSV_COLUMNS = [
+    "reference", "wave", "kind", "state", "membership_no", "member", "target_name", "target_email", "subject",
+    "sent_at", "replied_at",
+]  # fmt: skip
+
+
 @letters.command("list")
 @_states_in_help
 @click.option("--wave", "wave_name", metavar="NAME", help="Only this wave's letters.")
@@ -57,8 +63,11 @@ def _states_in_help(f):
     help="Only first letters, follow-ups or chasers.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV for a spreadsheet (formulas neutralised).")
 @pass_app
-def letters_list(app: App, wave_name: str | None, state: str | None, kind: str | None, as_json: bool) -> None:
+def letters_list(
+    app: App, wave_name: str | None, state: str | None, kind: str | None, as_json: bool, as_csv: bool
+) -> None:
     """List letters: reference, member, target, state and subject.
 
         \b
@@ -74,6 +83,9 @@ def letters_list(app: App, wave_name: str | None, state: str | None, kind: str |
     )
     if as_json:
         echo_json_array(rows)
+        return
+    if as_csv:
+        echo_csv(rows, _LETTER_CSV_COLUMNS)
         return
     count = echo_table(
         rows,

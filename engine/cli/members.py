@@ -8,11 +8,17 @@ from pathlib import Path
 import click
 
 from engine.cli.app import App, main, pass_app
-from engine.cli.output import Progress, echo_json, echo_json_array, echo_table
+from engine.cli.output import Progress, echo_csv, echo_json, echo_json_array, echo_table
 from engine.members.importer import get_member, import_members, iter_members, set_mail_opt_out
 from engine.members.rights import export_member, forget_member, purge_messages
 from engine.store.files import write_atomically
 from engine.store.models import EMPLOYER_STATUSES, MP_STATUSES
+
+MEMBER_CSV_COLUMNS = [
+    "membership_no", "first_name", "last_name", "email", "postcode", "school_urn", "town", "role", "branch",
+    "region", "mp_status", "constituency_code", "constituency_name", "employer_status", "employer_name",
+    "mail_opt_out_at", "custom",
+]  # fmt: skip
 
 
 @main.group()
@@ -94,9 +100,15 @@ def members_import(
 )
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many members.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of members.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV for a spreadsheet (formulas neutralised).")
 @pass_app
 def members_list(
-    app: App, mp_status: str | None, employer_status: str | None, limit: int | None, as_json: bool
+    app: App,
+    mp_status: str | None,
+    employer_status: str | None,
+    limit: int | None,
+    as_json: bool,
+    as_csv: bool,
 ) -> None:
     """List members with what `resolve` found for each.
 
@@ -107,6 +119,9 @@ def members_list(
     rows = iter_members(app.engine(), mp_status=mp_status, employer_status=employer_status, limit=limit)
     if as_json:
         echo_json_array(rows)
+        return
+    if as_csv:
+        echo_csv(rows, MEMBER_CSV_COLUMNS)
         return
     count = echo_table(
         ({**r, "name": f"{r['first_name']} {r['last_name']}"} for r in rows),

@@ -1,14 +1,19 @@
-"""How commands print: tables, JSON (streamed for long lists) and progress bars."""
+"""How commands print: tables, JSON and CSV (streamed for long lists) and progress bars."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import click
+
+from engine.members.csvfile import spreadsheet_safe
 
 
 class Progress:
@@ -82,6 +87,34 @@ def echo_json_array(items: Iterable[Any]) -> None:
     for i, item in enumerate(items):
         click.echo(("," if i else "") + "\n" + json.dumps(item, default=str, ensure_ascii=False), nl=False)
     click.echo("\n]")
+
+
+def echo_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> int:
+    """Stream rows as CSV on stdout (a header line, then one line per row), every cell
+    spreadsheet-safe: a value a spreadsheet would run as a formula gets a quote before it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+
+    def line(cells: Iterable[object]) -> None:
+        writer.writerow([spreadsheet_safe(_cell(c)) for c in cells])
+        click.echo(out.getvalue(), nl=False)
+        out.seek(0)
+        out.truncate()
+
+    line(columns)
+    count = 0
+    for row in rows:
+        line(row.get(c) for c in columns)
+        count += 1
+    return count
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
 
 
 def echo_table(rows: Iterable[dict[str, Any]], columns: list[tuple[str, str, int]]) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from engine.cli.app import App, main, pass_app
-from engine.cli.output import Progress, echo_json, echo_json_array, echo_table
+from engine.cli.output import Progress, echo_csv, echo_json, echo_json_array, echo_table
 from engine.errors import CampaignError
 from engine.followup.chase import chase as run_chase
 from engine.inbox.ingest import Ingester
@@ -143,6 +143,12 @@ _COLUMNS = [
 ]
 
 
+_CSV_COLUMNS = [
+    "id", "received", "kind", "reference", "from", "subject", "outcome", "suggested_outcome", "triage",
+    "problem",
+]  # fmt: skip
+
+
 @replies.command("list")
 @click.option(
     "--unmatched",
@@ -154,8 +160,11 @@ _COLUMNS = [
 @click.option("--problems", is_flag=True, help="Only messages that could not be read (kept raw).")
 @click.option("--limit", type=int, help="At most this many (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV for a spreadsheet (formulas neutralised).")
 @pass_app
-def replies_list(app: App, unmatched: bool, kind, reference, problems: bool, limit, as_json: bool) -> None:
+def replies_list(
+    app: App, unmatched: bool, kind, reference, problems: bool, limit, as_json: bool, as_csv: bool
+) -> None:
     """List incoming messages, newest first.
 
     \b
@@ -168,6 +177,9 @@ def replies_list(app: App, unmatched: bool, kind, reference, problems: bool, lim
     )
     if as_json:
         echo_json_array(rows)
+        return
+    if as_csv:
+        echo_csv(rows, _CSV_COLUMNS)
         return
     for row in rows:
         row["received"] = f"{row['received']:%Y-%m-%d %H:%M}"
