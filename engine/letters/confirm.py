@@ -297,3 +297,16 @@ def similarity(engine: Engine, found: MemberLetter, text: str) -> tuple[int, int
         for final, body in others
     ]
     return round(100 * sum(ratios) / len(ratios)), count
+
+
+def mark_opened(engine: Engine, wave_page: MemberWave) -> None:
+    """Record the first time the member opened their page, for each letter it shows (the
+    reports' "opened"); later visits change nothing."""
+    ids = [found.letter["id"] for found in wave_page.letters if found.letter.get("opened_at") is None]
+    if not ids:
+        return
+    lt = letter_table.c
+    with engine.begin() as conn:
+        conn.execute(
+            letter_table.update().where(lt.id.in_(ids), lt.opened_at.is_(None)).values(opened_at=utcnow())
+        )

@@ -272,6 +272,8 @@ class Letter(SQLModel, table=True):
     final_text: str | None = Field(default=None, sa_column=Column(Text))
     sender_address: str | None = Field(default=None, sa_column=Column(Text))
     decided_at: datetime | None = None
+    # When the member first opened their page for it (the report's "opened").
+    opened_at: datetime | None = None
     sent_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

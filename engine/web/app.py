@@ -31,6 +31,7 @@ from engine.letters.confirm import (
     MemberLetter,
     MemberWave,
     check_send,
+    mark_opened,
     not_for_me,
     save_draft,
     send_for_me,
@@ -271,6 +272,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             return wave_page
         if wave_page.closed:
             return expired_page(token, wave_page.opened)
+        mark_opened(engine, wave_page)
         current = wave_page.current
         saved = current is not None and current.actionable and current.letter["final_text"] is not None
         # Only what is true of the letter now is said: nothing from the URL.

@@ -1,8 +1,9 @@
-"""members' data rights: forgetting a member, purging old reply bodies
+"""members' data rights and reports: forgetting a member, purging old reply bodies, pages opened
 
 `forgotten_member` holds a digest of each forgotten member's number, so that an
 older membership export imported again does not bring them back; members and
-incoming messages get the moment they were forgotten or purged.
+incoming messages get the moment they were forgotten or purged; letters get the
+moment their member first opened their page, for the reports' funnel.
 
 Revision ID: 0011
 Revises: 0010
@@ -27,9 +28,11 @@ def upgrade() -> None:
     # In place, not a batch copy: other tables refer to these.
     op.add_column("member", sa.Column("forgotten_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("inbound", sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("letter", sa.Column("opened_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("letter", "opened_at")
     op.drop_column("inbound", "purged_at")
     op.drop_column("member", "forgotten_at")
     op.drop_table("forgotten_member")
