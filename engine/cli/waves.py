@@ -16,8 +16,9 @@ from engine.letters.documents import (
     wave_attachments_pdf,
     write_wave_pdfs,
 )
-from engine.letters.launch import launch_wave, left_out, preview_merge
+from engine.letters.launch import SHARES_LETTER, launch_wave, left_out, preview_merge
 from engine.letters.link_secret import reinvite_wave
+from engine.letters.merge import long_date
 from engine.letters.targeting import nations_label, where_label
 from engine.letters.template_check import check_template_file
 from engine.letters.waves import (
@@ -47,6 +48,7 @@ REASONS = {
     "unresolved": "not resolved to a target",
     "no_employer_contact": "no employer contact",
 }
+SHARING = "named as co-signatories in the letter another member holds for their target (--one-per-target)"
 
 
 # ---- templates ----------------------------------------------------------------
@@ -162,6 +164,26 @@ def wave_options(create: bool):
                 "replaces the one attached).",
             ),
             click.option(
+                "--one-per-target/--one-per-member",
+                "one_per_target",
+                default=None,
+                help="One letter per target (employer, MP), however many selected members share it: "
+                "the member with the lowest membership number holds it and the others are named in it "
+                "as co-signatories (letter.officials, letter.co_signatories). Default: one per member.",
+            ),
+            click.option(
+                "--meeting-date",
+                metavar="YYYY-MM-DD",
+                help="The meeting the letter is for (wave.meeting_date): an unanswered letter is chased "
+                "--chase-before working days before it, and not from that day on. Not in the past.",
+            ),
+            click.option(
+                "--chase-before",
+                type=int,
+                metavar="DAYS",
+                help="Working days before --meeting-date to chase an unanswered letter (default 5).",
+            ),
+            click.option(
                 "--ask-after",
                 "ask_days",
                 type=int,
@@ -197,6 +219,15 @@ def _print_wave(wave: dict) -> None:
     filters = where_label(wave["filters"] or {}) or "all members"
     click.echo(f"  members: {filters}, in {nations_label(wave.get('nations'))}")
     click.echo(f"  reply within {wave['reply_days']} working days")
+    if wave.get("one_per_target"):
+        click.echo(
+            "  one letter per target: its lead holds it, the other members are named as co-signatories"
+        )
+    if wave.get("meeting_date"):
+        click.echo(
+            f"  meeting on {long_date(wave['meeting_date'])}: an unanswered letter is chased "
+            f"{wave['chase_before']} working days before it"
+        )
     later = [f"follow-up: {wave['follow_up_template']}" if wave.get("follow_up_template") else ""]
     later.append(f"chaser: {wave['chaser_template']}" if wave.get("chaser_template") else "")
     if wave["target"] == "mp":
@@ -378,6 +409,8 @@ def wave_launch(app: App, name: str, as_json: bool) -> None:
         f"Wave {name!r}: {result.created} letter(s) created, {result.invitations_queued} "
         f"invitation(s) queued, {result.already} member(s) already had a letter."
     )
+    if result.sharing:
+        click.echo(f"  sharing {result.sharing}: {SHARING}")
     for reason, count in sorted(result.skipped.items(), key=lambda item: -item[1]):
         click.echo(f"  skipped {count}: {REASONS.get(reason, reason)}")
     if result.skipped:
@@ -402,10 +435,18 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
     """
     status = wave_status(app.engine(), name)
     status["left_out"] = left_out(app.engine(), name)
+    status["sharing"] = status["left_out"].pop(SHARES_LETTER, 0)
     if as_json:
         echo_json(status)
         return
     click.echo(f"Wave {name!r} ({status['status']}, to {status['target']}): {status['letters']} letter(s)")
+    if status["meeting_date"]:
+        click.echo(
+            f"  meeting on {long_date(status['meeting_date'])}; unanswered letters are chased "
+            f"{status['chase_before']} working days before it"
+        )
+    if status["sharing"]:
+        click.echo(f"  sharing {status['sharing']}: {SHARING}")
     for state in LETTER_STATES:
         if status["states"].get(state):
             note = f"  {_WHO_FAILED[state]}" if state in _WHO_FAILED else ""

@@ -5,6 +5,9 @@
   `overdue`, and where the wave has a chaser template its member is offered a
   chaser to confirm. A holding reply (or an acknowledgement) is no answer: the
   window starts again from the day it was written.
+- A letter for a meeting (a wave with --meeting-date, e.g. a JCNC agenda
+  letter) is chased sooner when the meeting is near: `chase_before` working
+  days before it. From the meeting day on, nothing is chased any more.
 - A letter to an MP: MPs answer the constituent, not us, so `ask_days` after it
   went the member is asked "Has your MP replied?", and reminded once a week later
   if they have not answered.
@@ -59,6 +62,39 @@ def working_days_after(start: date, days: int, country: str | None) -> date:
         if current.weekday() < 5 and current not in _bank_holidays(subdivision, current.year):
             counted += 1
     return current
+
+
+def working_days_before(end: date, days: int, country: str | None) -> date:
+    """The date `days` working days before `end`, skipping weekends and the nation's bank holidays."""
+    subdivision = _SUBDIVISIONS.get(country or "", "ENG")
+    current = end
+    counted = 0
+    while counted < days:
+        current -= timedelta(days=1)
+        if current.weekday() < 5 and current not in _bank_holidays(subdivision, current.year):
+            counted += 1
+    return current
+
+
+def chase_due(
+    went: date, held_since: date | None, wave: dict[str, Any], country: str | None
+) -> tuple[date, bool]:
+    """(the day an unanswered letter becomes overdue, whether it is then chased).
+
+    It is overdue `reply_days` working days after it went (or after the latest holding reply).
+    A wave with a meeting chases it sooner, `chase_before` working days before the meeting, though
+    never on the day it went; from the meeting day on, a chaser is no use and none is drafted.
+    """
+    start = max(went, held_since or went)
+    due = working_days_after(start, wave["reply_days"], country)
+    meeting = wave.get("meeting_date")
+    if meeting is None:
+        return due, True
+    before = max(
+        working_days_before(meeting, wave["chase_before"], country), working_days_after(went, 1, country)
+    )
+    due = min(due, before)
+    return due, due < meeting
 
 
 @dataclass
@@ -191,10 +227,11 @@ def _overdue(
                 went = letter["sent_at"] or letter["decided_at"]
                 if went is None:
                     continue
-                start = max(went.date(), held.get(letter["id"], went.date()))
-                due = working_days_after(start, wave["reply_days"], letter["member_country"])
+                due, chased = chase_due(went.date(), held.get(letter["id"]), wave, letter["member_country"])
                 if today < due:
                     continue
+                # Past the meeting, it is overdue all the same, but a chaser would come too late.
+                chased = chased and not (wave["meeting_date"] and today >= wave["meeting_date"])
                 moved = conn.execute(
                     letter_table.update()
                     .where(lt.id == letter["id"], lt.state.in_(("sent", "self_sent")))
@@ -203,7 +240,7 @@ def _overdue(
                 if not moved:
                     continue
                 result.count(wave["name"], "overdue")
-                if wave["chaser_template"] and letter["target_kind"] != "mp":
+                if chased and wave["chaser_template"] and letter["target_kind"] != "mp":
                     if loaded is None:
                         loaded = load_wave(conn, wave["id"], settings)
                         renderer = WaveRenderer(loaded["frozen"])

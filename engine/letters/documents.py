@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 from engine import system
 from engine.errors import CampaignError
 from engine.letters.attachments import attachments_pdf, carries_attachments, wave_attachments
-from engine.letters.merge import letter_words, member_from_snapshot
+from engine.letters.merge import letter_words, member_from_snapshot, sharing_context
 from engine.letters.render import WaveRenderer
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, letter_table, member_table, wave_table
@@ -75,6 +75,7 @@ def letter_document(letter: dict[str, Any], renderer: WaveRenderer) -> str:
         letter={
             "reference": letter["reference"],
             "date": snapshot["date"],
+            **sharing_context(snapshot),
             "subject": letter["subject"],
             # A letter that quotes its reference ("please quote …") needs it printed no second time.
             "reference_in_text": letter["reference"] in body_html,

@@ -39,7 +39,15 @@ from engine.letters.links import (
     token_hash,
     unsubscribe_link,
 )
-from engine.letters.merge import Target, employer_target, fixed_target, member_context, mp_target
+from engine.letters.merge import (
+    Target,
+    employer_target,
+    fixed_target,
+    member_context,
+    mp_target,
+    sharing_context,
+    wave_context,
+)
 from engine.letters.render import WaveRenderer, freeze_templates
 from engine.letters.targeting import outside_nations, outside_where
 from engine.letters.waves import get_wave
@@ -65,6 +73,8 @@ SKIP_REASONS = (
     "unresolved",
     "no_employer_contact",
 )
+# Not a skip: a --one-per-target wave's member whose target's letter another member holds.
+SHARES_LETTER = "shares_letter"
 _PAGE = 1000
 
 
@@ -183,6 +193,85 @@ def target_for(row: dict[str, Any], wave: dict[str, Any], cache: dict[str, Targe
     return cache[key]
 
 
+# ---- one letter per target ------------------------------------------------------
+
+
+def _target_key(row: Mapping[str, Any], target_kind: str) -> str | None:
+    """What Letter.target_key will hold for this member's letter (None: the fixed recipient)."""
+    if target_kind == "employer":
+        return row["employer_key"]
+    if target_kind == "mp":
+        return row["constituency_code"]
+    return None
+
+
+@dataclass
+class SharePlan:
+    """Who holds each target's one letter in a --one-per-target wave, and who shares it.
+
+    The lead is the eligible member with the lowest membership number, unless the target already
+    has the wave's letter from an earlier launch: its holder stays the lead, and members selected
+    since share that letter (they are counted, but the letter made before them does not name them).
+    """
+
+    # lead's member id → everyone the letter names, lead first: [{membership_no, name}, …]
+    officials: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    # sharing member's id → {membership_no, lead, target, named}
+    sharing: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def share_plan(conn: Connection, wave: dict[str, Any]) -> SharePlan:
+    """Group the wave's eligible members by target, and pick each target's lead."""
+    lt, m = letter_table.c, member_table.c
+    holders: dict[str | None, dict[str, Any]] = {}
+    for target_key, target_name, membership_no, snapshot in conn.execute(
+        select(lt.target_key, lt.target_name, m.membership_no, lt.merge_snapshot)
+        .join(member_table, m.id == lt.member_id)
+        .where(lt.wave_id == wave["id"], lt.kind == "letter")
+        .order_by(lt.id)
+    ):
+        named = {o["membership_no"] for o in (snapshot or {}).get("officials") or ()} | {membership_no}
+        holders.setdefault(target_key, {"lead": membership_no, "target": target_name, "named": named})
+    groups: dict[str | None, list[Mapping[str, Any]]] = {}
+    for row in conn.execute(_candidates(wave)).mappings():
+        if out_of_scope(row, wave) or skip_reason(row, wave["target"]):
+            continue
+        groups.setdefault(_target_key(row, wave["target"]), []).append(row)
+    plan = SharePlan()
+    for key, rows in groups.items():
+        holder = holders.get(key)
+        if holder is None:
+            rows = sorted(rows, key=lambda row: (row["membership_no"], row["id"]))
+            lead = rows[0]
+            plan.officials[lead["id"]] = [
+                {"membership_no": row["membership_no"], "name": f"{row['first_name']} {row['last_name']}"}
+                for row in rows
+            ]
+            holder = {
+                "lead": lead["membership_no"],
+                "target": _target_name(lead, wave),
+                "named": {row["membership_no"] for row in rows},
+            }
+        for row in rows:
+            if row["membership_no"] == holder["lead"]:
+                continue
+            plan.sharing[row["id"]] = {
+                "membership_no": row["membership_no"],
+                "lead": holder["lead"],
+                "target": holder["target"],
+                "named": row["membership_no"] in holder["named"],
+            }
+    return plan
+
+
+def _target_name(row: Mapping[str, Any], wave: dict[str, Any]) -> str:
+    if wave["target"] == "employer":
+        return row["contact_name"]
+    if wave["target"] == "mp":
+        return row["mp_name"]
+    return wave["fixed_name"]
+
+
 @dataclass
 class LaunchResult:
     wave: str
@@ -191,6 +280,9 @@ class LaunchResult:
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_members: list[dict[str, str]] = field(default_factory=list)
     invitations_queued: int = 0
+    # --one-per-target: members named in (or, joining later, sharing) a letter another member holds.
+    sharing: int = 0
+    sharing_members: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -211,22 +303,32 @@ class Merger:
         self.now = utcnow()
         self.expires = launched_at + timedelta(days=wave["link_days"])
         self.date = letter_date(launched_at)
-        self.wave_ctx = {"name": wave["name"], "reply_days": wave["reply_days"], "asks": wave.get("asks")}
+        self.wave_ctx = wave_context(wave)
         self.campaign_ctx = settings.campaign_context()
         self.custom_fields = tuple(wave["frozen"].get("custom_fields") or ())
         self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
         self.targets: dict[str, Target] = {}
         self.references: set[str] = set()
+        # --one-per-target waves: who holds each target's letter (set by whoever launches).
+        self.plan: SharePlan | None = None
 
-    def merge(self, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(letter row, invitation outbox row) for one eligible member's candidate row."""
+    def merge(
+        self, row: Mapping[str, Any], officials: list[dict[str, str]] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(letter row, invitation outbox row) for one eligible member's candidate row.
+
+        `officials`: in a --one-per-target wave, everyone who shares the letter, this member first.
+        """
         settings = self.settings
         target = target_for(row, self.wave, self.targets)
         member = member_context(row, row["school_name"], self.custom_fields)
         reference = _unique_reference(self.references)
         nonce = new_link_nonce()
         token = link_token(self.secret, nonce)
-        letter_ctx = {"reference": reference, "date": self.date}
+        snapshot: dict[str, Any] = {"member": {k: v for k, v in member.items() if v}, "date": self.date}
+        if officials:
+            snapshot["officials"] = officials
+        letter_ctx = {"reference": reference, "date": self.date, **sharing_context(snapshot)}
         context = {
             "member": member,
             "target": target.context(),
@@ -251,7 +353,7 @@ class Merger:
             "target_salutation": target.salutation,
             "target_address": target.address,
             # Empty fields are left out: they merge as blanks either way.
-            "merge_snapshot": {"member": {k: v for k, v in member.items() if v}, "date": self.date},
+            "merge_snapshot": snapshot,
             "link_nonce": nonce,
             "token_hash": token_hash(token),
             "token_expires_at": self.expires,
@@ -280,6 +382,7 @@ class _MergedPage:
     references: list[str] = field(default_factory=list)
     already: int = 0
     skipped: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    sharing: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _merge_page(
@@ -308,7 +411,13 @@ def _merge_page(
         if reason:
             merged.skipped.append((reason, _skipped(row, reason, target_kind) if list_skipped else None))
             continue
-        letter, invitation = merger.merge(row)
+        officials = None
+        if merger.plan is not None:
+            if row["id"] in merger.plan.sharing:
+                merged.sharing.append(merger.plan.sharing[row["id"]])
+                continue
+            officials = merger.plan.officials.get(row["id"])
+        letter, invitation = merger.merge(row, officials)
         if first_id is not None:
             letter["id"] = invitation["letter_id"] = first_id + len(letters)
         letters.append(letter)
@@ -415,9 +524,14 @@ def launch_wave(
         sqlite = conn.dialect.name == "sqlite"
         if parallel is None:
             parallel = total >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1
+        merger = Merger(wave, settings, wave["launched_at"])
+        if wave["one_per_target"]:
+            # Decided before merging: a target's members can fall on different pages. Such a wave
+            # makes one letter per employer, too few to be worth a worker process.
+            merger.plan = share_plan(conn, wave)
+            parallel = False
         parallel = parallel and sqlite
         next_id = (conn.execute(select(func.max(letter_table.c.id))).scalar() or 0) + 1 if sqlite else None
-        merger = Merger(wave, settings, wave["launched_at"])
         pool = None
         if parallel:
             pool = stack.enter_context(
@@ -461,6 +575,7 @@ def launch_wave(
             created=result.created,
             already=result.already,
             skipped=result.skipped,
+            sharing=result.sharing,
         )
     return result
 
@@ -473,6 +588,8 @@ def _store_page(
         result.skipped[reason] = result.skipped.get(reason, 0) + 1
         if detail is not None:
             result.skipped_members.append(detail)
+    result.sharing += len(merged.sharing)
+    result.sharing_members.extend(merged.sharing)
     letters, invitations = merged.letters, merged.invitations
     if merged.references:
         _check_references(conn, merged.references)
@@ -498,17 +615,22 @@ def _store_page(
 def left_out(engine: Engine, name: str) -> dict[str, int]:
     """How many members have no letter in this wave, by the reason a launch now would give.
 
-    For `wave status`: members outside the wave's nations or --where, and those
-    who cannot take part (opted out, no email, unresolved…).
+    For `wave status`: members outside the wave's nations or --where, those
+    who cannot take part (opted out, no email, unresolved…), and, in a
+    --one-per-target wave, those who share a letter another member holds
+    (`shares_letter`: not left out, but with no letter of their own).
     """
     counts: dict[str, int] = {}
     with engine.connect() as conn:
         wave = get_wave(conn, name)
+        sharing = share_plan(conn, wave).sharing if wave["one_per_target"] else {}
         for row in conn.execute(_candidates(wave)).mappings():
             if row["letter_id"] is not None:
                 continue
             scope = out_of_scope(row, wave)
             reason = scope[0] if scope else skip_reason(row, wave["target"])
+            if reason is None and row["id"] in sharing:
+                reason = SHARES_LETTER
             if reason:
                 counts[reason] = counts.get(reason, 0) + 1
     return counts
@@ -540,6 +662,9 @@ def preview_merge(
         else:
             launched_at = wave["launched_at"]
         merger = Merger(wave, settings, launched_at)
+        if wave["one_per_target"]:
+            merger.plan = share_plan(conn, wave)
+        sharing = merger.plan.sharing if merger.plan is not None else {}
         stmt = _candidates(wave)
         if membership_no:
             row = conn.execute(stmt.where(member_table.c.membership_no == membership_no)).first()
@@ -549,10 +674,15 @@ def preview_merge(
             scope = out_of_scope(candidates[0], wave)
             if scope:
                 raise CampaignError(f"member {membership_no} is outside this wave: {scope[1]}")
+            if candidates[0]["id"] in sharing:
+                lead = sharing[candidates[0]["id"]]["lead"]
+                raise CampaignError(
+                    f"member {membership_no} shares the letter member {lead} holds: preview {lead}"
+                )
         else:
             candidates = (dict(r._mapping) for r in conn.execute(stmt.limit(5000)))
         for row in candidates:
-            if out_of_scope(row, wave):
+            if out_of_scope(row, wave) or row["id"] in sharing:
                 continue
             reason = skip_reason(row, wave["target"])
             if reason is None:
@@ -578,7 +708,8 @@ def preview_merge(
                 ._mapping
             )
             return wave, letter, invitation, merger
-    letter, invitation = merger.merge(row)
+    officials = merger.plan.officials.get(row["id"]) if merger.plan is not None else None
+    letter, invitation = merger.merge(row, officials)
     return wave, letter, invitation, merger
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from jinja2 import Template
@@ -48,6 +49,40 @@ def member_context(
         "constituency": member.get("constituency_name"),
         "custom": custom,
     }
+
+
+def long_date(day: date | datetime) -> str:
+    """A date as a letter writes it: "14 January 2027"."""
+    return f"{day.day} {day:%B %Y}"
+
+
+def wave_context(wave: dict[str, Any]) -> dict[str, Any]:
+    """What templates see as `wave`."""
+    meeting = wave.get("meeting_date")
+    return {
+        "name": wave["name"],
+        "reply_days": wave["reply_days"],
+        "asks": wave.get("asks"),
+        "meeting_date": long_date(meeting) if meeting else None,
+    }
+
+
+def names_list(names: list[str]) -> str:
+    """["A", "B", "C"] as "A, B and C"."""
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def sharing_context(snapshot: dict[str, Any]) -> dict[str, str]:
+    """letter.officials and letter.co_signatories from a letter's frozen merge."""
+    officials = snapshot.get("officials")
+    if not officials:
+        member = snapshot.get("member") or {}
+        name = member.get("name") or ""
+        return {"officials": name, "co_signatories": ""}
+    names = [official["name"] for official in officials]
+    return {"officials": names_list(names), "co_signatories": names_list(names[1:])}
 
 
 def member_from_snapshot(

@@ -47,8 +47,11 @@ MEMBER_FIELDS = (
     "constituency",
 )
 TARGET_FIELDS = ("name", "salutation", "address", "email", "kind", "constituency", "party")
-WAVE_FIELDS = ("name", "reply_days", "asks")
-LETTER_FIELDS = ("reference", "date")
+# meeting_date: the wave's --meeting-date as "14 January 2027" (blank without one).
+WAVE_FIELDS = ("name", "reply_days", "asks", "meeting_date")
+# officials: the names of every member who shares the letter (a --one-per-target wave's lead first,
+# else the member alone), as "A, B and C"; co_signatories: the same without the lead (blank if none).
+LETTER_FIELDS = ("reference", "date", "officials", "co_signatories")
 # sent_*: the letter as its target received it, set in the member's receipt (blank before it goes);
 # sent_attachments: the files that went with it, each as "name (PDF, 120 KB)".
 EMAIL_LETTER_FIELDS = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 from email.utils import parseaddr
 from typing import Any
 
@@ -64,6 +65,9 @@ class WaveSpec:
     asks: str | None = None  # "" for none
     attach: list[str] | None = None  # files to attach (a name attached already is replaced)
     detach: list[str] | None = None  # attachment names to remove
+    one_per_target: bool | None = None
+    meeting_date: str | None = None  # YYYY-MM-DD; "" for none
+    chase_before: int | None = None
 
 
 # An invitation says what the letter asks in one sentence a member reads at a glance.
@@ -101,6 +105,25 @@ def _check_header_bound(spec: WaveSpec) -> None:
         raise CampaignError(f"{option}: {problem}")
 
 
+def _meeting_date(text: str, today: date) -> date | None:
+    """--meeting-date as stored: a date not in the past (None when blank)."""
+    if not text.strip():
+        return None
+    try:
+        meeting = date.fromisoformat(text.strip())
+    except ValueError:
+        raise CampaignError(f"--meeting-date: {text!r} is not a date: give it as YYYY-MM-DD") from None
+    if meeting < today:
+        raise CampaignError(
+            f"--meeting-date: {meeting:%Y-%m-%d} is in the past: give the date of the coming meeting"
+        )
+    return meeting
+
+
+# Enough for a meeting a term away; a chase further ahead than that would come before the letter.
+MAX_CHASE_BEFORE = 60
+
+
 def _wave_values(
     spec: WaveSpec, current: dict[str, Any] | None, engine: Engine, settings: Settings
 ) -> dict[str, Any]:
@@ -132,6 +155,14 @@ def _wave_values(
             if not 1 <= value <= 365:
                 raise CampaignError(f"--{name.replace('_', '-')}: must be between 1 and 365")
             values[name] = value
+    if spec.one_per_target is not None:
+        values["one_per_target"] = spec.one_per_target
+    if spec.meeting_date is not None:
+        values["meeting_date"] = _meeting_date(spec.meeting_date, utcnow().date())
+    if spec.chase_before is not None:
+        if not 1 <= spec.chase_before <= MAX_CHASE_BEFORE:
+            raise CampaignError(f"--chase-before: must be between 1 and {MAX_CHASE_BEFORE} working days")
+        values["chase_before"] = spec.chase_before
     if spec.where is not None:
         with engine.connect() as conn:
             values["filters"] = parse_where(spec.where, known_columns(conn))
@@ -192,6 +223,9 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
         "ask_days": 14,
         "filters": {},
         "nations": None,
+        "one_per_target": False,
+        "meeting_date": None,
+        "chase_before": 5,
         **DEFAULT_LATER.get(values["target"], {}),
         **values,
     }
@@ -318,6 +352,9 @@ def wave_status(engine: Engine, name: str) -> dict[str, Any]:
         "status": wave["status"],
         "target": wave["target"],
         "launched_at": wave["launched_at"],
+        "one_per_target": wave["one_per_target"],
+        "meeting_date": wave["meeting_date"],
+        "chase_before": wave["chase_before"] if wave["meeting_date"] else None,
         "letters": sum(states.values()),
         "states": states,
         "follow_ups": by_kind.get("follow_up", {}),

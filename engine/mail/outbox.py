@@ -25,7 +25,7 @@ from engine.letters.attachments import carries_attachments, wave_attachments
 from engine.letters.documents import letter_document
 from engine.letters.launch import letter_date
 from engine.letters.links import answer_link, letter_link, link_token, unsubscribe_link
-from engine.letters.merge import letter_words, member_from_snapshot
+from engine.letters.merge import letter_words, member_from_snapshot, sharing_context, wave_context
 from engine.letters.render import WaveRenderer
 from engine.mail.mime import alternative, attachment_part
 from engine.members.validation import header_problem
@@ -62,10 +62,11 @@ def email_context(letter: dict[str, Any], wave: dict[str, Any], settings: Settin
             "constituency": member["constituency"] if letter["target_kind"] == "mp" else None,
             "party": None,
         },
-        "wave": {"name": wave["name"], "reply_days": wave["reply_days"], "asks": wave.get("asks")},
+        "wave": wave_context(wave),
         "letter": {
             "reference": reference,
             "date": snapshot["date"],
+            **sharing_context(snapshot),
             "subject": letter["subject"],
             "text": letter["body_text"],
             # What went to the target, for the member's receipt: set once the letter has gone.

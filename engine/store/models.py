@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -208,6 +208,13 @@ class Wave(SQLModel, table=True):
     fixed_email: str | None = None
     fixed_salutation: str | None = None
     fixed_address: str | None = Field(default=None, sa_column=Column(Text))
+    # One letter per target (employer, MP, fixed recipient) however many selected members share it:
+    # the lead member holds it, the others are named in it as co-signatories (launch.SharePlan).
+    one_per_target: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # The meeting the letter is for: an unanswered letter is chased `chase_before` working days
+    # before it, and not at all from that day on.
+    meeting_date: date | None = None
+    chase_before: int = Field(default=5, sa_column_kwargs={"server_default": "5"})
     status: str = Field(default="draft", max_length=10)  # draft | launched
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
