@@ -289,3 +289,22 @@ def test_a_letter_sent_after_the_chase_day_waits_a_working_day(officials, tmp_pa
     went = _send_all(officials, tmp_path)
     assert chase(officials, SETTINGS, now=utcnow()).overdue == 0
     assert went.date() < meeting
+
+
+def test_outside_one_per_target_each_member_signs_alone(officials, tmp_path):
+    letter = tmp_path / "signed.txt"
+    letter.write_text(
+        "{% block subject %}Signed{% endblock %}\n{% block body %}\nDear {{ target.salutation }},\n\n"
+        "From {{ letter.officials }}[{{ letter.co_signatories }}] for {{ wave.meeting_date or 'no meeting' }}.\n"
+        "{% endblock %}\n"
+    )
+    spec = jcnc_spec(date.today() + timedelta(days=40), letter=str(letter), chaser="")
+    create_wave(officials, "Each", spec, SETTINGS)
+    edit_wave(officials, "Each", WaveSpec(one_per_target=False, meeting_date=""), SETTINGS)
+    assert launch_wave(officials, "Each", SETTINGS).created == 4
+    assert sorted(letter["body_text"].split("\n")[2] for letter in letters(officials)) == [
+        "From Ann Patel[] for no meeting.",
+        "From Ben Okafor[] for no meeting.",
+        "From Cara Lee[] for no meeting.",
+        "From Eve Morgan[] for no meeting.",
+    ]
