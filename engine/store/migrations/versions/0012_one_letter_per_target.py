@@ -7,16 +7,16 @@ unanswered is chased before it, never after it) and `chase_before` (how many
 working days before the meeting). Waves created before keep one letter per
 member and no meeting, as they had.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-29
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
