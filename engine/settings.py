@@ -34,6 +34,9 @@ MAX_LOGO = 256 * 1024
 # PNG and JPEG only: an SVG is a document that can carry script.
 _LOGO_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 MIN_SECRET = 32
+# An MP's office reads its inbox by hand: 50 letters a day is already a heavy day.
+DEFAULT_DAILY_CAP = 50
+DEFAULT_SIMILAR_WARN = 20
 MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -87,6 +90,11 @@ class Settings:
     # How long incoming messages keep their raw bytes and text before `campaign purge` removes
     # them (their kind, letter, outcome and dates stay).
     retention_days: int = 365
+    # Flood control: the most letters one target address gets in a day, for waves that do not
+    # set their own (--daily-cap); 0: no cap. And how many near-identical letters to one target
+    # a launch warns about.
+    daily_cap: int = DEFAULT_DAILY_CAP
+    similar_warn: int = DEFAULT_SIMILAR_WARN
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -119,6 +127,8 @@ class Settings:
             attach_file_max_kb=int(_number(env, "CAMPAIGN_ATTACH_FILE_MAX_KB", 5120)),
             attach_max_kb=int(_number(env, "CAMPAIGN_ATTACH_MAX_KB", 5120)),
             retention_days=int(_number(env, "CAMPAIGN_RETENTION_DAYS", 365)),
+            daily_cap=_whole(env, "CAMPAIGN_DAILY_CAP", DEFAULT_DAILY_CAP),
+            similar_warn=_whole(env, "CAMPAIGN_SIMILAR_WARN", DEFAULT_SIMILAR_WARN),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         if not settings.secret_file:
@@ -276,3 +286,12 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise CampaignError(f"{name}: must not be negative")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    if not raw.strip().isdigit():
+        raise CampaignError(f"{name}: {raw!r} is not a whole number (0 or more)")
+    return int(raw)

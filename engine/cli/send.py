@@ -127,6 +127,11 @@ def send_command(
         echo_json(result.as_dict())
     else:
         click.echo(f"{result.sent} sent, {result.retrying} to retry later, {result.failed} failed.")
+        if result.held:
+            click.echo(
+                f"{result.held} letter(s) held by their target's daily cap: they go from the next day "
+                "(see wave create --daily-cap)."
+            )
         if result.recovered.requeued or result.recovered.uncertain:
             click.echo(
                 f"Recovered from a stopped worker: {result.recovered.requeued} requeued, "

@@ -19,17 +19,20 @@ from engine.letters.documents import (
 from engine.letters.launch import SHARES_LETTER, launch_wave, left_out, preview_merge
 from engine.letters.link_secret import reinvite_wave
 from engine.letters.merge import long_date
+from engine.letters.similarity import similar_warning_line
 from engine.letters.targeting import nations_label, where_label
 from engine.letters.template_check import check_template_file
 from engine.letters.waves import (
     WaveSpec,
     create_wave,
     edit_wave,
+    effective_daily_cap,
     list_waves,
     wave_details,
     wave_status,
 )
 from engine.mail.outbox import build_invitation, parse_message
+from engine.settings import Settings
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, WAVE_TARGETS
 
@@ -184,6 +187,14 @@ def wave_options(create: bool):
                 help="Working days before --meeting-date to chase an unanswered letter (default 5).",
             ),
             click.option(
+                "--daily-cap",
+                type=click.IntRange(min=0),
+                metavar="N",
+                help="At most N letters to one target address a day (Europe/London); the rest wait "
+                "for the next days. 0: no cap (default: CAMPAIGN_DAILY_CAP, else 50). Can be changed "
+                "after launch.",
+            ),
+            click.option(
                 "--ask-after",
                 "ask_days",
                 type=int,
@@ -208,7 +219,7 @@ def _spec(**kw) -> WaveSpec:
     return WaveSpec(**lists, **kw)
 
 
-def _print_wave(wave: dict) -> None:
+def _print_wave(wave: dict, settings: Settings) -> None:
     click.echo(
         f"Wave {wave['name']!r}: {wave['status']}, to {wave['target']}"
         + (f" ({wave['fixed_name']})" if wave["target"] == "fixed" else "")
@@ -228,6 +239,7 @@ def _print_wave(wave: dict) -> None:
             f"  meeting on {long_date(wave['meeting_date'])}: an unanswered letter is chased "
             f"{wave['chase_before']} working days before it"
         )
+    click.echo(f"  {_daily_cap_words(effective_daily_cap(wave, settings))}")
     later = [f"follow-up: {wave['follow_up_template']}" if wave.get("follow_up_template") else ""]
     later.append(f"chaser: {wave['chaser_template']}" if wave.get("chaser_template") else "")
     if wave["target"] == "mp":
@@ -236,6 +248,12 @@ def _print_wave(wave: dict) -> None:
         click.echo("  " + "   ".join(x for x in later if x))
     for attachment in wave.get("attachments") or ():
         click.echo(f"  attached: {attachment['name']} ({attachment['type']}, {kb(attachment['size'])})")
+
+
+def _daily_cap_words(cap: int) -> str:
+    if not cap:
+        return "no daily cap of letters per target"
+    return f"at most {cap} letter(s) a day to any one target (the rest wait for the next days)"
 
 
 @main.group()
@@ -257,7 +275,7 @@ def wave_create(app: App, name: str, **options) -> None:
           --to "Secretary of State for Education <sos@education.example>" --where role=Headteacher
     """
     create_wave(app.engine(), name, _spec(**options), app.settings)
-    _print_wave(wave_details(app.engine(), name))
+    _print_wave(wave_details(app.engine(), name), app.settings)
     click.echo(f"Next: campaign wave preview {name!r}")
 
 
@@ -273,7 +291,7 @@ def wave_edit(app: App, name: str, **options) -> None:
       campaign wave edit "MPs autumn" --reply-days 15 --where region=London
     """
     edit_wave(app.engine(), name, _spec(**options), app.settings)
-    _print_wave(wave_details(app.engine(), name))
+    _print_wave(wave_details(app.engine(), name), app.settings)
 
 
 @wave.command("list")
@@ -320,7 +338,7 @@ def wave_show(app: App, name: str, as_json: bool) -> None:
     if as_json:
         echo_json(wave)
     else:
-        _print_wave(wave)
+        _print_wave(wave, app.settings)
 
 
 @wave.command("preview")
@@ -384,11 +402,21 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
     )
 
 
+SIMILAR_WARN = click.option(
+    "--similar-warn",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Warn about a target that would get more than N letters more than 90% the same text "
+    "(default: CAMPAIGN_SIMILAR_WARN, else 20; 0: no check).",
+)
+
+
 @wave.command("launch")
 @click.argument("name")
+@SIMILAR_WARN
 @click.option("--json", "as_json", is_flag=True, help="Print counts and every member skipped, with why.")
 @pass_app
-def wave_launch(app: App, name: str, as_json: bool) -> None:
+def wave_launch(app: App, name: str, similar_warn: int | None, as_json: bool) -> None:
     """Create every eligible member's letter and queue their invitation, in one transaction.
 
     Launching again adds letters only for members who have none yet.
@@ -400,7 +428,13 @@ def wave_launch(app: App, name: str, as_json: bool) -> None:
     app.require_secret()
     with Progress("Merging letters") as bar:
         result = launch_wave(
-            app.engine(), name, app.settings, list_skipped=as_json, progress=bar.update, on_start=bar.start
+            app.engine(),
+            name,
+            app.settings,
+            list_skipped=as_json,
+            progress=bar.update,
+            on_start=bar.start,
+            similar_warn=similar_warn,
         )
     if as_json:
         echo_json(result.as_dict())
@@ -415,14 +449,17 @@ def wave_launch(app: App, name: str, as_json: bool) -> None:
         click.echo(f"  skipped {count}: {REASONS.get(reason, reason)}")
     if result.skipped:
         click.echo("  (--json lists each skipped member and why)")
+    for warning in result.similar:
+        click.echo(similar_warning_line(warning, result.similar_warn))
     click.echo("Next: campaign outbox export DIR to inspect the invitations; nothing has been sent.")
 
 
 @wave.command("status")
 @click.argument("name")
+@SIMILAR_WARN
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @pass_app
-def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
+def wave_status_cmd(app: App, name: str, similar_warn: int | None, as_json: bool) -> None:
     """Count a wave's letters by state, and its queued mail.
 
     `bounced` letters reached the target's mail server and came back (we cannot
@@ -433,7 +470,10 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
     Example:
       campaign wave status "MPs autumn"
     """
-    status = wave_status(app.engine(), name)
+    if similar_warn is None:
+        similar_warn = app.settings.similar_warn
+    status = wave_status(app.engine(), name, similar_warn)
+    status["daily_cap"] = effective_daily_cap(status, app.settings)
     status["left_out"] = left_out(app.engine(), name)
     status["sharing"] = status["left_out"].pop(SHARES_LETTER, 0)
     if as_json:
@@ -447,6 +487,7 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
         )
     if status["sharing"]:
         click.echo(f"  sharing {status['sharing']}: {SHARING}")
+    click.echo(f"  {_daily_cap_words(status['daily_cap'])}")
     for state in LETTER_STATES:
         if status["states"].get(state):
             note = f"  {_WHO_FAILED[state]}" if state in _WHO_FAILED else ""
@@ -466,6 +507,8 @@ def wave_status_cmd(app: App, name: str, as_json: bool) -> None:
         click.echo(f"  {row['letters']} {row['state']} ({_WHO_FAILED[row['state']][1:-1]}): {row['reason']}")
     for reason, count in sorted(status["left_out"].items(), key=lambda item: -item[1]):
         click.echo(f"  left out {count}: {REASONS.get(reason, reason)}")
+    for warning in status["similar"]:
+        click.echo("  " + similar_warning_line(warning, similar_warn))
 
 
 @wave.command("reinvite")

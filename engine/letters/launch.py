@@ -49,6 +49,7 @@ from engine.letters.merge import (
     wave_context,
 )
 from engine.letters.render import WaveRenderer, freeze_templates
+from engine.letters.similarity import similar_letters
 from engine.letters.targeting import outside_nations, outside_where
 from engine.letters.waves import get_wave
 from engine.settings import Settings
@@ -283,6 +284,9 @@ class LaunchResult:
     # --one-per-target: members named in (or, joining later, sharing) a letter another member holds.
     sharing: int = 0
     sharing_members: list[dict[str, Any]] = field(default_factory=list)
+    # Targets that would get more than `similar_warn` near-identical letters (similarity.py).
+    similar_warn: int = 0
+    similar: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -493,8 +497,12 @@ def launch_wave(
     parallel: bool | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    similar_warn: int | None = None,
 ) -> LaunchResult:
     """Create every eligible member's letter and queue their invitation, all in one transaction.
+
+    Then name each target that would get more than `similar_warn` (default: the setting;
+    0: no check) letters more than 90% the same text.
 
     Only this process touches the database. On SQLite, with `parallel` (by
     default for large waves on a machine with more than one core) a worker
@@ -503,6 +511,7 @@ def launch_wave(
     calls this must guard its own code with `if __name__ == "__main__":`.)
     """
     result = LaunchResult(wave=name)
+    result.similar_warn = settings.similar_warn if similar_warn is None else similar_warn
     with ExitStack() as stack:
         conn = stack.enter_context(engine.begin())
         wave = get_wave(conn, name)
@@ -577,6 +586,11 @@ def launch_wave(
             skipped=result.skipped,
             sharing=result.sharing,
         )
+    if result.similar_warn:
+        # After the commit: reading the letters back costs less than carrying their texts
+        # through the merge pipeline, and holds no write lock.
+        with engine.connect() as conn:
+            result.similar = similar_letters(conn, wave["id"], result.similar_warn)
     return result
 
 

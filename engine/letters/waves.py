@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, func, select
 from engine.errors import CampaignError
 from engine.letters.attachments import attachment_list, planned_attachments, store_attachments
 from engine.letters.render import freeze_templates, letter_template_path
+from engine.letters.similarity import similar_letters
 from engine.letters.targeting import known_columns, parse_nations, parse_where, template_nations
 from engine.letters.templating import read_template
 from engine.members.emails import EmailNotValidError, normalise_email
@@ -68,7 +69,11 @@ class WaveSpec:
     one_per_target: bool | None = None
     meeting_date: str | None = None  # YYYY-MM-DD; "" for none
     chase_before: int | None = None
+    daily_cap: int | None = None  # letters per target address per day; 0: no cap
 
+
+# Letters per target per day: more than any inbox is read by hand; 0 is no cap.
+MAX_DAILY_CAP = 100_000
 
 # An invitation says what the letter asks in one sentence a member reads at a glance.
 MAX_ASKS = 300
@@ -163,6 +168,10 @@ def _wave_values(
         if not 1 <= spec.chase_before <= MAX_CHASE_BEFORE:
             raise CampaignError(f"--chase-before: must be between 1 and {MAX_CHASE_BEFORE} working days")
         values["chase_before"] = spec.chase_before
+    if spec.daily_cap is not None:
+        if not 0 <= spec.daily_cap <= MAX_DAILY_CAP:
+            raise CampaignError(f"--daily-cap: must be between 0 (no cap) and {MAX_DAILY_CAP:,}")
+        values["daily_cap"] = spec.daily_cap
     if spec.where is not None:
         with engine.connect() as conn:
             values["filters"] = parse_where(spec.where, known_columns(conn))
@@ -226,6 +235,7 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
         "one_per_target": False,
         "meeting_date": None,
         "chase_before": 5,
+        "daily_cap": settings.daily_cap,
         **DEFAULT_LATER.get(values["target"], {}),
         **values,
     }
@@ -244,9 +254,18 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
 
 def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> dict[str, Any]:
     current = get_wave(engine, name)
+    if current["status"] != "draft" and _only_daily_cap(spec):
+        # The cap governs sending, not what was launched: an organiser may tighten or loosen it
+        # while the wave's letters go (an MP's office asks for fewer a day).
+        values = _wave_values(spec, current, engine, settings)
+        with engine.begin() as conn:
+            conn.execute(wave_table.update().where(wave_table.c.id == current["id"]).values(**values))
+            record_event(conn, "wave.edit", wave=name, changed=sorted(values))
+        return get_wave(engine, name)
     if current["status"] != "draft":
         raise CampaignError(
-            f"wave {name!r} was launched on {current['launched_at']:%d %B %Y}: it can no longer be edited"
+            f"wave {name!r} was launched on {current['launched_at']:%d %B %Y}: it can no longer be edited "
+            "(except --daily-cap)"
         )
     values = _wave_values(spec, current, engine, settings)
     freeze_templates({**current, **values}, settings)
@@ -259,6 +278,17 @@ def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> 
         )
         record_event(conn, "wave.edit", wave=name, changed=changed, **changes)
     return get_wave(engine, name)
+
+
+def _only_daily_cap(spec: WaveSpec) -> bool:
+    given = {name for name, value in vars(spec).items() if value is not None}
+    return given == {"daily_cap"}
+
+
+def effective_daily_cap(wave: dict[str, Any], settings: Settings) -> int:
+    """The wave's cap of letters per target per day (0: none); older waves follow the setting."""
+    cap = wave.get("daily_cap")
+    return settings.daily_cap if cap is None else cap
 
 
 def get_wave(engine_or_conn: Engine | Connection, name: str) -> dict[str, Any]:
@@ -301,7 +331,9 @@ def list_waves(engine: Engine) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def wave_status(engine: Engine, name: str) -> dict[str, Any]:
+def wave_status(engine: Engine, name: str, similar_warn: int = 0) -> dict[str, Any]:
+    """A wave's letters by state, its mail, and (with `similar_warn`) the targets that would get
+    more than that many letters more than 90% the same text, as the letters stand now."""
     wave = get_wave(engine, name)
     lt, o = letter_table.c, outbox_table.c
     with engine.connect() as conn:
@@ -347,6 +379,7 @@ def wave_status(engine: Engine, name: str) -> dict[str, Any]:
                 .group_by(o.status)
             ).all()
         )
+        similar = similar_letters(conn, wave["id"], similar_warn) if similar_warn else []
     return {
         "wave": name,
         "status": wave["status"],
@@ -362,4 +395,7 @@ def wave_status(engine: Engine, name: str) -> dict[str, Any]:
         "incoming": incoming,
         "outbox": outbox,
         "undelivered": undelivered,
+        "daily_cap": wave.get("daily_cap"),
+        "similar_warn": similar_warn,
+        "similar": similar,
     }

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from email.utils import formataddr, parseaddr
 from typing import Any
 
@@ -30,6 +30,8 @@ from sqlalchemy import Engine, and_, bindparam, or_, select
 from engine.errors import CampaignError
 from engine.letters.links import new_message_id, verp_tag
 from engine.letters.render import WaveRenderer
+from engine.letters.waves import effective_daily_cap
+from engine.mail.daily_cap import DailyCap, london_day, next_day_start
 from engine.mail.outbox import (
     INVITATIONS,
     build_message,
@@ -151,7 +153,7 @@ def set_paused(engine: Engine, reason: str | None) -> None:
         record_event(conn, "send.pause" if reason else "send.resume", reason=reason)
 
 
-def claim(engine: Engine, worker: str, limit: int) -> list[int]:
+def claim(engine: Engine, worker: str, limit: int, now: datetime | None = None) -> list[int]:
     """Claim up to `limit` due messages for this worker, oldest first.
 
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets several workers claim at once
@@ -159,7 +161,7 @@ def claim(engine: Engine, worker: str, limit: int) -> list[int]:
     UPDATE holds the write lock, which gives the same guarantee.
     """
     o = outbox_table.c
-    now = utcnow()
+    now = now or utcnow()
     with engine.begin() as conn:
         due = (
             select(o.id)
@@ -190,6 +192,8 @@ class SendResult:
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+    # Letters that reached their target's daily cap: queued again for the next day.
+    held: int = 0
     recovered: Recovery = field(default_factory=Recovery)
     paused: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -214,9 +218,11 @@ def send_outbox(
     sleep: Callable[[float], None] = time.sleep,
     on_message: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> SendResult:
     """Deliver queued messages until the queue is empty (`once`) or forever, at most `rate` a second.
-    `progress` hears of every message handled, whatever became of it."""
+    `progress` hears of every message handled, whatever became of it; `clock` says what time it is
+    (what is due, and which day a target's daily cap counts)."""
     check_sender(settings)
     paused_at, reason = pause_state(engine)
     if paused_at is not None:
@@ -229,7 +235,7 @@ def send_outbox(
         batch = max(20, min(200, int(rate * 2))) if rate > 0 else 200
     result = SendResult(transport=transport.description)
     result.recovered = recover_abandoned(engine)
-    delivery = _Delivery(engine, settings, transport, worker_id())
+    delivery = _Delivery(engine, settings, transport, worker_id(), clock)
     builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build")
     interval = 1.0 / rate if rate > 0 else 0.0
     next_slot = time.monotonic()
@@ -256,6 +262,11 @@ def send_outbox(
                 if progress is not None:
                     progress(1)
                 if outcome == "skipped":
+                    continue
+                if outcome == "held":
+                    result.held += 1
+                    if on_message is not None:
+                        on_message(outcome)
                     continue
                 if outcome == "sent":
                     result.sent += 1
@@ -294,7 +305,9 @@ def send_outbox(
             transport.close()
             _release(engine, delivery.worker, None)
     with engine.begin() as conn:
-        record_event(conn, "send", sent=result.sent, retrying=result.retrying, failed=result.failed)
+        record_event(
+            conn, "send", sent=result.sent, retrying=result.retrying, failed=result.failed, held=result.held
+        )
     return result
 
 
@@ -331,6 +344,12 @@ _SENT = (
         next_attempt_at=None,
     )
 )
+# Over its target's daily cap: back to the queue, untried, until the next day starts.
+_HOLD = (
+    outbox_table.update()
+    .where(_o.id == bindparam("mid"), _o.status == "claimed", _o.claimed_by == bindparam("worker"))
+    .values(status="queued", claimed_by=None, claimed_at=None, next_attempt_at=bindparam("retry_at"))
+)
 _FINISH = (
     outbox_table.update()
     .where(_o.id == bindparam("mid"))
@@ -366,8 +385,16 @@ class _Delivery:
     has at most one message in `sending` at any moment.
     """
 
-    def __init__(self, engine: Engine, settings: Settings, transport: Transport, worker: str):
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        transport: Transport,
+        worker: str,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.engine, self.settings, self.transport, self.worker = engine, settings, transport, worker
+        self.clock = clock
         self.renderers: dict[int, tuple[dict[str, Any], WaveRenderer]] = {}
         self.pending: Callable[[Any], None] | None = None
         self.conn: Any = None
@@ -375,11 +402,13 @@ class _Delivery:
         dialect = engine.dialect
         self.start, self.sent = FastStatement(_START, dialect), FastStatement(_SENT, dialect)
         self.finish = FastStatement(_FINISH, dialect)
+        self.hold = FastStatement(_HOLD, dialect)
+        self.daily_cap = DailyCap(dialect)
         self.suppressed: set[str] = set()
 
     def claim(self, limit: int) -> list[dict[str, Any]]:
         self.flush()  # a sent letter queues its receipt: let the next claim see it
-        ids = claim(self.engine, self.worker, limit)
+        ids = claim(self.engine, self.worker, limit, self.clock())
         if not ids:
             return []
         with self.engine.connect() as conn:
@@ -408,7 +437,7 @@ class _Delivery:
         data["letter"] = letter  # deliver() needs it too
         try:
             wave, renderer = self.renderers[letter["wave_id"]]
-            return build_message(data, letter, wave, renderer, self.settings, date=utcnow())
+            return build_message(data, letter, wave, renderer, self.settings, date=self.clock())
         except Exception as exc:  # whatever the cause, one message must not stop the rest
             return exc
 
@@ -430,14 +459,27 @@ class _Delivery:
                 if not set_aside(conn, message_id, problem, claimed_by=self.worker):
                     return "skipped", "no longer claimed by this worker"
                 return "unbuildable", problem
+            now = self.clock()
+            slot = self._slot(data, now)
+            if slot is not None and not self.daily_cap.reserve(conn, *slot):
+                retry_at = next_day_start(slot[1])
+                if not self.hold.execute(conn, mid=message_id, worker=self.worker, retry_at=retry_at):
+                    return "skipped", "no longer claimed by this worker"
+                return (
+                    "held",
+                    f"{slot[2]} letter(s) to this target today: waits until {retry_at:%d %b %H:%M} UTC",
+                )
             # Committed before the SMTP transaction starts: if this process dies
-            # from here on, the message is known to be in doubt.
+            # from here on, the message is known to be in doubt (and keeps its slot).
             if not self.start.execute(conn, mid=message_id, worker=self.worker):
+                if slot is not None:
+                    self.daily_cap.release(conn, slot[0], slot[1])
                 return "skipped", "no longer claimed by this worker"
         letter = data["letter"]
         wave, renderer = self.renderers[letter["wave_id"]]
         settings = self.settings
-        now = utcnow()
+        # A letter that does not go gives its slot back, in the transaction that records why.
+        release = slot[:2] if slot is not None else None
         if self.suppressed and address_of(data["to_addr"]).lower() in self.suppressed:
             # Suppressed while the message waited (staff accepted a complaint in between).
             reason = (
@@ -446,7 +488,11 @@ class _Delivery:
                 else "the address asked for no more campaign mail"
             )
             self._later(
-                message_id, "suppressed", reason, letter_id=letter["id"] if data["kind"] == "letter" else None
+                message_id,
+                "suppressed",
+                reason,
+                letter_id=letter["id"] if data["kind"] == "letter" else None,
+                release=release,
             )
             return "skipped", "suppressed"
         mail_from = self.domain_from
@@ -462,15 +508,23 @@ class _Delivery:
         except DeliveryError as exc:
             if exc.fatal:
                 # The relay refused us, not this message: give it back untouched.
-                self._later(message_id, "queued", str(exc), attempts_delta=-1)
+                self._later(message_id, "queued", str(exc), attempts_delta=-1, release=release)
                 return "fatal", str(exc)
             if exc.temporary and data["attempts"] + 1 < MAX_ATTEMPTS:
                 self._later(
-                    message_id, "queued", str(exc), retry_at=now + FIRST_RETRY * 2 ** data["attempts"]
+                    message_id,
+                    "queued",
+                    str(exc),
+                    retry_at=now + FIRST_RETRY * 2 ** data["attempts"],
+                    release=release,
                 )
                 return "retrying", str(exc)
             self._later(
-                message_id, "failed", str(exc), letter_id=letter["id"] if data["kind"] == "letter" else None
+                message_id,
+                "failed",
+                str(exc),
+                letter_id=letter["id"] if data["kind"] == "letter" else None,
+                release=release,
             )
             return "failed", str(exc)
 
@@ -495,9 +549,11 @@ class _Delivery:
         retry_at: datetime | None = None,
         attempts_delta: int = 0,
         letter_id: int | None = None,
+        release: tuple[str, date] | None = None,
     ) -> None:
         """Record how a message ended; `letter_id` (a member's letter that will never go) is then
-        marked failed with the same reason, not left queued."""
+        marked failed with the same reason, not left queued; `release` is the daily-cap slot
+        (address, day) the message took and gives back."""
 
         def record(conn: Any) -> None:
             self.finish.execute(
@@ -510,8 +566,20 @@ class _Delivery:
             )
             if letter_id is not None:
                 mark_undelivered(conn, letter_id, error)
+            if release is not None:
+                self.daily_cap.release(conn, *release)
 
         self.pending = record
+
+    def _slot(self, data: dict[str, Any], now: datetime) -> tuple[str, date, int] | None:
+        """(target address, London day, cap) when this message counts against a daily cap."""
+        if data["kind"] != "letter":
+            return None  # invitations, receipts and questionnaires go to members
+        wave = self.renderers[data["letter"]["wave_id"]][0]
+        cap = effective_daily_cap(wave, self.settings)
+        if not cap:
+            return None
+        return address_of(data["to_addr"]).lower(), london_day(now), cap
 
 
 def address_of(value: str) -> str:

@@ -215,6 +215,9 @@ class Wave(SQLModel, table=True):
     # before it, and not at all from that day on.
     meeting_date: date | None = None
     chase_before: int = Field(default=5, sa_column_kwargs={"server_default": "5"})
+    # The most letters the worker sends one target address in a day (Europe/London), the rest
+    # waiting for the next days; 0: no cap; None (waves made before it existed): CAMPAIGN_DAILY_CAP.
+    daily_cap: int | None = None
     status: str = Field(default="draft", max_length=10)  # draft | launched
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -329,6 +332,18 @@ class OutboxMessage(SQLModel, table=True):
     smtp_response: str | None = None
 
 
+class TargetDay(SQLModel, table=True):
+    """Letters sent to one target address on one day (Europe/London): the daily cap's counter.
+
+    Kept apart from the outbox so the worker checks the cap with one keyed upsert, never a count.
+    """
+
+    __tablename__ = "target_day"
+    address: str = Field(primary_key=True)
+    day: date = Field(primary_key=True)
+    sent: int = 0
+
+
 class SendControl(SQLModel, table=True):
     """Whether sending is paused (one row), and why: a dead relay must not burn through a wave."""
 
@@ -423,6 +438,7 @@ attachment_table = WaveAttachment.__table__
 letter_table = Letter.__table__
 outbox_table = OutboxMessage.__table__
 send_control_table = SendControl.__table__
+target_day_table = TargetDay.__table__
 inbound_table = InboundMessage.__table__
 failure_table = DeliveryFailure.__table__
 suppression_table = Suppression.__table__
