@@ -56,6 +56,15 @@ demo: $(STAMP)
 	$(CAMPAIGN) wave status "Employers: well-being assessment"
 	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
 	$(CAMPAIGN) chase
+	@echo "Flood control: every member writes to the Secretary of State, at most 2 letters a day to that one inbox."
+	@echo "The launch warns that the office would get a pile of near-identical letters; the third letter waits a day."
+	$(CAMPAIGN) wave create "Secretary of State: pause the rollout" --target fixed --letter secretary-of-state \
+		--invite invitation --to "Secretary of State for Education <sos@education.example>" --daily-cap 2
+	$(CAMPAIGN) wave launch "Secretary of State: pause the rollout"
+	$(CAMPAIGN) letters decide "Secretary of State: pause the rollout" M100001 send
+	$(CAMPAIGN) letters decide "Secretary of State: pause the rollout" M100002 send
+	$(CAMPAIGN) letters decide "Secretary of State: pause the rollout" M100003 send
+	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
 	@echo "A member's personal link (run 'make serve' and open it):"
 	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
 	@echo "Bristol City Council has no email address on record: M100018 prints the letter and posts it themselves."

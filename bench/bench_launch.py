@@ -132,7 +132,7 @@ def main() -> int:
         renderer.invitation_subject(context)
         renderer.invitation(context)
         renderer.layout.render(
-            context["letter"],
+            {**context["letter"], "reference_in_text": False},
             context["member"],
             context["target"],
             paragraphs_html(text, renderer.paragraph_style),

@@ -6,6 +6,10 @@ number of already-built messages over one connection, measured in the same
 run (alternated, best of --rounds each, as the machine is shared); the target
 is at least 70% of the bare loop.
 
+With --letters it also sends the members' letters to their (one) MP, once with
+no daily cap and once with a cap above their number, so that every letter takes
+its slot in `target_day`: what flood control costs a message.
+
     python bench/bench_send.py --messages 20000 --pg postgresql://postgres@127.0.0.1/bench
 """
 
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from email.utils import formataddr
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,7 +42,14 @@ from engine.mail.smtp import SmtpTransport  # noqa: E402
 from engine.members.importer import import_members  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 from engine.store.db import init_db, open_engine  # noqa: E402
-from engine.store.models import member_table, mp_table, outbox_table  # noqa: E402
+from engine.store.models import (  # noqa: E402
+    letter_table,
+    member_table,
+    mp_table,
+    outbox_table,
+    utcnow,
+    wave_table,
+)
 
 # A throwaway link secret for this run: the engine has no default, and no link outlives the bench.
 BENCH_SECRET = secrets.token_urlsafe(48)
@@ -100,6 +112,35 @@ def prepare(url: str, n: int, work: Path) -> None:
     engine.dispose()
 
 
+def queue_letters(url: str, cap: int) -> None:
+    """Every member asks for their letter to be sent (their invitations have gone)."""
+    engine = open_engine(url)
+    now = utcnow()
+    lt = letter_table.c
+    with engine.begin() as conn:
+        conn.execute(outbox_table.update().values(status="sent"))
+        rows = conn.execute(select(lt.id, lt.reference, lt.subject, lt.target_name, lt.target_email)).all()
+        conn.execute(letter_table.update().values(state="queued", decided_at=now))
+        conn.execute(
+            outbox_table.insert(),
+            [
+                {
+                    "letter_id": letter_id,
+                    "kind": "letter",
+                    "to_addr": formataddr((name, email)),
+                    "subject": f"{subject} [Ref: {reference}]",
+                    "message_id": f"<{reference}.letter@union.example>",
+                    "status": "queued",
+                    "attempts": 0,
+                    "created_at": now,
+                }
+                for letter_id, reference, subject, name, email in rows
+            ],
+        )
+        conn.execute(wave_table.update().values(daily_cap=cap))
+    engine.dispose()
+
+
 def queued(url: str) -> int:
     engine = open_engine(url)
     with engine.connect() as conn:
@@ -117,6 +158,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2, help="bare loop and worker runs, alternated")
     parser.add_argument("--pg", help="PostgreSQL URL for the two-worker run (its tables are replaced)")
+    parser.add_argument("--letters", action="store_true", help="also send letters, with and without a cap")
     args = parser.parse_args()
     n = args.messages
     os.chdir(ROOT)
@@ -159,6 +201,26 @@ def main() -> int:
     bare_rate, one = max(bare_rates), max(worker_rates)
     print(f"bare smtplib:    {bare_rate:,.0f} messages/s ({len(built):,} built messages, one connection)")
     print(f"one worker:      {one:,.0f} messages/s on SQLite = {one / bare_rate:.0%} of bare")
+
+    if args.letters:
+        # The receipts each sent letter queues are left queued: only the letters are timed.
+        for name, cap in (("no cap", 0), ("capped", n + 1)):
+            rates = []
+            for round_number in range(1, args.rounds + 1):
+                copy = work / f"letters-{cap}-{round_number}.db"
+                shutil.copy(work / "send.db", copy)
+                queue_letters(f"sqlite:///{copy}", cap)
+                engine = open_engine(f"sqlite:///{copy}")
+                t = time.perf_counter()
+                result = send_outbox(engine, settings, SmtpTransport(smtp_url), rate=1e6, limit=n)
+                rates.append(result.sent / (time.perf_counter() - t))
+                assert result.held == 0 and result.sent == n, result
+                engine.dispose()
+            best = max(rates)
+            print(
+                f"letters, {name}: {best:,.0f} letters/s on SQLite = {best / bare_rate:.0%} of bare "
+                "(letters carry their HTML letter too)"
+            )
 
     if args.pg:
         prepare(args.pg, n, work)

@@ -404,6 +404,7 @@ class _Delivery:
         self.finish = FastStatement(_FINISH, dialect)
         self.hold = FastStatement(_HOLD, dialect)
         self.daily_cap = DailyCap(dialect)
+        self.caps: dict[int, int | None] = {}  # each wave's daily_cap, as of the last claim
         self.suppressed: set[str] = set()
 
     def claim(self, limit: int) -> list[dict[str, Any]]:
@@ -415,6 +416,10 @@ class _Delivery:
             rows = [dict(r._mapping) for r in conn.execute(_BATCH, {"ids": ids})]
             # Addresses that complained: few, and read once per batch rather than per message.
             self.suppressed = suppressed_addresses(conn)
+            # Read again every batch: `wave edit --daily-cap` may change it while a worker runs.
+            wave_ids = {row["l_wave_id"] for row in rows}
+            w = wave_table.c
+            self.caps.update(conn.execute(select(w.id, w.daily_cap).where(w.id.in_(wave_ids))).all())
             for row in rows:
                 if row["l_wave_id"] not in self.renderers:
                     self.renderers[row["l_wave_id"]] = load_wave(conn, row["l_wave_id"])
@@ -575,8 +580,7 @@ class _Delivery:
         """(target address, London day, cap) when this message counts against a daily cap."""
         if data["kind"] != "letter":
             return None  # invitations, receipts and questionnaires go to members
-        wave = self.renderers[data["letter"]["wave_id"]][0]
-        cap = effective_daily_cap(wave, self.settings)
+        cap = effective_daily_cap({"daily_cap": self.caps[data["letter"]["wave_id"]]}, self.settings)
         if not cap:
             return None
         return address_of(data["to_addr"]).lower(), london_day(now), cap
