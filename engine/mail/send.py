@@ -45,7 +45,7 @@ from engine.mail.smtp import DeliveryError
 from engine.settings import Settings
 from engine.store.db import FastStatement
 from engine.store.events import record_event
-from engine.store.models import letter_table, outbox_table, send_control_table, utcnow
+from engine.store.models import letter_table, outbox_table, send_control_table, utcnow, wave_table
 from engine.store.states import mark_invited, mark_sent, mark_undelivered
 from engine.store.suppression import SUPPRESSED_RECIPIENT, suppressed_addresses
 
