@@ -208,6 +208,7 @@ _EMPLOYER_LABELS = {
     "independent": "independent",
     "no_trust": "no trust named",
     "not_covered": "no rule for type",
+    "no_employer": "no school (no employer)",
     "pending": "pending",
 }
 

@@ -12,7 +12,7 @@ from engine.cli.output import Progress, echo_csv, echo_json, echo_json_array, ec
 from engine.members.importer import get_member, import_members, iter_members, set_mail_opt_out
 from engine.members.rights import export_member, forget_member, purge_messages
 from engine.store.files import write_atomically
-from engine.store.models import EMPLOYER_STATUSES, MP_STATUSES
+from engine.store.models import EMPLOYER_STATUS_MEANINGS, EMPLOYER_STATUSES, MP_STATUSES
 
 MEMBER_CSV_COLUMNS = [
     "membership_no", "first_name", "last_name", "email", "postcode", "school_urn", "town", "role", "branch",
@@ -53,9 +53,10 @@ def members_import(
 ) -> None:
     """Import a membership-system CSV export, updating members already known.
 
-    Needs membership_no, first_name, last_name, email, postcode and school_urn;
-    other columns are kept as merge fields. A file with bad rows imports
-    nothing unless --skip-invalid is given.
+    Needs membership_no, first_name, last_name, email and postcode; school_urn
+    is optional (left empty for supply, central and retired staff, who then
+    have no employer). Other columns are kept as merge fields. A file with
+    bad rows imports nothing unless --skip-invalid is given.
 
     \b
     Example:
@@ -93,7 +94,18 @@ def members_import(
     click.echo("Next: campaign resolve")
 
 
+def _employer_statuses_in_help(f):
+    """Put every employer outcome and what it means into the help, where it says {employer_statuses}."""
+    # Each line after the first takes the docstring's own indent, so click dedents them all alike.
+    lines = "\n      ".join(
+        f"{status:<12} {EMPLOYER_STATUS_MEANINGS[status]}" for status in EMPLOYER_STATUSES
+    )
+    f.__doc__ = f.__doc__.replace("{employer_statuses}", lines)
+    return f
+
+
 @members.command("list")
+@_employer_statuses_in_help
 @click.option("--mp-status", type=click.Choice(MP_STATUSES), help="Only members with this MP outcome.")
 @click.option(
     "--employer-status", type=click.Choice(EMPLOYER_STATUSES), help="Only members with this employer outcome."
@@ -113,8 +125,13 @@ def members_list(
     """List members with what `resolve` found for each.
 
     \b
-    Example:
+    Employer outcomes (--employer-status):
+      {employer_statuses}
+
+    \b
+    Examples:
       campaign members list --mp-status terminated
+      campaign members list --employer-status no_employer   # supply, central and retired staff
     """
     rows = iter_members(app.engine(), mp_status=mp_status, employer_status=employer_status, limit=limit)
     if as_json:

@@ -49,6 +49,7 @@ REASONS = {
     "opted_out": "opted out of campaign mail",
     "no_email": "no email address",
     "unresolved": "not resolved to a target",
+    "no_employer": "no employer (no school: supply, central or retired staff)",
     "no_employer_contact": "no employer contact",
 }
 SHARING = "named as co-signatories in the letter another member holds for their target (--one-per-target)"

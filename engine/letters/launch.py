@@ -72,6 +72,7 @@ SKIP_REASONS = (
     "opted_out",
     "no_email",
     "unresolved",
+    "no_employer",
     "no_employer_contact",
 )
 # Not a skip: a --one-per-target wave's member whose target's letter another member holds.
@@ -170,6 +171,9 @@ def skip_reason(row: Mapping[str, Any], target_kind: str) -> str | None:
     if target_kind == "mp" and (row["mp_status"] != "resolved" or row["mp_name"] is None):
         return "unresolved"
     if target_kind == "employer":
+        # Supply, central and retired staff have no school, so no employer to write to.
+        if row["employer_status"] == "no_employer":
+            return "no_employer"
         if row["employer_status"] != "resolved":
             return "unresolved"
         if row["contact_employer_key"] is None:
@@ -652,7 +656,7 @@ def left_out(engine: Engine, name: str) -> dict[str, int]:
 
 def _skipped(row: dict[str, Any], reason: str, target_kind: str) -> dict[str, Any]:
     detail = None
-    if reason == "unresolved":
+    if reason in ("unresolved", "no_employer"):
         detail = row["mp_detail"] if target_kind == "mp" else row["employer_detail"]
     elif reason == "no_employer_contact":
         detail = f"no contact for {row['employer_key']} ({row['employer_name']})"

@@ -70,6 +70,7 @@ OPTIONAL_MEMBER_FIELDS = (
     "branch",
     "region",
     "school",
+    "school_urn",  # empty for supply, central and retired staff
 )
 
 

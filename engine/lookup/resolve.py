@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Engine, case, exists, func, literal, null, or_, select
+from sqlalchemy import Engine, and_, case, exists, func, literal, null, or_, select
 from sqlalchemy import update as sql_update
 
 from engine.errors import NetworkUnavailable
@@ -71,6 +71,7 @@ def resolve_members(
         conn.execute(_pending_update(summary, now))
         conn.execute(_employer_update(now))
         conn.execute(_unknown_school_update(now))
+        conn.execute(_no_school_update(now))
         _count(conn, summary)
         record_event(conn, "resolve", **summary.as_dict())
     return summary
@@ -205,10 +206,23 @@ def _employer_update(now: Any) -> Any:
 def _unknown_school_update(now: Any) -> Any:
     m, s = member_table.c, school_table.c
     return _set_where_changed(
-        ~exists().where(s.urn == m.school_urn),
+        and_(m.school_urn != "", ~exists().where(s.urn == m.school_urn)),
         now,
         employer_status=literal("unknown_urn"),
         employer_detail=literal("URN ") + m.school_urn + literal(" is not in the schools list"),
+        employer_key=null(),
+        employer_name=null(),
+    )
+
+
+def _no_school_update(now: Any) -> Any:
+    """Members with no school (supply, central or retired staff) have no employer to write to."""
+    m = member_table.c
+    return _set_where_changed(
+        m.school_urn == "",
+        now,
+        employer_status=literal("no_employer"),
+        employer_detail=literal("no school on record (supply, central or retired staff)"),
         employer_key=null(),
         employer_name=null(),
     )

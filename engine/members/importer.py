@@ -27,8 +27,19 @@ from engine.members.validation import header_problems
 from engine.store.events import record_event
 from engine.store.models import forgotten_table, member_table, utcnow
 
-REQUIRED = ("membership_no", "first_name", "last_name", "email", "postcode", "school_urn")
-OPTIONAL = ("address_line1", "address_line2", "address_line3", "town", "role", "branch", "region")
+REQUIRED = ("membership_no", "first_name", "last_name", "email", "postcode")
+# school_urn is optional: supply staff, central staff and retired members have no school. It stays
+# first among the optional fields so that FIELDS, and so every stored row_hash, keep their order.
+OPTIONAL = (
+    "school_urn",
+    "address_line1",
+    "address_line2",
+    "address_line3",
+    "town",
+    "role",
+    "branch",
+    "region",
+)
 FIELDS = REQUIRED + OPTIONAL
 _KNOWN = {header_key(name): name for name in FIELDS}
 # Common spellings from membership systems for the same fields.
@@ -106,6 +117,8 @@ def _check_row(row: CsvRow, custom_fields: list[str]) -> tuple[dict[str, Any] | 
     if problems:
         return None, problems
     member = {name: values.get(name) or None for name in FIELDS}
+    # Stored as "" rather than NULL (see Member.school_urn); resolve reads it as "no school".
+    member["school_urn"] = member["school_urn"] or ""
     member["email"] = email
     member["postcode"] = postcode
     member["custom"] = {name: values[name] for name in custom_fields if values.get(name)}

@@ -16,7 +16,27 @@ def utcnow() -> datetime:
 # Outcomes of resolving a member to an MP, stored in Member.mp_status.
 MP_STATUSES = ("resolved", "bad_postcode", "terminated", "not_found", "no_mp", "pending")
 # Outcomes of resolving a member to an employer, stored in Member.employer_status.
-EMPLOYER_STATUSES = ("resolved", "unknown_urn", "closed", "independent", "no_trust", "not_covered", "pending")
+EMPLOYER_STATUSES = (
+    "resolved",
+    "unknown_urn",
+    "closed",
+    "independent",
+    "no_trust",
+    "not_covered",
+    "no_employer",
+    "pending",
+)
+# What each employer outcome means, for `members list --help` and the README.
+EMPLOYER_STATUS_MEANINGS = {
+    "resolved": "the school's employer is known",
+    "unknown_urn": "the school URN is not in the GIAS schools list",
+    "closed": "the school is closed",
+    "independent": "an independent or non-maintained school: its proprietor is not in GIAS",
+    "no_trust": "an academy whose trust GIAS does not name",
+    "not_covered": "GIAS gives a type of school with no employer rule (a Welsh establishment, say)",
+    "no_employer": "no school on record (supply, central or retired staff): no employer to write to",
+    "pending": "not resolved yet",
+}
 
 
 class Member(SQLModel, table=True):
@@ -26,6 +46,9 @@ class Member(SQLModel, table=True):
     last_name: str
     email: str = Field(index=True)  # incoming mail is matched by its sender
     postcode: str = Field(max_length=8, index=True)
+    # "" for a member with no school (supply, central or retired staff): resolve gives them
+    # employer_status no_employer. Empty rather than NULL, because SQLite cannot drop NOT NULL
+    # without copying the member table, which the letters refer to.
     school_urn: str = Field(max_length=20, index=True)
     address_line1: str | None = None
     address_line2: str | None = None
