@@ -60,7 +60,7 @@ def test_the_unions_name_signature_footer_and_logo_come_from_settings(sample, tm
         CAMPAIGN_BASE_URL="https://letters.union.example",
     )
     messages = invitations(sample, settings, tmp_path)
-    assert len(messages) == 48
+    assert len(messages) == 40
     text, html = parts(messages[0])
     assert "Thank you,\nPriya Shah, Campaigns Officer\nNorthfield Teachers' Association\n" in text
     assert text.rstrip().endswith("Northfield Teachers' Association, 1 Example Row, Leeds LS1 0XX")

@@ -19,9 +19,10 @@ from engine.followup.chase import chase, working_days_after
 from engine.inbox.ingest import Ingester
 from engine.letters.confirm import letter_for_member
 from engine.letters.launch import launch_wave
+from engine.letters.targeting import template_nations
 from engine.letters.template_check import check_template_file
-from engine.letters.waves import create_wave
-from engine.store.models import letter_table
+from engine.letters.waves import WaveSpec, create_wave
+from engine.store.models import letter_table, member_table, school_table
 
 TEMPLATES = ROOT / "templates"
 BUNDLED = sorted((TEMPLATES / "letters").glob("*.txt")) + sorted((TEMPLATES / "email").glob("*.*"))
@@ -91,6 +92,68 @@ def test_the_mp_letter_merged_for_a_member_asks_for_a_pause(sample):  # noqa: F8
     assert "independent review" not in text
     # The prompt for the member's own words is kept, whole, on its own line.
     assert re.search(r"\n\[Why this matters in your school: [^\n]*\]\n", found.text)
+
+
+# ---- England only (Ofsted inspects schools in England) -----------------------------------
+
+OFSTED_LETTERS = [p for p in sorted((TEMPLATES / "letters").glob("*.txt")) if "Ofsted" in p.read_text()]
+# Each bundled letter that starts a wave, with the wave it starts; follow-ups and chasers go to
+# the target of the letter they follow.
+FIRST_LETTERS = {
+    "mp-inspection": MP_WAVE,
+    "employer-wellbeing": EMPLOYER_WAVE,
+    "jcnc-agenda": WaveSpec(target="employer", letter="jcnc-agenda", invite="invitation"),
+    "secretary-of-state": WaveSpec(
+        target="fixed",
+        letter="secretary-of-state",
+        invite="invitation",
+        to="Secretary of State for Education <sos@education.example>",
+        to_salutation="Secretary of State",
+    ),
+}
+
+
+def test_every_bundled_ofsted_letter_reaches_england_only_by_default():
+    assert [p.stem for p in OFSTED_LETTERS] == [
+        "employer-chaser",
+        "employer-follow-up",
+        "employer-wellbeing",
+        "jcnc-agenda",
+        "mp-inspection",
+        "secretary-of-state",
+    ]
+    for path in OFSTED_LETTERS:
+        assert template_nations(path.read_text(), path.name) == ["england"], path.name
+
+
+def _in_england(code: str | None, la_code: str | None = None) -> bool:
+    """A GSS code in England (E…), or failing one a GIAS LA code outside Wales's 660-681."""
+    if code:
+        return code.startswith("E")
+    return la_code is not None and not 660 <= int(la_code) <= 681
+
+
+@pytest.mark.parametrize("letter", sorted(FIRST_LETTERS))
+def test_no_letter_of_a_bundled_ofsted_template_goes_to_a_target_outside_england(sample, letter):  # noqa: F811
+    create_wave(sample, letter, FIRST_LETTERS[letter], SETTINGS)
+    result = launch_wave(sample, letter, SETTINGS)
+    assert result.created > 0
+    assert result.skipped["outside_nations"] > 0  # the demo data has members in the other nations
+    lt, m, s = letter_table.c, member_table.c, school_table.c
+    with sample.connect() as conn:
+        rows = conn.execute(
+            select(lt.target_kind, lt.target_key, m.constituency_code, s.constituency_code, s.la_code)
+            .join(member_table, m.id == lt.member_id)
+            .outerjoin(school_table, s.urn == m.school_urn)
+        ).all()
+    assert len(rows) == result.created
+    for kind, key, constituency, school_constituency, la_code in rows:
+        if kind == "employer":
+            # The employer is written to about a school: the school is in England.
+            assert _in_england(school_constituency, la_code), key
+        else:
+            # An MP's seat, or the member's own constituency for a fixed recipient.
+            assert _in_england(constituency), key
 
 
 # ---- the acknowledgement of an employer's reply (item 2) ---------------------------------

@@ -81,13 +81,23 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     key = tmp_path / "demo" / "campaign.db.key"
     assert f"Created the link secret {key}" in out
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert "56 created, 0 updated, 0 unchanged, 4 rejected" in out
-    assert "MP:       resolved 48, no MP 6, not looked up (offline) 2" in out
-    assert "Employer: resolved 38, unknown URN 11, closed school 1, independent 1, no trust named 3" in out
+    assert "59 created, 0 updated, 0 unchanged, 4 rejected" in out
+    assert "Extra columns kept as merge fields: years_in_post, official, inspector." in out
+    assert "MP:       resolved 51, no MP 6, not looked up (offline) 2" in out
+    assert (
+        "Employer: resolved 38, unknown URN 11, closed school 1, independent 1, no trust named 3, "
+        "no rule for type 2, no school (no employer) 3\n"
+    ) in out
     assert "la:330" in out  # Birmingham: members but no contact
-    assert "Wave 'MPs: inspection and well-being': 48 letter(s) created, 48 invitation(s) queued" in out
-    # 81 invitations, 2 letters confirmed through the member-page code path, and their 2 receipts.
-    assert "85 sent, 0 to retry later, 0 failed." in out
+    # Both waves reach England only (the letters' front matter): members in Scotland, Wales and
+    # Northern Ireland are counted, as are the members with no school in the employer wave.
+    assert "Wave 'MPs: inspection and well-being': 40 letter(s) created, 40 invitation(s) queued" in out
+    assert "  skipped 11: outside the wave's nations (--nations)\n" in out
+    assert "Wave 'Employers: well-being assessment': 33 letter(s) created, 33 invitation(s) queued" in out
+    assert "  skipped 3: no employer (no school: supply, central or retired staff)\n" in out
+    assert "  skipped 2: outside the wave's nations (--nations)\n" in out
+    # 73 invitations, 2 letters confirmed through the member-page code path, and their 2 receipts.
+    assert "77 sent, 0 to retry later, 0 failed." in out
     assert "  sent         2\n  opted_out    1\n" in out
     # Three employer letters and their receipts; then the replies, and the follow-up's invitation.
     assert "6 sent, 0 to retry later, 0 failed." in out
@@ -108,7 +118,7 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     )
     assert "60 sent, 0 to retry later, 0 failed.\n1 letter(s) held by their target's daily cap" in out
     outbox = list((tmp_path / "demo" / "outbox").glob("*.eml"))
-    assert len(outbox) == 92 + 56 + 2 + 2  # the invitations, two letters and their receipts
+    assert len(outbox) == 84 + 46 + 2 + 2  # the invitations, two letters and their receipts
     assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 1
     # The one letter due on paper: its member posts it themselves (their council has no email).
     assert len(list((tmp_path / "demo" / "pdfs").glob("*.pdf"))) == 1

@@ -139,7 +139,49 @@ def test_sample_members_file_has_the_deliberate_bad_rows(engine, tmp_path):
     result = import_members(
         engine, DATA / "members.csv", skip_invalid=True, rejects_path=tmp_path / "rejects.csv"
     )
-    assert result.created == 56
+    # 63 rows: 4 bad, and 3 members with no school (supply, retired, central staff) import too.
+    assert (result.created, result.rejected) == (59, 4)
+    assert result.custom_fields == ["years_in_post", "official", "inspector"]
+
+
+def test_member_without_a_school_urn_imports_with_an_empty_urn(engine, write_csv):
+    supply = (
+        "M3,Kofi,Boateng,kofi@members.example.org,LS6 1AN,,14 Cardigan Road,Leeds,Supply teacher,Leeds,\n"
+    )
+    path = write_csv("m.csv", GOOD + supply)
+    result = import_members(engine, path)
+    assert (result.created, result.rejected) == (3, 0)
+    kofi = get_member(engine, "M3")
+    assert (kofi["school_urn"], kofi["role"], kofi["employer_status"]) == ("", "Supply teacher", "pending")
+    again = import_members(engine, path)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
+
+
+def test_a_file_with_no_school_urn_column_imports(engine, write_csv):
+    text = (
+        "Membership No,First Name,Last Name,Email,Postcode,Role\n"
+        "M1,Shirley,Thompson,shirley@members.example.org,NR1 3QT,Retired\n"
+    )
+    result = import_members(engine, write_csv("retired.csv", text))
+    assert (result.created, result.rejected) == (1, 0)
+    assert get_member(engine, "M1")["school_urn"] == ""
+
+
+def test_sample_members_carry_officials_inspectors_and_members_without_a_school(engine, tmp_path):
+    import_members(engine, DATA / "members.csv", skip_invalid=True, rejects_path=tmp_path / "rejects.csv")
+    members = {m["membership_no"]: m for m in iter_members(engine)}
+    flagged = {
+        column: sorted(no for no, m in members.items() if m["custom"].get(column) == "Yes")
+        for column in ("official", "inspector")
+    }
+    assert flagged == {
+        "official": ["M100024", "M100031", "M100033", "M100034", "M100035", "M100043", "M100054"],
+        "inspector": ["M100002", "M100009", "M100025"],
+    }
+    no_school = {no: m["role"] for no, m in members.items() if m["school_urn"] == ""}
+    assert no_school == {"M100055": "Supply teacher", "M100056": "Retired", "M100057": "Central staff"}
+    # Every address is on a reserved domain: the demo can never mail a real person.
+    assert all(m["email"].endswith("@members.example.org") for m in members.values())
 
 
 def test_cli_import_error_exit_status_and_lines(cli, write_csv):

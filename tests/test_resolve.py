@@ -209,6 +209,34 @@ def test_unknown_and_closed_schools_are_reported(engine, http, write_csv, refere
     assert summary.employer == {"unknown_urn": 1, "closed": 1, "independent": 1, "no_trust": 1}
 
 
+def test_member_without_a_school_has_no_employer_and_still_an_mp(
+    cli, http, write_csv, reference_data, engine
+):
+    members(write_csv, engine, row("M1", "BR8 7RE"), row("M2", "TN13 1AS", ""))
+    http.add_callback(responses.POST, f"{BASE}/postcodes", callback=answer_known)
+    summary = resolve_members(engine, client())
+    supply = get_member(engine, "M2")
+    assert (supply["mp_status"], supply["constituency_code"]) == ("resolved", "E14001465")
+    assert (supply["employer_status"], supply["employer_key"], supply["employer_detail"]) == (
+        "no_employer",
+        None,
+        "no school on record (supply, central or retired staff)",
+    )
+    assert summary.employer == {"resolved": 1, "no_employer": 1}
+    # The same answer in every place that lists members or employers.
+    text = cli("resolve", "--offline").stdout
+    assert "Employer: resolved 1, no school (no employer) 1\n" in text
+    listed = json.loads(cli("members", "list", "--employer-status", "no_employer", "--json").stdout)
+    assert [(m["membership_no"], m["school_urn"], m["employer_name"]) for m in listed] == [("M2", "", None)]
+    assert "no_employer" in cli("members", "list", "--limit", "5").stdout.split("\n")[2]
+    # No school means no employer, not an employer missing from the directory.
+    assert json.loads(cli("employers", "gaps", "--json").stdout) == []
+    # Given a school later, the member resolves to its employer.
+    members(write_csv, engine, row("M2", "TN13 1AS", "118402"), name="again.csv")
+    resolve_members(engine, None)
+    assert get_member(engine, "M2")["employer_key"] == "la:886"
+
+
 def test_cli_resolve_reads_postcodes_io_url_and_prints_summary(cli, http, write_csv, reference_data, engine):
     members(write_csv, engine, row("M1", "BR8 7RE"), row("M2", "SA1 9ZZ", "999999"))
     http.add_callback(responses.POST, f"{BASE}/postcodes", callback=answer_known)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import replace
 
 import pytest
 from conftest import ROOT, TEST_SECRET
+from test_waves import EMPLOYER_WAVE, MP_WAVE, sample  # noqa: F401  (the sample-data fixture)
 
 from engine.errors import CampaignError
+from engine.letters.documents import iter_letters
 from engine.letters.launch import launch_wave
 from engine.letters.waves import WaveSpec, create_wave, edit_wave, get_wave
 from engine.lookup.employers import import_contacts
@@ -269,3 +273,26 @@ def test_fixed_wave_for_england_leaves_out_members_whose_nation_is_unknown(four_
     assert result.created == 3
     assert details["T7"] == "nation not known: the member's postcode is not resolved to a constituency"
     assert details["T5"] == "constituency in Scotland; the wave covers England"
+
+
+# ---- the demo data's Official and Inspector columns --------------------------------------
+
+
+def test_demo_officials_and_inspectors_are_chosen_with_where(sample):  # noqa: F811
+    create_wave(sample, "Officials", replace(EMPLOYER_WAVE, where=["official=yes"]), SETTINGS)
+    result = launch_wave(sample, "Officials", SETTINGS, list_skipped=True)
+    # Three officials at Liverpool, two at Norfolk, one alone at Cornwall. The two members at the
+    # Welsh school (one an official) are outside the letter's nations, checked first; the other
+    # 51 of the 59 members are not officials.
+    letters = Counter(r["target_name"] for r in iter_letters(sample, wave="Officials"))
+    assert letters == {"Liverpool City Council": 3, "Norfolk County Council": 2, "Cornwall Council": 1}
+    assert result.skipped == {"outside_nations": 2, "not_selected": 51}
+    welsh = {s["membership_no"] for s in result.skipped_members if s["reason"] == "outside_nations"}
+    assert welsh == {"M100043", "M100044"}
+    create_wave(sample, "Inspectors", replace(MP_WAVE, where=["inspector=yes"]), SETTINGS)
+    launch_wave(sample, "Inspectors", SETTINGS)
+    assert sorted(r["membership_no"] for r in iter_letters(sample, wave="Inspectors")) == [
+        "M100002",
+        "M100009",
+        "M100025",
+    ]

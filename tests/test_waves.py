@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import email
 import json
 import os
@@ -19,6 +20,7 @@ from conftest import DATA, ROOT, TEST_SECRET
 from sqlalchemy import func, select
 
 from engine.errors import CampaignError, RowErrors
+from engine.letters.confirm import letter_for_member
 from engine.letters.documents import iter_letters
 from engine.letters.launch import launch_wave, preview_merge
 from engine.letters.waves import WaveSpec, create_wave, edit_wave, get_wave, wave_status
@@ -29,6 +31,7 @@ from engine.lookup.resolve import resolve_members
 from engine.lookup.schools import import_schools
 from engine.mail.outbox import export_outbox
 from engine.members.importer import import_members, set_mail_opt_out
+from engine.members.postcode import normalise_postcode
 from engine.settings import Settings
 from engine.store.db import init_db, open_engine
 from engine.store.models import letter_table, member_table, mp_table, outbox_table
@@ -62,35 +65,112 @@ def count(engine, table) -> int:
 def test_launch_makes_one_letter_per_eligible_member_and_queues_invitations(sample):
     create_wave(sample, "MPs", MP_WAVE, SETTINGS)
     result = launch_wave(sample, "MPs", SETTINGS, list_skipped=True)
-    assert (result.created, result.invitations_queued, result.skipped) == (48, 48, {"unresolved": 8})
+    # 59 members: the MP letter is for England only, so the 11 whose constituency is in Scotland (4),
+    # Wales (4) or Northern Ireland (3) are left out; 8 more have no MP (6) or an uncached postcode (2).
+    assert (result.created, result.invitations_queued, result.skipped) == (
+        40,
+        40,
+        {"outside_nations": 11, "unresolved": 8},
+    )
     assert {
         "membership_no": "M100021",
         "reason": "unresolved",
         "detail": "seat vacant: Hackney North and Stoke Newington",
     } in result.skipped_members
-    assert count(sample, letter_table) == 48
-    assert count(sample, outbox_table) == 48
+    assert count(sample, letter_table) == 40
+    assert count(sample, outbox_table) == 40
     status = wave_status(sample, "MPs")
-    assert (status["states"], status["outbox"]) == ({"drafted": 48}, {"queued": 48})
+    assert (status["states"], status["outbox"]) == ({"drafted": 40}, {"queued": 40})
 
 
 def test_launching_twice_never_makes_a_second_letter(sample):
     create_wave(sample, "MPs", MP_WAVE, SETTINGS)
     launch_wave(sample, "MPs", SETTINGS)
     again = launch_wave(sample, "MPs", SETTINGS)
-    assert (again.created, again.already) == (0, 48)
-    assert count(sample, letter_table) == 48
-    assert count(sample, outbox_table) == 48
+    assert (again.created, again.already) == (0, 40)
+    assert count(sample, letter_table) == 40
+    assert count(sample, outbox_table) == 40
 
 
 def test_employer_wave_counts_each_reason(sample):
     set_mail_opt_out(sample, "M100001")
     create_wave(sample, "Employers", EMPLOYER_WAVE, SETTINGS)
     result = launch_wave(sample, "Employers", SETTINGS, list_skipped=True)
-    assert result.skipped == {"opted_out": 1, "unresolved": 18, "no_employer_contact": 5}
+    # The two members at the Welsh school are outside the wave's nations (England, from the letter);
+    # the three with no school have no employer; 16 have a school GIAS gives no employer for.
+    assert result.skipped == {
+        "opted_out": 1,
+        "outside_nations": 2,
+        "unresolved": 16,
+        "no_employer": 3,
+        "no_employer_contact": 5,
+    }
     assert result.created == 32
     gap = next(s for s in result.skipped_members if s["reason"] == "no_employer_contact")
     assert gap["detail"].startswith("no contact for ")
+
+
+NO_SCHOOL = {"M100055": "Supply teacher", "M100056": "Retired", "M100057": "Central staff"}
+
+
+def test_members_without_a_school_write_to_their_mp_and_count_as_no_employer(sample, cli):
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    launch_wave(sample, "MPs", SETTINGS)
+    for number, role in NO_SCHOOL.items():
+        found = letter_for_member(sample, "MPs", number)
+        assert found.letter["target_name"].endswith(" MP")
+        # The letter says who they are without claiming a school they do not have.
+        text = " ".join(found.text.split())
+        assert (
+            "I am one of your constituents and a member of Example Schools Union, "
+            f"the union for school staff ({role})."
+        ) in text
+        assert "I work in a school" not in text
+    create_wave(sample, "Employers", EMPLOYER_WAVE, SETTINGS)
+    result = launch_wave(sample, "Employers", SETTINGS, list_skipped=True)
+    assert result.skipped["no_employer"] == 3
+    assert {
+        s["membership_no"]: s["detail"] for s in result.skipped_members if s["reason"] == "no_employer"
+    } == {number: "no school on record (supply, central or retired staff)" for number in NO_SCHOOL}
+    status = cli("wave", "status", "Employers")
+    assert "  left out 3: no employer (no school: supply, central or retired staff)\n" in status.stdout
+    as_json = json.loads(cli("wave", "status", "Employers", "--json").stdout)
+    assert as_json["left_out"]["no_employer"] == 3
+
+
+def test_the_demo_mp_wave_leaves_out_exactly_the_members_outside_england(sample):
+    # Worked out from the data files, not by the engine: each member's postcode's country.
+    countries = {
+        answer["query"]: answer["result"]["country"]
+        for answer in json.loads((DATA / "postcodes.json").read_text())["result"]
+        if answer["result"]
+    }
+    with (DATA / "members.csv").open(encoding="utf-8-sig", newline="") as f:
+        elsewhere = {
+            row["Membership No"]: countries[postcode]
+            for row in csv.DictReader(f)
+            if (postcode := normalise_postcode(row["Postcode"])) in countries
+            and countries[postcode] != "England"
+        }
+    assert sorted(set(elsewhere.values())) == ["Northern Ireland", "Scotland", "Wales"]
+    create_wave(sample, "MPs", MP_WAVE, SETTINGS)
+    result = launch_wave(sample, "MPs", SETTINGS, list_skipped=True)
+    left_out = {
+        s["membership_no"]: s["detail"] for s in result.skipped_members if s["reason"] == "outside_nations"
+    }
+    assert left_out == {
+        number: f"constituency in {country}; the wave covers England" for number, country in elsewhere.items()
+    }
+    assert len(left_out) == 11
+    with sample.connect() as conn:
+        written_for = set(
+            conn.execute(
+                select(member_table.c.membership_no).join(
+                    letter_table, letter_table.c.member_id == member_table.c.id
+                )
+            ).scalars()
+        )
+    assert not written_for & set(elsewhere)
 
 
 def test_letter_freezes_the_merge_and_the_target(sample):
@@ -166,7 +246,9 @@ def test_fixed_wave_sends_every_letter_to_one_recipient(sample):
     )
     create_wave(sample, "SoS", spec, SETTINGS)
     result = launch_wave(sample, "SoS", SETTINGS)
-    assert result.created == 56
+    # England only: 59 members less the 11 whose constituency is elsewhere and the 2 whose
+    # postcode is not resolved (their nation is not known).
+    assert (result.created, result.skipped) == (46, {"outside_nations": 13})
     targets = {(r["target_name"], r["target_email"]) for r in iter_letters(sample, wave="SoS")}
     assert targets == {("Secretary of State for Education", "sos@education.example")}
 
@@ -260,9 +342,9 @@ def test_preview_writes_nothing(sample):
 def test_exported_eml_files_parse_back_into_the_expected_message(sample, tmp_path):
     create_wave(sample, "MPs", MP_WAVE, SETTINGS)
     launch_wave(sample, "MPs", SETTINGS)
-    assert export_outbox(sample, tmp_path / "out", SETTINGS).written == 48
+    assert export_outbox(sample, tmp_path / "out", SETTINGS).written == 40
     files = sorted((tmp_path / "out").glob("*.eml"))
-    assert len(files) == 48
+    assert len(files) == 40
     assert not list((tmp_path / "out").glob(".tmp-*"))
     message = email.message_from_bytes(files[0].read_bytes(), policy=policy.default)
     reference = files[0].stem.split("-invitation-")[1]
@@ -302,11 +384,11 @@ def test_cli_wave_flow(cli, sample, tmp_path, monkeypatch):
     assert "Catherine Doyle" in preview.stdout
     launched = cli("wave", "launch", "MPs autumn", "--json")
     summary = json.loads(launched.stdout)
-    assert (summary["created"], summary["skipped"]) == (48, {"unresolved": 8})
+    assert (summary["created"], summary["skipped"]) == (40, {"outside_nations": 11, "unresolved": 8})
     listed = json.loads(cli("letters", "list", "--wave", "MPs autumn", "--json").stdout)
-    assert len(listed) == 48 and listed[0]["state"] == "drafted"
+    assert len(listed) == 40 and listed[0]["state"] == "drafted"
     status = json.loads(cli("wave", "status", "MPs autumn", "--json").stdout)
-    assert status["states"] == {"drafted": 48}
+    assert status["states"] == {"drafted": 40}
     missing = cli("wave", "launch", "Nope")
     assert missing.exit_code == 2
     assert "no wave named 'Nope'" in missing.stderr
@@ -340,8 +422,8 @@ def test_parallel_launch_matches_the_sequential_one(sample):
     """Large waves merge in a worker process; force that path on the sample."""
     create_wave(sample, "MPs", MP_WAVE, SETTINGS)
     result = launch_wave(sample, "MPs", SETTINGS, parallel=True, list_skipped=True)
-    assert (result.created, result.skipped) == (48, {"unresolved": 8})
-    assert len(result.skipped_members) == 8
+    assert (result.created, result.skipped) == (40, {"outside_nations": 11, "unresolved": 8})
+    assert len(result.skipped_members) == 19
     with sample.connect() as conn:
         pairs = conn.execute(
             select(letter_table.c.reference, outbox_table.c.message_id).join(
@@ -349,11 +431,11 @@ def test_parallel_launch_matches_the_sequential_one(sample):
             )
         ).all()
         created = conn.execute(select(letter_table.c.created_at)).scalars().first()
-    assert len(pairs) == 48
+    assert len(pairs) == 40
     assert all(message_id.startswith(f"<{reference}.invitation.") for reference, message_id in pairs)
     assert created.tzinfo is not None
     again = launch_wave(sample, "MPs", SETTINGS, parallel=True)
-    assert (again.created, again.already) == (0, 48)
+    assert (again.created, again.already) == (0, 40)
 
 
 FIXED = ["--target", "fixed", "--letter", "secretary-of-state", "--invite", "invitation"]
