@@ -65,6 +65,10 @@ demo: $(STAMP)
 	$(CAMPAIGN) letters decide "Secretary of State: pause the rollout" M100002 send
 	$(CAMPAIGN) letters decide "Secretary of State: pause the rollout" M100003 send
 	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
+	@echo "The MP and employer waves reach England only: their letters say so ({# nations: england #}), and members in"
+	@echo "Scotland, Wales and Northern Ireland are counted as left out. Members with no school (supply,"
+	@echo "central and retired staff) write to their MP, and employer waves count them as 'no employer':"
+	$(CAMPAIGN) members list --employer-status no_employer
 	@echo "A member's personal link (run 'make serve' and open it):"
 	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
 	@echo "Bristol City Council has no email address on record: M100018 prints the letter and posts it themselves."
