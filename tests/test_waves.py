@@ -113,7 +113,7 @@ def test_employer_wave_counts_each_reason(sample):
 NO_SCHOOL = {"M100055": "Supply teacher", "M100056": "Retired", "M100057": "Central staff"}
 
 
-def test_members_without_a_school_write_to_their_mp_and_count_as_no_employer(sample, cli):
+def test_members_without_a_school_write_to_their_mp_and_fixed_targets_and_count_as_no_employer(sample, cli):
     create_wave(sample, "MPs", MP_WAVE, SETTINGS)
     launch_wave(sample, "MPs", SETTINGS)
     for number, role in NO_SCHOOL.items():
@@ -126,6 +126,17 @@ def test_members_without_a_school_write_to_their_mp_and_count_as_no_employer(sam
             f"the union for school staff ({role})."
         ) in text
         assert "I work in a school" not in text
+    # A fixed-target wave (the Secretary of State) writes for them too.
+    sos = WaveSpec(
+        target="fixed",
+        letter="secretary-of-state",
+        invite="invitation",
+        to="Secretary of State <sos@education.example>",
+    )
+    create_wave(sample, "SoS", sos, SETTINGS)
+    launch_wave(sample, "SoS", SETTINGS)
+    retired = " ".join(letter_for_member(sample, "SoS", "M100056").text.split())
+    assert "I am a member of Example Schools Union, the union for school staff (Retired), and I am" in retired
     create_wave(sample, "Employers", EMPLOYER_WAVE, SETTINGS)
     result = launch_wave(sample, "Employers", SETTINGS, list_skipped=True)
     assert result.skipped["no_employer"] == 3
