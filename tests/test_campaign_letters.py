@@ -119,6 +119,7 @@ def test_every_bundled_ofsted_letter_reaches_england_only_by_default():
         "employer-follow-up",
         "employer-wellbeing",
         "jcnc-agenda",
+        "jcnc-chaser",
         "mp-inspection",
         "secretary-of-state",
     ]
