@@ -111,12 +111,12 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     )
     assert "  follow-ups: drafted 1\n" in out
     assert "1 sent, 0 to retry later, 0 failed." in out
-    # Flood control: 56 letters to the Secretary of State, all merged from one template, at most 2 a day.
+    # Flood control: 46 letters to the Secretary of State (England only), all merged from one template, at most 2 a day.
     assert (
-        "warning: Secretary of State for Education would get about 56 of its 56 letter(s) more than 90% "
+        "warning: Secretary of State for Education would get about 46 of its 46 letter(s) more than 90% "
         "the same text (" in out
     )
-    assert "60 sent, 0 to retry later, 0 failed.\n1 letter(s) held by their target's daily cap" in out
+    assert "50 sent, 0 to retry later, 0 failed.\n1 letter(s) held by their target's daily cap" in out
     outbox = list((tmp_path / "demo" / "outbox").glob("*.eml"))
     assert len(outbox) == 84 + 46 + 2 + 2  # the invitations, two letters and their receipts
     assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 1
