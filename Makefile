@@ -69,6 +69,14 @@ demo: $(STAMP)
 	@echo "Scotland, Wales and Northern Ireland are counted as left out. Members with no school (supply,"
 	@echo "central and retired staff) write to their MP, and employer waves count them as 'no employer':"
 	$(CAMPAIGN) members list --employer-status no_employer
+	@echo "JCNC agenda letters: the union's officials (the Official column) write one letter per employer;"
+	@echo "the official with the lowest membership number holds it, the others are named in it and counted as sharing."
+	$(CAMPAIGN) wave create "JCNC: inspection on the agenda" --target employer --letter jcnc-agenda \
+		--invite invitation --chaser jcnc-chaser --where official=yes --one-per-target \
+		--meeting-date $$(date -d '+30 days' +%F) \
+		--asks "It asks your employer to put the risk inspection poses to staff on the JCNC agenda, and to answer in writing before the meeting."
+	$(CAMPAIGN) wave launch "JCNC: inspection on the agenda"
+	$(CAMPAIGN) wave status "JCNC: inspection on the agenda"
 	@echo "A member's personal link (run 'make serve' and open it):"
 	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
 	@echo "Bristol City Council has no email address on record: M100018 prints the letter and posts it themselves."
