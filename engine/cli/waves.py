@@ -16,11 +16,12 @@ from engine.letters.documents import (
     wave_attachments_pdf,
     write_wave_pdfs,
 )
+from engine.letters.escalation import OUTCOME_WORDS, after_rule, members_label
 from engine.letters.launch import SHARES_LETTER, launch_wave, left_out, preview_merge
 from engine.letters.link_secret import reinvite_wave
 from engine.letters.merge import long_date
 from engine.letters.similarity import similar_warning_line
-from engine.letters.targeting import nations_label, where_label
+from engine.letters.targeting import nations_label
 from engine.letters.template_check import check_template_file
 from engine.letters.waves import (
     WaveSpec,
@@ -45,7 +46,7 @@ _WHO_FAILED = {
 
 REASONS = {
     "outside_nations": "outside the wave's nations (--nations)",
-    "not_selected": "not matching --where",
+    "not_selected": "not matching --where or --after/--outcome",
     "opted_out": "opted out of campaign mail",
     "no_email": "no email address",
     "unresolved": "not resolved to a target",
@@ -138,6 +139,20 @@ def wave_options(create: bool):
                 "the VALUEs, e.g. role=headteacher,deputy; COLUMN= means empty; repeat for several columns.",
             ),
             click.option(
+                "--after",
+                metavar="WAVE",
+                help="Only members who had a letter in this earlier wave, chosen by what became of it "
+                "(--outcome); '' removes the rule.",
+            ),
+            click.option(
+                "--outcome",
+                "outcomes",
+                metavar="OUTCOME,…",
+                help="With --after: the outcomes of the earlier letter to write after: "
+                + ", ".join(OUTCOME_WORDS)
+                + " (see README), e.g. refused,silent.",
+            ),
+            click.option(
                 "--nations",
                 metavar="NATION,…",
                 help="Only members in these nations: england, wales, scotland, northern-ireland, or all "
@@ -228,8 +243,7 @@ def _print_wave(wave: dict, settings: Settings) -> None:
     click.echo(f"  letter: {wave['letter_template']}   invitation: {wave['invite_template']}")
     if wave.get("asks"):
         click.echo(f"  the invitation says: {wave['asks']}")
-    filters = where_label(wave["filters"] or {}) or "all members"
-    click.echo(f"  members: {filters}, in {nations_label(wave.get('nations'))}")
+    click.echo(f"  members: {members_label(wave['filters'])}, in {nations_label(wave.get('nations'))}")
     click.echo(f"  reply within {wave['reply_days']} working days")
     if wave.get("one_per_target"):
         click.echo(
@@ -274,6 +288,9 @@ def wave_create(app: App, name: str, **options) -> None:
       campaign wave create "MPs autumn" --target mp --letter mp-inspection --invite invitation
       campaign wave create "SoS pause" --target fixed --letter secretary-of-state --invite invitation \\
           --to "Secretary of State for Education <sos@education.example>" --where role=Headteacher
+      campaign wave create "SoS escalation" --target fixed --letter secretary-of-state \
+          --invite invitation --to "Secretary of State for Education <sos@education.example>" \
+          --after "Employers autumn" --outcome refused,silent
     """
     create_wave(app.engine(), name, _spec(**options), app.settings)
     _print_wave(wave_details(app.engine(), name), app.settings)
@@ -337,7 +354,7 @@ def wave_show(app: App, name: str, as_json: bool) -> None:
     wave = wave_details(app.engine(), name)
     wave.pop("frozen", None)
     if as_json:
-        echo_json(wave)
+        echo_json({**wave, "after": after_rule(wave["filters"])})
     else:
         _print_wave(wave, app.settings)
 
@@ -489,6 +506,8 @@ def wave_status_cmd(app: App, name: str, similar_warn: int | None, as_json: bool
     if status["sharing"]:
         click.echo(f"  sharing {status['sharing']}: {SHARING}")
     click.echo(f"  {_daily_cap_words(status['daily_cap'])}")
+    if status["filters"]:
+        click.echo(f"  members: {members_label(status['filters'])}")
     for state in LETTER_STATES:
         if status["states"].get(state):
             note = f"  {_WHO_FAILED[state]}" if state in _WHO_FAILED else ""

@@ -21,15 +21,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
-import holidays
 from sqlalchemy import Connection, Engine, case, func, or_, select
 
 from engine.errors import CampaignError
 from engine.followup.drafts import NOT_YET_ANSWERED, draft_letter, load_wave, queue_email
 from engine.letters.render import WaveRenderer
+from engine.letters.working_days import working_days_after, working_days_before
 from engine.settings import Settings
 from engine.store.models import (
     MP_ANSWERS,
@@ -41,39 +40,8 @@ from engine.store.models import (
     wave_table,
 )
 
-# holidays' codes for the UK's nations, by the country postcodes.io names.
-_SUBDIVISIONS = {"England": "ENG", "Wales": "WLS", "Scotland": "SCT", "Northern Ireland": "NIR"}
 REMIND_AFTER = timedelta(days=7)
 _PAGE = 1000
-
-
-@lru_cache(maxsize=64)
-def _bank_holidays(subdivision: str, year: int) -> frozenset[date]:
-    return frozenset(holidays.country_holidays("GB", subdiv=subdivision, years=year).keys())
-
-
-def working_days_after(start: date, days: int, country: str | None) -> date:
-    """The date `days` working days after `start`, skipping weekends and the nation's bank holidays."""
-    subdivision = _SUBDIVISIONS.get(country or "", "ENG")
-    current = start
-    counted = 0
-    while counted < days:
-        current += timedelta(days=1)
-        if current.weekday() < 5 and current not in _bank_holidays(subdivision, current.year):
-            counted += 1
-    return current
-
-
-def working_days_before(end: date, days: int, country: str | None) -> date:
-    """The date `days` working days before `end`, skipping weekends and the nation's bank holidays."""
-    subdivision = _SUBDIVISIONS.get(country or "", "ENG")
-    current = end
-    counted = 0
-    while counted < days:
-        current -= timedelta(days=1)
-        if current.weekday() < 5 and current not in _bank_holidays(subdivision, current.year):
-            counted += 1
-    return current
 
 
 def chase_due(

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from engine.errors import CampaignError
+from engine.letters.escalation import after_rule, judge_earlier_letters, load_after, outside_after
 from engine.letters.links import (
     letter_link,
     link_token,
@@ -124,10 +125,21 @@ _CONTACT_COLUMNS = ("employer_key", "name", "email", "postal_address", "salutati
 def _candidates(wave: dict[str, Any]) -> Any:
     """Every member with what deciding and merging needs, in id order.
 
-    The wave's nations and --where are decided row by row, so that those left
-    out are counted with the reason rather than never seen.
+    The wave's nations, --where and --after are decided row by row, so that
+    those left out are counted with the reason rather than never seen. (A wave
+    with --after must have been through `escalation.load_after`.)
     """
     m, s, mp, c, lt = member_table.c, school_table.c, mp_table.c, employer_table.c, letter_table.c
+    joined = (
+        member_table.outerjoin(school_table, s.urn == m.school_urn)
+        .outerjoin(mp_table, mp.constituency_code == m.constituency_code)
+        .outerjoin(employer_table, c.employer_key == m.employer_key)
+        .outerjoin(letter_table, and_(lt.member_id == m.id, lt.wave_id == wave["id"], lt.kind == "letter"))
+    )
+    judged: list[Any] = []
+    rule = after_rule(wave.get("filters"))
+    if rule is not None:
+        joined, judged = judge_earlier_letters(joined, rule, utcnow())
     stmt = (
         select(
             *(m[name] for name in _MEMBER_COLUMNS),
@@ -137,26 +149,20 @@ def _candidates(wave: dict[str, Any]) -> Any:
             *(mp[name].label(f"mp_{name}") for name in _MP_COLUMNS),
             *(c[name].label(f"contact_{name}") for name in _CONTACT_COLUMNS),
             lt.id.label("letter_id"),
+            *judged,
         )
-        .select_from(
-            member_table.outerjoin(school_table, s.urn == m.school_urn)
-            .outerjoin(mp_table, mp.constituency_code == m.constituency_code)
-            .outerjoin(employer_table, c.employer_key == m.employer_key)
-            .outerjoin(
-                letter_table, and_(lt.member_id == m.id, lt.wave_id == wave["id"], lt.kind == "letter")
-            )
-        )
+        .select_from(joined)
         .order_by(m.id)
     )
     return stmt
 
 
 def out_of_scope(row: Mapping[str, Any], wave: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(reason, detail) when a member is outside the wave's nations or --where, else None."""
+    """(reason, detail) when a member is outside the wave's nations, --where or --after, else None."""
     detail = outside_nations(row, wave["target"], wave.get("nations"))
     if detail:
         return "outside_nations", detail
-    detail = outside_where(row, wave.get("filters"))
+    detail = outside_where(row, wave.get("filters")) or outside_after(row, after_rule(wave.get("filters")))
     if detail:
         return "not_selected", detail
     return None
@@ -519,6 +525,7 @@ def launch_wave(
     with ExitStack() as stack:
         conn = stack.enter_context(engine.begin())
         wave = get_wave(conn, name)
+        load_after(conn, wave, launching=True)
         now = utcnow()
         if wave["status"] == "draft":
             wave["frozen"] = freeze_templates(wave, settings)
@@ -642,6 +649,7 @@ def left_out(engine: Engine, name: str) -> dict[str, int]:
     with engine.connect() as conn:
         wave = get_wave(conn, name)
         sharing = share_plan(conn, wave).sharing if wave["one_per_target"] else {}
+        load_after(conn, wave)
         for row in conn.execute(_candidates(wave)).mappings():
             if row["letter_id"] is not None:
                 continue
@@ -674,6 +682,7 @@ def preview_merge(
     """
     with engine.connect() as conn:
         wave = get_wave(conn, name)
+        load_after(conn, wave)
         if wave["status"] == "draft":
             wave["frozen"] = freeze_templates(wave, settings)
             launched_at = utcnow()

@@ -1,4 +1,5 @@
-"""Which members a wave writes for: the nations it covers and its --where on imported columns.
+"""Which members a wave writes for: the nations it covers and its --where on imported columns
+(and, in `escalation`, what became of their letter in an earlier wave).
 
 A member outside either is left out of the wave with the reason, never
 silently: launch counts them, and `wave status` shows them.
@@ -52,6 +53,9 @@ WHERE_COLUMNS = (
     "mp_status",
     "employer_status",
 )
+# A wave's filters hold --where as {column: [values]} and, under this key (never a column's: see
+# known_columns), the --after rule of `escalation`.
+AFTER_KEY = "@after"
 _WHERE_ALIASES = {"school": "school_urn", "urn": "school_urn", "constituency": "constituency_name"}
 
 
@@ -141,7 +145,8 @@ def known_columns(conn: Connection) -> dict[str, str]:
     # Not DISTINCT: PostgreSQL cannot compare JSON values.
     for (custom,) in conn.execute(select(member_table.c.custom)):
         for key in custom or {}:
-            columns.setdefault(header_key(key), key)
+            if key != AFTER_KEY:
+                columns.setdefault(header_key(key), key)
     columns.update({header_key(name): name for name in WHERE_COLUMNS})
     columns.update(_WHERE_ALIASES)
     return columns
@@ -182,9 +187,15 @@ def parse_where(items: Iterable[str], columns: Mapping[str, str]) -> dict[str, l
     return filters
 
 
-def where_label(filters: Mapping[str, list[str]]) -> str:
+def where_filters(filters: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """The --where part of a wave's filters."""
+    return {k: v for k, v in (filters or {}).items() if k != AFTER_KEY}
+
+
+def where_label(filters: Mapping[str, Any]) -> str:
     return " and ".join(
-        f"{k} is " + " or ".join(repr(v) if v else "empty" for v in values) for k, values in filters.items()
+        f"{k} is " + " or ".join(repr(v) if v else "empty" for v in values)
+        for k, values in where_filters(filters).items()
     )
 
 
@@ -193,9 +204,9 @@ def _value(row: Mapping[str, Any], column: str) -> str:
     return "" if value is None else str(value).strip().lower()
 
 
-def outside_where(row: Mapping[str, Any], filters: Mapping[str, list[str]] | None) -> str | None:
+def outside_where(row: Mapping[str, Any], filters: Mapping[str, Any] | None) -> str | None:
     """The first --where column this member does not match (the detail shown), or None."""
-    for column, values in (filters or {}).items():
+    for column, values in where_filters(filters).items():
         if _value(row, column) not in {v.lower() for v in values}:
             return f"{column} is not " + " or ".join(repr(v) if v else "empty" for v in values)
     return None

@@ -16,9 +16,17 @@ from sqlalchemy import Connection, Engine, func, select
 
 from engine.errors import CampaignError
 from engine.letters.attachments import attachment_list, planned_attachments, store_attachments
+from engine.letters.escalation import after_rule, parse_after
 from engine.letters.render import freeze_templates, letter_template_path
 from engine.letters.similarity import similar_letters
-from engine.letters.targeting import known_columns, parse_nations, parse_where, template_nations
+from engine.letters.targeting import (
+    AFTER_KEY,
+    known_columns,
+    parse_nations,
+    parse_where,
+    template_nations,
+    where_filters,
+)
 from engine.letters.templating import read_template
 from engine.members.emails import EmailNotValidError, normalise_email
 from engine.members.validation import header_problems
@@ -56,6 +64,8 @@ class WaveSpec:
     reply_days: int | None = None
     link_days: int | None = None
     where: list[str] | None = None
+    after: str | None = None  # an earlier wave's name; "" for no --after rule
+    outcomes: str | None = None  # --outcome: "refused,silent"
     nations: str | None = None  # "england,wales", "all"; None: as it is (at create: the template's)
     to: str | None = None
     to_address: str | None = None
@@ -130,7 +140,7 @@ MAX_CHASE_BEFORE = 60
 
 
 def _wave_values(
-    spec: WaveSpec, current: dict[str, Any] | None, engine: Engine, settings: Settings
+    wave_name: str, spec: WaveSpec, current: dict[str, Any] | None, engine: Engine, settings: Settings
 ) -> dict[str, Any]:
     _check_header_bound(spec)
     values: dict[str, Any] = {}
@@ -172,9 +182,17 @@ def _wave_values(
         if not 0 <= spec.daily_cap <= MAX_DAILY_CAP:
             raise CampaignError(f"--daily-cap: must be between 0 (no cap) and {MAX_DAILY_CAP:,}")
         values["daily_cap"] = spec.daily_cap
-    if spec.where is not None:
+    if spec.where is not None or spec.after is not None or spec.outcomes is not None:
+        # --where and --after live together in the filters: each replaces only its own part.
+        filters = (current or {}).get("filters") or {}
         with engine.connect() as conn:
-            values["filters"] = parse_where(spec.where, known_columns(conn))
+            where = where_filters(filters)
+            if spec.where is not None:
+                where = parse_where(spec.where, known_columns(conn))
+            rule = after_rule(filters)
+            if spec.after is not None or spec.outcomes is not None:
+                rule = parse_after(conn, wave_name, spec.after or "", spec.outcomes)
+        values["filters"] = {**where, **({AFTER_KEY: rule} if rule else {})}
     if spec.nations is not None:
         values["nations"] = parse_nations(spec.nations)
     elif current is None or spec.letter is not None:
@@ -219,7 +237,7 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
     for required in ("target", "letter", "invite"):
         if getattr(spec, required) is None:
             raise CampaignError(f"--{required}: required to create a wave")
-    values = _wave_values(spec, None, engine, settings)
+    values = _wave_values(name, spec, None, engine, settings)
     now = utcnow()
     row = {
         "name": name,
@@ -267,7 +285,7 @@ def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> 
             f"wave {name!r} was launched on {current['launched_at']:%d %B %Y}: it can no longer be edited "
             "(except --daily-cap)"
         )
-    values = _wave_values(spec, current, engine, settings)
+    values = _wave_values(name, spec, current, engine, settings)
     freeze_templates({**current, **values}, settings)
     with engine.begin() as conn:
         attachments = planned_attachments(conn, current["id"], spec.attach, spec.detach, settings)
@@ -320,6 +338,8 @@ def list_waves(engine: Engine) -> list[dict[str, Any]]:
             w.target,
             w.status,
             w.letter_template,
+            w.nations,
+            w.filters,
             w.created_at,
             w.launched_at,
             func.coalesce(letters.c.letters, 0).label("letters"),
@@ -328,7 +348,7 @@ def list_waves(engine: Engine) -> list[dict[str, Any]]:
         .order_by(w.created_at)
     )
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+        return [{**r._mapping, "after": after_rule(r.filters)} for r in conn.execute(stmt)]
 
 
 def wave_status(engine: Engine, name: str, similar_warn: int = 0) -> dict[str, Any]:
@@ -384,6 +404,9 @@ def wave_status(engine: Engine, name: str, similar_warn: int = 0) -> dict[str, A
         "wave": name,
         "status": wave["status"],
         "target": wave["target"],
+        "nations": wave["nations"],
+        "filters": wave["filters"],
+        "after": after_rule(wave["filters"]),
         "launched_at": wave["launched_at"],
         "one_per_target": wave["one_per_target"],
         "meeting_date": wave["meeting_date"],
