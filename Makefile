@@ -77,6 +77,17 @@ demo: $(STAMP)
 		--asks "It asks your employer to put the risk inspection poses to staff on the JCNC agenda, and to answer in writing before the meeting."
 	$(CAMPAIGN) wave launch "JCNC: inspection on the agenda"
 	$(CAMPAIGN) wave status "JCNC: inspection on the agenda"
+	@echo "Femi (M100006) forwarded his trust's reply from a home address, so it waited unmatched; staff match it to his letter:"
+	$(CAMPAIGN) replies match 2 $$($(CAMPAIGN) letters list --wave "Employers: well-being assessment" --json \
+		| $(BIN)/python -c "import json, sys; print(next(r['reference'] for r in json.load(sys.stdin) if r['membership_no'] == 'M100006'))")
+	@echo "An escalation wave: members whose employer refused (that trust), or has not answered within its 15 working"
+	@echo "days (nobody yet), write to the Secretary of State; everyone else is left out and counted."
+	$(CAMPAIGN) wave create "Secretary of State: employers who said no" --target fixed --letter secretary-of-state \
+		--invite invitation --to 'Secretary of State for Education <ministers@education.example.org>' \
+		--after "Employers: well-being assessment" --outcome refused,silent \
+		--asks "It asks the Secretary of State for Education to pause the rollout of Ofsted's revised framework."
+	$(CAMPAIGN) wave launch "Secretary of State: employers who said no"
+	$(CAMPAIGN) wave status "Secretary of State: employers who said no"
 	@echo "A member's personal link (run 'make serve' and open it):"
 	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
 	@echo "Bristol City Council has no email address on record: M100018 prints the letter and posts it themselves."

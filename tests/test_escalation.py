@@ -250,13 +250,13 @@ def test_cli_shows_the_rule_and_counts_those_left_out(history, cli):
     base += ("--invite", "invitation", "--to", SOS, "--nations", "all")
     created = cli(*base, "--after", EMPLOYERS, "--outcome", "refused,silent")
     assert created.exit_code == 0, created.output
-    assert "members whose letter in 'Employers' was refused or silent, in all nations" in created.output
+    assert "members: their letter in 'Employers' was refused or silent, in all nations" in created.output
     launched = cli("wave", "launch", "SoS")
     assert launched.exit_code == 0, launched.output
     assert "4 letter(s) created" in launched.output
     assert "skipped 4: not matching --where or --after/--outcome" in launched.output
     status = cli("wave", "status", "SoS")
-    assert "members whose letter in 'Employers' was refused or silent" in status.output
+    assert "members: their letter in 'Employers' was refused or silent" in status.output
     as_json = json.loads(cli("wave", "status", "SoS", "--json").stdout)
     assert as_json["letters"] == 4
     assert as_json["after"]["outcomes"] == ["refused", "silent"]

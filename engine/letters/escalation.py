@@ -117,7 +117,7 @@ def after_rule(filters: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def after_label(rule: dict[str, Any]) -> str:
-    return f"whose letter in {rule['wave']!r} was " + " or ".join(
+    return f"their letter in {rule['wave']!r} was " + " or ".join(
         w.replace("_", "-") for w in rule["outcomes"]
     )
 
@@ -128,7 +128,7 @@ def members_label(filters: dict[str, Any] | None) -> str:
     rule = after_rule(filters)
     if rule is None:
         return where or "all members"
-    return (where + ", " if where else "members ") + after_label(rule)
+    return (where + " and " if where else "") + after_label(rule)
 
 
 def load_after(conn: Connection, wave: dict[str, Any], *, launching: bool = False) -> None:
