@@ -257,13 +257,27 @@ def test_cli_shows_the_rule_and_counts_those_left_out(history, cli):
     assert "skipped 4: not matching --where or --after/--outcome" in launched.output
     status = cli("wave", "status", "SoS")
     assert "members: their letter in 'Employers' was refused or silent" in status.output
+    assert (
+        "members by their letter in 'Employers': refused 1, silent 2, holding 1, waiting 1, supportive 1, "
+        "bounced 1, not sent 1" in status.output
+    )
+    assert "left out 4: not matching --where or --after/--outcome" in status.output
     as_json = json.loads(cli("wave", "status", "SoS", "--json").stdout)
     assert as_json["letters"] == 4
     assert as_json["after"]["outcomes"] == ["refused", "silent"]
+    assert as_json["after"]["members"] == {
+        "refused": 1,
+        "silent": 2,
+        "holding": 1,
+        "waiting": 1,
+        "supportive": 1,
+        "bounced": 1,
+        "not_sent": 1,
+    }
     listed = {w["name"]: w for w in json.loads(cli("wave", "list", "--json").stdout)}
     assert listed["SoS"]["after"]["wave"] == EMPLOYERS and listed[EMPLOYERS]["after"] is None
     shown = json.loads(cli("wave", "show", "SoS", "--json").stdout)
-    assert shown["after"] == {**listed["SoS"]["after"]}
+    assert shown["after"] == listed["SoS"]["after"]
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(history, cli):

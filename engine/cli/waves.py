@@ -492,8 +492,11 @@ def wave_status_cmd(app: App, name: str, similar_warn: int | None, as_json: bool
         similar_warn = app.settings.similar_warn
     status = wave_status(app.engine(), name, similar_warn)
     status["daily_cap"] = effective_daily_cap(status, app.settings)
-    status["left_out"] = left_out(app.engine(), name)
+    earlier: dict[str, int] = {}
+    status["left_out"] = left_out(app.engine(), name, earlier)
     status["sharing"] = status["left_out"].pop(SHARES_LETTER, 0)
+    if status["after"]:
+        status["after"] = {**status["after"], "members": earlier}
     if as_json:
         echo_json(status)
         return
@@ -508,6 +511,17 @@ def wave_status_cmd(app: App, name: str, similar_warn: int | None, as_json: bool
     click.echo(f"  {_daily_cap_words(status['daily_cap'])}")
     if status["filters"]:
         click.echo(f"  members: {members_label(status['filters'])}")
+    if status["after"]:
+        # Every member by what became of their earlier letter: who was chosen, and who not and why.
+        counts = status["after"]["members"]
+        order = [*OUTCOME_WORDS, "no_letter"]
+        click.echo(
+            f"  members by their letter in {status['after']['wave']!r}: "
+            + ", ".join(
+                f"{word.replace('_', ' ')} {counts[word]}"
+                for word in sorted(counts, key=lambda w: order.index(w) if w in order else len(order))
+            )
+        )
     for state in LETTER_STATES:
         if status["states"].get(state):
             note = f"  {_WHO_FAILED[state]}" if state in _WHO_FAILED else ""

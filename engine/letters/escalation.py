@@ -258,6 +258,17 @@ def _window_ends(rule: dict[str, Any], now: datetime, country: ColumnElement[Any
     )
 
 
+def judged(row: Any) -> str:
+    """What became of a member's earlier letter, as `wave status` counts it: an outcome word
+    (`silent` or `waiting` with a holding reply counted as `holding`), or `no_letter`."""
+    word = row["after_word"]
+    if word is None:
+        return "no_letter"
+    if row["after_held"] and word in ("silent", "waiting"):
+        return "holding"
+    return word
+
+
 def outside_after(row: Any, rule: dict[str, Any] | None) -> str | None:
     """Why a member's earlier letter does not match the rule (the detail shown), or None when it does."""
     if rule is None:
@@ -268,7 +279,7 @@ def outside_after(row: Any, rule: dict[str, Any] | None) -> str | None:
     words = {word, "any"}
     if word in _ANSWERS.values():
         words.add("replied")
-    held = bool(row["after_held"]) and word in ("silent", "waiting")
+    held = judged(row) == "holding"
     if held:
         words.add("holding")
     if words & set(rule["outcomes"]):

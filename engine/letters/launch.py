@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from engine.errors import CampaignError
-from engine.letters.escalation import after_rule, judge_earlier_letters, load_after, outside_after
+from engine.letters.escalation import after_rule, judge_earlier_letters, judged, load_after, outside_after
 from engine.letters.links import (
     letter_link,
     link_token,
@@ -637,20 +637,26 @@ def _store_page(
         progress(merged.size)
 
 
-def left_out(engine: Engine, name: str) -> dict[str, int]:
+def left_out(engine: Engine, name: str, earlier: dict[str, int] | None = None) -> dict[str, int]:
     """How many members have no letter in this wave, by the reason a launch now would give.
 
-    For `wave status`: members outside the wave's nations or --where, those
-    who cannot take part (opted out, no email, unresolved…), and, in a
+    For `wave status`: members outside the wave's nations, --where or --after,
+    those who cannot take part (opted out, no email, unresolved…), and, in a
     --one-per-target wave, those who share a letter another member holds
-    (`shares_letter`: not left out, but with no letter of their own).
+    (`shares_letter`: not left out, but with no letter of their own). A wave
+    with --after also counts into `earlier` every member by what became of
+    their letter in the earlier wave (`escalation.judged`).
     """
     counts: dict[str, int] = {}
     with engine.connect() as conn:
         wave = get_wave(conn, name)
-        sharing = share_plan(conn, wave).sharing if wave["one_per_target"] else {}
         load_after(conn, wave)
+        sharing = share_plan(conn, wave).sharing if wave["one_per_target"] else {}
+        rule = after_rule(wave.get("filters"))
         for row in conn.execute(_candidates(wave)).mappings():
+            if rule is not None and earlier is not None:
+                word = judged(row)
+                earlier[word] = earlier.get(word, 0) + 1
             if row["letter_id"] is not None:
                 continue
             scope = out_of_scope(row, wave)
