@@ -158,84 +158,70 @@ def judge_earlier_letters(
 ) -> tuple[FromClause, list[ColumnElement[Any]]]:
     """`members` (a FROM holding the member table) joined to each member's letter in the rule's wave,
     and two columns judging it: `after_word` (see the module's docstring; NULL without a letter) and
-    `after_held` (1 when a holding reply or acknowledgement came and no answer)."""
-    m, i, lt, pc = member_table.c, inbound_table.c, letter_table.c, postcode_table.c
-    earlier = letter_table.alias("earlier")
+    `after_held` (1 when a holding reply or acknowledgement came and no answer).
+
+    Everything is found through indexes from the member's row (their letter and chaser by wave,
+    member and kind; replies by letter), so a page of members costs a page of lookups: a join on
+    grouped replies instead was scanned once per member by SQLite.
+    """
+    m, i, pc = member_table.c, inbound_table.c, postcode_table.c
+    earlier, chaser = letter_table.alias("earlier"), letter_table.alias("earlier_chaser")
     e = earlier.c
-    # Replies to the letter or to its chaser (the same ask again), but not a member's own message.
-    author = member_table.alias("author")
-    replies = (
-        select(
-            func.coalesce(lt.parent_id, lt.id).label("letter_id"),
-            func.coalesce(i.outcome, i.suggested_outcome).label("outcome"),
-            func.coalesce(i.authored_at, i.received_at).label("at"),
-            i.id.label("id"),
-        )
-        .select_from(
-            inbound_table.join(letter_table, lt.id == i.letter_id).join(author, author.c.id == lt.member_id)
-        )
-        .where(
-            i.kind == "reply",
-            lt.wave_id == rule["wave_id"],
-            lt.kind.in_(("letter", "chaser")),
+    outcome = func.coalesce(i.outcome, i.suggested_outcome)
+    written = func.coalesce(i.authored_at, i.received_at)
+
+    def replies(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+        """Replies to the letter or to its chaser (the same ask again), but not the member's own message."""
+        return and_(
+            i.letter_id.in_([e.id, chaser.c.id]),
+            # Written so that no index serves it: SQLite would otherwise read every reply by kind
+            # instead of this letter's by letter_id.
+            i.kind.concat("") == "reply",
             or_(
                 i.forwarded,
                 i.source == "paper",
                 i.match_method == "staff",
-                func.lower(func.coalesce(i.author_addr, "")) != func.lower(author.c.email),
+                func.lower(func.coalesce(i.author_addr, "")) != func.lower(m.email),
             ),
+            *conditions,
         )
-        .subquery("replies")
-    )
-    r = replies.c
-    is_answer = or_(r.outcome.is_(None), r.outcome.not_in(_NOT_ANSWERS))
-    heard = (
-        select(
-            r.letter_id,
-            func.max(case((is_answer, 1), else_=0)).label("answered"),
-            func.max(case((r.outcome.in_(_NOT_ANSWERS), r.at))).label("held_at"),
-        )
-        .group_by(r.letter_id)
-        .subquery("heard")
-    )
-    ranked = (
-        select(
-            r.letter_id,
-            r.outcome,
-            func.row_number()
-            .over(partition_by=r.letter_id, order_by=(r.at.desc(), r.id.desc()))
-            .label("latest"),
-        )
-        .where(r.outcome.in_(tuple(_ANSWERS)))
-        .subquery("ranked")
-    )
-    latest = select(ranked.c.letter_id, ranked.c.outcome).where(ranked.c.latest == 1).subquery("latest")
 
+    answered = select(i.id).where(replies(or_(outcome.is_(None), outcome.not_in(_NOT_ANSWERS)))).exists()
+    held_at = select(func.max(written)).where(replies(outcome.in_(_NOT_ANSWERS))).scalar_subquery()
+    latest = (
+        select(outcome)
+        .where(replies(outcome.in_(tuple(_ANSWERS))))
+        .order_by(written.desc(), i.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     window_ends = _window_ends(rule, now, pc.country)
     went = func.coalesce(e.sent_at, e.decided_at)
     past_window = and_(
         went.is_not(None),
         went < window_ends,
-        or_(heard.c.held_at.is_(None), heard.c.held_at < window_ends),
+        or_(held_at.is_(None), held_at < window_ends),
     )
     word = case(
         (e.id.is_(None), None),
         (e.state.in_(_NOT_SENT_STATES), "not_sent"),
         (e.state.in_(_UNDELIVERED_STATES), "bounced"),
-        *((latest.c.outcome == outcome, name) for outcome, name in _ANSWERS.items()),
-        (or_(heard.c.answered == 1, e.state.in_(_ANSWERED_STATES)), "replied"),
+        # The latest answer's outcome as the reply was coded (`refusal` is read as `refused`).
+        (or_(e.state.in_(_ANSWERED_STATES), answered), func.coalesce(latest, "replied")),
         (or_(e.state == "overdue", past_window), "silent"),
         else_="waiting",
     )
-    held = case((and_(heard.c.held_at.is_not(None), heard.c.answered == 0), 1), else_=0)
+    held = case((and_(e.id.is_not(None), ~answered, held_at.is_not(None)), 1), else_=0)
     joined = (
         members.outerjoin(
             earlier,
             and_(e.member_id == m.id, e.wave_id == rule["wave_id"], e.kind == "letter"),
         )
+        .outerjoin(
+            chaser,
+            and_(chaser.c.member_id == m.id, chaser.c.wave_id == rule["wave_id"], chaser.c.kind == "chaser"),
+        )
         .outerjoin(postcode_table, pc.postcode == m.postcode)
-        .outerjoin(heard, heard.c.letter_id == e.id)
-        .outerjoin(latest, latest.c.letter_id == e.id)
     )
     return joined, [word.label("after_word"), held.label("after_held")]
 
@@ -258,10 +244,15 @@ def _window_ends(rule: dict[str, Any], now: datetime, country: ColumnElement[Any
     )
 
 
+def _word(row: Any) -> str | None:
+    word = row["after_word"]
+    return _ANSWERS.get(word, word)
+
+
 def judged(row: Any) -> str:
     """What became of a member's earlier letter, as `wave status` counts it: an outcome word
     (`silent` or `waiting` with a holding reply counted as `holding`), or `no_letter`."""
-    word = row["after_word"]
+    word = _word(row)
     if word is None:
         return "no_letter"
     if row["after_held"] and word in ("silent", "waiting"):
@@ -273,7 +264,7 @@ def outside_after(row: Any, rule: dict[str, Any] | None) -> str | None:
     """Why a member's earlier letter does not match the rule (the detail shown), or None when it does."""
     if rule is None:
         return None
-    word = row["after_word"]
+    word = _word(row)
     if word is None:
         return f"no letter in {rule['wave']!r}"
     words = {word, "any"}
