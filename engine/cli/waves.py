@@ -288,8 +288,8 @@ def wave_create(app: App, name: str, **options) -> None:
       campaign wave create "MPs autumn" --target mp --letter mp-inspection --invite invitation
       campaign wave create "SoS pause" --target fixed --letter secretary-of-state --invite invitation \\
           --to "Secretary of State for Education <sos@education.example>" --where role=Headteacher
-      campaign wave create "SoS escalation" --target fixed --letter secretary-of-state \
-          --invite invitation --to "Secretary of State for Education <sos@education.example>" \
+      campaign wave create "SoS escalation" --target fixed --letter secretary-of-state \\
+          --invite invitation --to "Secretary of State for Education <sos@education.example>" \\
           --after "Employers autumn" --outcome refused,silent
     """
     create_wave(app.engine(), name, _spec(**options), app.settings)
