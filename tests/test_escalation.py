@@ -10,7 +10,7 @@ from sqlalchemy import select
 from test_targeting import SETTINGS, four_nations  # noqa: F401  (the members fixture)
 
 from engine.errors import CampaignError
-from engine.followup.chase import chase
+from engine.followup.chase import chase, record_answer
 from engine.inbox.staff import log_paper_reply
 from engine.letters.confirm import letter_for_member, not_for_me, send_for_me, sent_myself
 from engine.letters.launch import launch_wave, left_out
@@ -19,7 +19,7 @@ from engine.lookup.resolve import resolve_members
 from engine.mail.send import send_outbox
 from engine.mail.smtp import FolderTransport
 from engine.members.importer import import_members
-from engine.store.models import letter_table, utcnow
+from engine.store.models import letter_table, member_table, utcnow
 from engine.store.states import mark_bounced
 
 EMPLOYERS = "Employers"
@@ -41,15 +41,15 @@ STORY = {
 }
 
 
-def _letter_id(engine, number: str) -> int:
-    return letter_for_member(engine, EMPLOYERS, number).letter["id"]
+def _letter_id(engine, number: str, wave: str = EMPLOYERS) -> int:
+    return letter_for_member(engine, wave, number).letter["id"]
 
 
-def _backdate(engine, number: str, days: int) -> None:
+def _backdate(engine, number: str, days: int, wave: str = EMPLOYERS) -> None:
     """As if the letter had gone `days` ago."""
     when = utcnow() - timedelta(days=days)
     lt = letter_table.c
-    letter_id = _letter_id(engine, number)
+    letter_id = _letter_id(engine, number, wave)
     with engine.begin() as conn:
         conn.execute(letter_table.update().where(lt.id == letter_id).values(decided_at=when))
         conn.execute(
@@ -99,7 +99,9 @@ def history(four_nations, tmp_path):  # noqa: F811
     return engine
 
 
-def escalate(engine, outcomes: str, name: str = "Escalation") -> tuple[set[str], dict[str, str]]:
+def escalate(
+    engine, outcomes: str, name: str = "Escalation", after: str = EMPLOYERS
+) -> tuple[set[str], dict[str, str]]:
     """(members written for, {member left out: detail}) for a fixed wave after the employer wave."""
     spec = WaveSpec(
         target="fixed",
@@ -107,14 +109,16 @@ def escalate(engine, outcomes: str, name: str = "Escalation") -> tuple[set[str],
         invite="invitation",
         to=SOS,
         nations="all",
-        after=EMPLOYERS,
+        after=after,
         outcomes=outcomes,
     )
     create_wave(engine, name, spec, SETTINGS)
     result = launch_wave(engine, name, SETTINGS, list_skipped=True)
     assert {s["reason"] for s in result.skipped_members} <= {"not_selected"}
     details = {s["membership_no"]: s["detail"] for s in result.skipped_members}
-    return set(STORY) - set(details), details
+    with engine.connect() as conn:
+        everyone = set(conn.execute(select(member_table.c.membership_no)).scalars())
+    return everyone - set(details), details
 
 
 def test_escalation_writes_for_exactly_the_refused_and_silent_members(history):
@@ -309,3 +313,26 @@ def test_cli_bad_inputs_exit_2_with_one_line(history, cli):
         )
     )
     assert get_wave(history, "SoS")["status"] == "draft"
+
+
+def test_an_mp_who_replied_to_the_member_is_not_silent(four_nations, tmp_path):  # noqa: F811
+    engine = four_nations
+    create_wave(
+        engine,
+        "MPs",
+        WaveSpec(target="mp", letter="mp-inspection", invite="invitation", nations="all"),
+        SETTINGS,
+    )
+    launch_wave(engine, "MPs", SETTINGS)
+    for number in ("T1", "T2", "T3"):
+        found = letter_for_member(engine, "MPs", number)
+        assert send_for_me(engine, SETTINGS, found, found.text, "1 High Street|Sevenoaks")
+    send_outbox(engine, SETTINGS, FolderTransport(tmp_path / "out"), rate=10_000, sleep=lambda s: None)
+    for number in ("T1", "T2", "T3"):
+        _backdate(engine, number, 42, "MPs")
+    # "Has your MP replied?": T1 says yes, T2 no; T3 has not answered.
+    with engine.begin() as conn:
+        record_answer(conn, _letter_id(engine, "T1", "MPs"), "yes")
+        record_answer(conn, _letter_id(engine, "T2", "MPs"), "no")
+    assert escalate(engine, "silent", after="MPs")[0] == {"T2", "T3"}
+    assert escalate(engine, "replied", name="Replied", after="MPs")[0] == {"T1"}

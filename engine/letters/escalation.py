@@ -14,7 +14,8 @@ How a letter is judged, in this order:
              (by staff, else the engine's suggestion): the latest coded answer wins;
   replied    also said of the three above: the target answered, coded or not
              (any reply to the letter or its chaser but a holding reply or an
-             acknowledgement, and not the member's own message);
+             acknowledgement, and not the member's own message), or, for a
+             letter to an MP, the member said their MP replied;
   silent     it went (sent by us or by the member) and no answer came within the
              wave's reply window, counted in working days from when it went or
              from the latest holding reply or acknowledgement (these are not
@@ -207,7 +208,11 @@ def judge_earlier_letters(
         (e.state.in_(_NOT_SENT_STATES), "not_sent"),
         (e.state.in_(_UNDELIVERED_STATES), "bounced"),
         # The latest answer's outcome as the reply was coded (`refusal` is read as `refused`).
-        (or_(e.state.in_(_ANSWERED_STATES), answered), func.coalesce(latest, "replied")),
+        # An MP answers the constituent, not us: the member telling us "yes, my MP replied" is the answer.
+        (
+            or_(e.state.in_(_ANSWERED_STATES), answered, e.mp_answer == "yes"),
+            func.coalesce(latest, "replied"),
+        ),
         (or_(e.state == "overdue", past_window), "silent"),
         else_="waiting",
     )
