@@ -30,6 +30,11 @@ DEFAULT_ORGANISING = "organising@union.example"
 # Unset branding names a union that plainly does not exist, so a demo or a half-configured
 # install never speaks for a real one.
 DEFAULT_NAME = "Example Schools Union"
+# What a member's share links say beside the campaign page (CAMPAIGN_SHARE_TEXT overrides it).
+DEFAULT_SHARE_TEXT = (
+    "I've acted for fairer, safer school inspection: Ofsted's revised framework puts staff "
+    "well-being at risk and should be paused. Will you join in?"
+)
 MAX_LOGO = 256 * 1024
 # PNG and JPEG only: an SVG is a document that can carry script.
 _LOGO_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
@@ -70,6 +75,10 @@ class Settings:
     # file shown on the pages and in HTML emails.
     footer: str = ""
     logo_file: str | None = None
+    # The campaign page a member is offered to share once they have sent (or pledged), and the
+    # words that go with it; no share links when the URL is unset.
+    share_url: str | None = None
+    share_text: str = DEFAULT_SHARE_TEXT
     templates_dir: str = str(PROJECT_TEMPLATES)
     smtp_url: str | None = None
     bounce_domain: str | None = None
@@ -117,6 +126,8 @@ class Settings:
             sender_name=env.get("CAMPAIGN_SENDER_NAME") or "",
             footer=env.get("CAMPAIGN_FOOTER") or "",
             logo_file=env.get("CAMPAIGN_LOGO") or None,
+            share_url=env.get("CAMPAIGN_SHARE_URL") or None,
+            share_text=env.get("CAMPAIGN_SHARE_TEXT") or DEFAULT_SHARE_TEXT,
             templates_dir=env.get("CAMPAIGN_TEMPLATES") or str(PROJECT_TEMPLATES),
             smtp_url=env.get("SMTP_URL") or None,
             bounce_domain=env.get("BOUNCE_DOMAIN") or None,
@@ -220,6 +231,16 @@ class Settings:
             if len(value) > longest:
                 raise CampaignError(f"{name}: at most {longest} characters")
         self.logo()  # a wrong logo path is named now, not on a member's page
+        if self.share_url is not None:
+            share = urlsplit(self.share_url)
+            if (
+                share.scheme not in ("http", "https")
+                or not share.netloc
+                or any(ch.isspace() for ch in self.share_url)
+            ):
+                raise CampaignError(f"CAMPAIGN_SHARE_URL: {self.share_url!r} is not an http(s) URL")
+        if any(ch in self.share_text for ch in "\r\n\x00") or len(self.share_text) > 200:
+            raise CampaignError("CAMPAIGN_SHARE_TEXT: one line of at most 200 characters")
         if self.smtp_url:
             parts = urlsplit(self.smtp_url)
             if parts.scheme not in ("smtp", "smtps") or not parts.hostname:

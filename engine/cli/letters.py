@@ -13,6 +13,7 @@ from engine.letters.confirm import letter_for_member, not_for_me, send_for_me, s
 from engine.letters.documents import iter_letters
 from engine.letters.link_secret import reissue_links
 from engine.letters.links import letter_link, link_token
+from engine.letters.pledges import answer_pledge, is_pledge
 from engine.letters.renewal import renew_link
 from engine.store.models import LETTER_STATES, STATE_MEANINGS
 from engine.store.states import undo_decision
@@ -147,7 +148,7 @@ def letters_link(app: App, wave_name: str, membership_no: str, kind: str, renew:
 @letters.command("decide")
 @click.argument("wave_name", metavar="WAVE")
 @click.argument("membership_no", metavar="MEMBER")
-@click.argument("choice", type=click.Choice(["send", "self", "opt-out"]), required=False)
+@click.argument("choice", type=click.Choice(["send", "self", "opt-out", "pledge", "decline"]), required=False)
 @click.option(
     "--text-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -173,7 +174,8 @@ def letters_decide(
     kind: str,
 ) -> None:
     """Record a member's choice for them, exactly as their page would: send for me, sent myself, or opt
-    out; or, with --undo, take back a choice made by mistake.
+    out; or, with --undo, take back a choice made by mistake. In a pledge wave: pledge or decline
+    (given again, it changes their answer).
 
     A letter already sent to its target cannot be taken back. A send-for-me
     waiting in the outbox is removed from it.
@@ -184,6 +186,7 @@ def letters_decide(
           --address "1 High St|Leeds|LS1 1AA"
       campaign letters decide "MPs autumn" M100004 opt-out
       campaign letters decide "MPs autumn" M100004 --undo
+      campaign letters decide "Signage pledge" M100005 pledge
     """
     engine = app.engine()
     if undo:
@@ -204,8 +207,20 @@ def letters_decide(
             )
         return
     if choice is None:
-        raise UserError("give the member's choice (send, self or opt-out), or --undo")
+        raise UserError("give the member's choice (send, self or opt-out; pledge or decline), or --undo")
     found = letter_for_member(engine, wave_name, membership_no, kind.replace("-", "_"))
+    if is_pledge(found) != (choice in ("pledge", "decline")):
+        if is_pledge(found):
+            raise UserError(f"wave {wave_name!r} is a pledge wave: the member's choice is pledge or decline")
+        raise UserError(f"wave {wave_name!r} is not a pledge wave: pledge and decline are for pledge waves")
+    if choice in ("pledge", "decline"):
+        if text_file or address is not None:
+            raise UserError("a pledge takes no --text-file or --address: there is no letter")
+        if not answer_pledge(engine, found, choice == "pledge"):
+            click.echo(f"{membership_no}: already {found.letter['state']}; nothing changed.")
+            return
+        click.echo(f"{membership_no}: {found.letter['state']} (reference {found.letter['reference']}).")
+        return
     text = text_file.read_text(encoding="utf-8") if text_file else found.text
     if address is not None:
         address = "\n".join(part.strip() for part in address.split("|"))

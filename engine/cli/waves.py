@@ -20,6 +20,7 @@ from engine.letters.escalation import OUTCOME_WORDS, after_rule, members_label
 from engine.letters.launch import SHARES_LETTER, launch_wave, left_out, preview_merge
 from engine.letters.link_secret import reinvite_wave
 from engine.letters.merge import long_date
+from engine.letters.pledges import pledge_counts
 from engine.letters.similarity import similar_warning_line
 from engine.letters.targeting import nations_label
 from engine.letters.template_check import check_template_file
@@ -102,14 +103,27 @@ def wave_options(create: bool):
                 "--target",
                 type=click.Choice(WAVE_TARGETS),
                 required=create,
-                help="Who the letters go to: each member's MP or employer, or one fixed recipient.",
+                help="Who the letters go to: each member's MP or employer, or one fixed recipient; "
+                "pledge: no letter, a question (--question) the member answers on their page.",
             ),
             click.option(
                 "--letter",
                 "letter",
-                required=create,
                 metavar="TEMPLATE",
-                help="Letter template: a path or a name in templates/letters/.",
+                help="Letter template: a path or a name in templates/letters/ (required, except for "
+                "a pledge wave, which has none).",
+            ),
+            click.option(
+                "--question",
+                metavar="'I WILL …'",
+                help="A pledge wave's question, answered on the member's page with 'I pledge' or "
+                "'Not for me'.",
+            ),
+            click.option(
+                "--done-label",
+                metavar="WORDS",
+                help="What a letter that went (sent by us or by the member) counts as in `wave status`, "
+                "e.g. 'stepped down'.",
             ),
             click.option(
                 "--invite",
@@ -240,11 +254,17 @@ def _print_wave(wave: dict, settings: Settings) -> None:
         f"Wave {wave['name']!r}: {wave['status']}, to {wave['target']}"
         + (f" ({wave['fixed_name']})" if wave["target"] == "fixed" else "")
     )
-    click.echo(f"  letter: {wave['letter_template']}   invitation: {wave['invite_template']}")
+    if wave["target"] == "pledge":
+        click.echo(f"  question: {wave['question']}   invitation: {wave['invite_template']}")
+    else:
+        click.echo(f"  letter: {wave['letter_template']}   invitation: {wave['invite_template']}")
+    if wave.get("done_label"):
+        click.echo(f"  a letter that went counts as: {wave['done_label']}")
     if wave.get("asks"):
         click.echo(f"  the invitation says: {wave['asks']}")
     click.echo(f"  members: {members_label(wave['filters'])}, in {nations_label(wave.get('nations'))}")
-    click.echo(f"  reply within {wave['reply_days']} working days")
+    if wave["target"] != "pledge":
+        click.echo(f"  reply within {wave['reply_days']} working days")
     if wave.get("one_per_target"):
         click.echo(
             "  one letter per target: its lead holds it, the other members are named as co-signatories"
@@ -291,6 +311,8 @@ def wave_create(app: App, name: str, **options) -> None:
       campaign wave create "SoS escalation" --target fixed --letter secretary-of-state \\
           --invite invitation --to "Secretary of State for Education <sos@education.example>" \\
           --after "Employers autumn" --outcome refused,silent
+      campaign wave create "Signage pledge" --target pledge --invite pledge-invitation \\
+          --question "I will remove our inspection grade from our signage and letterheads"
     """
     create_wave(app.engine(), name, _spec(**options), app.settings)
     _print_wave(wave_details(app.engine(), name), app.settings)
@@ -385,12 +407,15 @@ def wave_preview(app: App, name: str, membership_no: str | None, out: str) -> No
     document = letter_document(letter, merger.renderer)
     raw = build_invitation(invitation, letter, wave, merger.renderer, app.settings)
     message = parse_message(raw)
-    if out == "-":
+    if out == "-" and wave["target"] == "pledge":
+        click.echo(f"Pledge (answered on the member's page): {letter['body_text']}", nl=False)
+    elif out == "-":
         click.echo(f"To:      {letter['target_name']} <{letter['target_email'] or 'no email: post only'}>")
         click.echo(f"Subject: {letter['subject']}   [Ref: {letter['reference']}]\n")
         click.echo(letter["body_text"])
         for attachment in wave_details(app.engine(), name)["attachments"]:
             click.echo(f"[attached: {attachment['name']} ({attachment['type']}, {kb(attachment['size'])})]")
+    if out == "-":
         click.echo("-" * 72 + "\nInvitation email\n" + "-" * 72)
         for header in ("From", "To", "Subject", "List-Unsubscribe"):
             click.echo(f"{header}: {message[header]}")
@@ -480,6 +505,10 @@ def wave_launch(app: App, name: str, similar_warn: int | None, as_json: bool) ->
 def wave_status_cmd(app: App, name: str, similar_warn: int | None, as_json: bool) -> None:
     """Count a wave's letters by state, and its queued mail.
 
+    A pledge wave shows its pledged / declined / no answer counts (by region or
+    employer: `campaign pledges`); a wave with --done-label shows how many letters
+    went, under that label (e.g. "stepped down: 3").
+
     `bounced` letters reached the target's mail server and came back (we cannot
     reach the MP or employer); `unreachable` letters never went, because the
     member's own invitation bounced (we cannot reach the member).
@@ -522,6 +551,13 @@ def wave_status_cmd(app: App, name: str, similar_warn: int | None, as_json: bool
                 for word in sorted(counts, key=lambda w: order.index(w) if w in order else len(order))
             )
         )
+    if "pledges" in status:
+        counts = status["pledges"]
+        click.echo(f"  {status['question']}")
+        click.echo(f"  pledged: {counts['pledged']}, declined: {counts['declined']}, ", nl=False)
+        click.echo(f"no answer: {counts['no_answer']}")
+    if "done" in status:
+        click.echo(f"  {status['done']['label']}: {status['done']['letters']}")
     for state in LETTER_STATES:
         if status["states"].get(state):
             note = f"  {_WHO_FAILED[state]}" if state in _WHO_FAILED else ""
@@ -655,3 +691,40 @@ def _count(n: int, noun: str) -> str:
 
 
 # ---- letters and outbox ---------------------------------------------------------
+
+
+@main.command("pledges")
+@click.argument("name", metavar="WAVE")
+@click.option(
+    "--by",
+    type=click.Choice(["region", "employer"]),
+    help="Count per region or per employer (members without one under 'no region', 'no employer').",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_app
+def pledges_cmd(app: App, name: str, by: str | None, as_json: bool) -> None:
+    """Count a pledge wave's answers: pledged, declined, no answer; in all, or per region or employer.
+
+    \b
+    Examples:
+      campaign pledges "Signage pledge"
+      campaign pledges "Signage pledge" --by employer --json
+    """
+    counts = pledge_counts(app.engine(), name, by)
+    if as_json:
+        echo_json(counts)
+        return
+    click.echo(f"Wave {name!r}: {counts['question']}")
+    click.echo(
+        f"  pledged: {counts['pledged']}, declined: {counts['declined']}, no answer: {counts['no_answer']}"
+    )
+    if by is not None:
+        echo_table(
+            counts["groups"],
+            [
+                (by, by.upper(), 40),
+                ("pledged", "PLEDGED", 7),
+                ("declined", "DECLINED", 8),
+                ("no_answer", "NO ANSWER", 9),
+            ],
+        )

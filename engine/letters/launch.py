@@ -46,6 +46,7 @@ from engine.letters.merge import (
     fixed_target,
     member_context,
     mp_target,
+    pledge_target,
     sharing_context,
     wave_context,
 )
@@ -189,7 +190,11 @@ def skip_reason(row: Mapping[str, Any], target_kind: str) -> str | None:
 
 def target_for(row: dict[str, Any], wave: dict[str, Any], cache: dict[str, Target]) -> Target:
     kind = wave["target"]
-    if kind == "fixed":
+    if kind == "pledge":
+        key = "pledge"
+        if key not in cache:
+            cache[key] = pledge_target(wave)
+    elif kind == "fixed":
         key = "fixed"
         if key not in cache:
             cache[key] = fixed_target(wave)

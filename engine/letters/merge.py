@@ -64,6 +64,7 @@ def wave_context(wave: dict[str, Any]) -> dict[str, Any]:
         "reply_days": wave["reply_days"],
         "asks": wave.get("asks"),
         "meeting_date": long_date(meeting) if meeting else None,
+        "question": wave.get("question"),
     }
 
 
@@ -159,6 +160,11 @@ def fixed_target(wave: dict[str, Any]) -> Target:
         salutation=salutation(wave.get("fixed_salutation"), wave["fixed_name"]),
         address=wave.get("fixed_address"),
     )
+
+
+def pledge_target(wave: dict[str, Any]) -> Target:
+    """A pledge goes to no one: the member answers the wave's question on their page."""
+    return Target(kind="pledge", key=None, name=wave["name"], email=None, salutation="", address=None)
 
 
 # A template asks for the member's own words with a paragraph in square brackets,

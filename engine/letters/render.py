@@ -69,21 +69,32 @@ def _custom_fields(*sources: tuple[str, str, bool]) -> list[str]:
     return sorted(names)
 
 
+PLEDGE_LETTER_FILE = "(pledge question)"
+PLEDGE_LETTER = (
+    "{% block subject %}{{ wave.question }}{% endblock %}{% block body %}{{ wave.question }}{% endblock %}"
+)
+
+
 def freeze_templates(wave: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Read, check and prepare a wave's templates: the sources as they will be used."""
-    letter_path = letter_template_path(wave["letter_template"], settings)
+    pledge = wave.get("target") == "pledge"
+    # A pledge wave has no letter: its row's subject and text are the question, so the page,
+    # the invitation and every report read it where they read a letter's.
+    letter_path = (
+        Path(PLEDGE_LETTER_FILE) if pledge else letter_template_path(wave["letter_template"], settings)
+    )
     text_path, html_path = email_template_paths(wave["invite_template"], settings)
     receipt_text_path, receipt_html_path = email_template_paths("receipt", settings)
     # A letter kept elsewhere (--letter PATH) gets its own layout.html if it has one, else ours.
     layout_path = letter_path.parent / "layout.html"
-    if not layout_path.is_file():
+    if pledge or not layout_path.is_file():
         layout_path = Path(settings.templates_dir) / "letters" / "layout.html"
     if not layout_path.is_file():
         raise CampaignError(
             f"{layout_path}: the letter layout is missing (it sits in templates/letters/, or beside "
             "a letter given by path)"
         )
-    letter = read_template(letter_path)
+    letter = PLEDGE_LETTER if pledge else read_template(letter_path)
     invite_text = read_template(text_path)
     invite_html = read_template(html_path)
     layout = read_template(layout_path)

@@ -126,8 +126,8 @@ def outside_nations(row: Mapping[str, Any], target_kind: str, nations: list[str]
     nation = member_nation(row, target_kind)
     if nation is None:
         # MP and employer waves leave such a member out as unresolved; a fixed wave's letter
-        # would otherwise go for a member who may be anywhere.
-        if target_kind == "fixed":
+        # (or a pledge) would otherwise go for a member who may be anywhere.
+        if target_kind in ("fixed", "pledge"):
             return "nation not known: the member's postcode is not resolved to a constituency"
         return None
     if nation in nations:

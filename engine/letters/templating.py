@@ -48,7 +48,7 @@ MEMBER_FIELDS = (
 )
 TARGET_FIELDS = ("name", "salutation", "address", "email", "kind", "constituency", "party")
 # meeting_date: the wave's --meeting-date as "14 January 2027" (blank without one).
-WAVE_FIELDS = ("name", "reply_days", "asks", "meeting_date")
+WAVE_FIELDS = ("name", "reply_days", "asks", "meeting_date", "question")
 # officials: the names of every member who shares the letter (a --one-per-target wave's lead first,
 # else the member alone), as "A, B and C"; co_signatories: the same without the lead (blank if none).
 LETTER_FIELDS = ("reference", "date", "officials", "co_signatories")

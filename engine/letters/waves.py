@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, func, select
 from engine.errors import CampaignError
 from engine.letters.attachments import attachment_list, planned_attachments, store_attachments
 from engine.letters.escalation import after_rule, parse_after
-from engine.letters.render import freeze_templates, letter_template_path
+from engine.letters.render import email_template_paths, freeze_templates, letter_template_path
 from engine.letters.similarity import similar_letters
 from engine.letters.targeting import (
     AFTER_KEY,
@@ -33,6 +33,7 @@ from engine.members.validation import header_problems
 from engine.settings import Settings
 from engine.store.events import record_event
 from engine.store.models import (
+    DONE_STATES,
     STATE_MEANINGS,
     WAVE_TARGETS,
     inbound_table,
@@ -80,6 +81,26 @@ class WaveSpec:
     meeting_date: str | None = None  # YYYY-MM-DD; "" for none
     chase_before: int | None = None
     daily_cap: int | None = None  # letters per target address per day; 0: no cap
+    question: str | None = None  # a pledge wave's "I will …"
+    done_label: str | None = None  # "" for none
+
+
+# A pledge's question reads on a phone in one glance; a label fits a line of `wave status`.
+MAX_QUESTION = 300
+MAX_DONE_LABEL = 40
+
+
+def _one_line(option: str, text: str, longest: int, what: str) -> str:
+    """A short plain-words option as stored: one line, no template fields."""
+    problems = header_problems({option: text})
+    if problems:
+        raise CampaignError(f"{option}: {problems[0][1]}: give {what}")
+    text = " ".join(text.split())
+    if len(text) > longest:
+        raise CampaignError(f"{option}: {len(text)} characters: give {what} (at most {longest})")
+    if "{{" in text or "{%" in text:
+        raise CampaignError(f"{option}: plain words only, no template fields: it is shown as written")
+    return text
 
 
 # Letters per target per day: more than any inbox is read by hand; 0 is no cap.
@@ -164,6 +185,15 @@ def _wave_values(
         values["subject"] = spec.subject or None
     if spec.asks is not None:
         values["asks"] = _asks(spec.asks)
+    if spec.question is not None:
+        values["question"] = (
+            _one_line("--question", spec.question, MAX_QUESTION, "one sentence, e.g. 'I will …'") or None
+        )
+    if spec.done_label is not None:
+        values["done_label"] = (
+            _one_line("--done-label", spec.done_label, MAX_DONE_LABEL, "a few words, e.g. 'stepped down'")
+            or None
+        )
     for name in ("reply_days", "link_days"):
         value = getattr(spec, name)
         if value is not None:
@@ -193,8 +223,19 @@ def _wave_values(
             if spec.after is not None or spec.outcomes is not None:
                 rule = parse_after(conn, wave_name, spec.after or "", spec.outcomes)
         values["filters"] = {**where, **({AFTER_KEY: rule} if rule else {})}
+    target = values.get("target") or (current or {}).get("target")
+    if target == "pledge":
+        if spec.letter:
+            raise CampaignError("--letter: a pledge wave has no letter: give its --question instead")
+        values["letter_template"] = ""
+        for later in ("follow_up_template", "chaser_template"):
+            values[later] = None
     if spec.nations is not None:
         values["nations"] = parse_nations(spec.nations)
+    elif target == "pledge" and (current is None or spec.invite is not None):
+        # No letter: the invitation's text part says which nations a pledge reaches.
+        path = email_template_paths(values.get("invite_template") or current["invite_template"], settings)[0]  # type: ignore[index]
+        values["nations"] = template_nations(read_template(path), path.name)
     elif current is None or spec.letter is not None:
         # No --nations: the letter template says which nations its waves reach (all, if it is silent).
         letter = spec.letter or current["letter_template"]  # type: ignore[index]
@@ -220,6 +261,10 @@ def _wave_values(
     if spec.to_salutation is not None:
         values["fixed_salutation"] = spec.to_salutation or None
     merged = {**(current or {}), **values}
+    if merged.get("target") == "pledge" and not merged.get("question"):
+        raise CampaignError("--question: a pledge wave needs its question, e.g. --question 'I will …'")
+    if merged.get("target") != "pledge" and merged.get("question"):
+        raise CampaignError("--question: only a pledge wave (--target pledge) asks a question")
     if merged.get("target") == "fixed" and not merged.get("fixed_name"):
         raise CampaignError(
             "--to: a fixed wave needs its one recipient, e.g. --to 'Secretary of State <office@example.org>'"
@@ -235,6 +280,8 @@ def create_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -
     if problems:
         raise CampaignError(f"wave name: {problems[0][1]}")
     for required in ("target", "letter", "invite"):
+        if required == "letter" and spec.target == "pledge":
+            continue
         if getattr(spec, required) is None:
             raise CampaignError(f"--{required}: required to create a wave")
     values = _wave_values(name, spec, None, engine, settings)
@@ -400,6 +447,19 @@ def wave_status(engine: Engine, name: str, similar_warn: int = 0) -> dict[str, A
             ).all()
         )
         similar = similar_letters(conn, wave["id"], similar_warn) if similar_warn else []
+    letters = sum(states.values())
+    extra: dict[str, Any] = {}
+    if wave["target"] == "pledge":
+        pledged, declined = states.get("pledged", 0), states.get("declined", 0)
+        extra["question"] = wave["question"]
+        extra["pledges"] = {
+            "pledged": pledged,
+            "declined": declined,
+            "no_answer": letters - pledged - declined,
+        }
+    if wave.get("done_label"):
+        done_states = ("pledged",) if wave["target"] == "pledge" else DONE_STATES
+        extra["done"] = {"label": wave["done_label"], "letters": sum(states.get(s, 0) for s in done_states)}
     return {
         "wave": name,
         "status": wave["status"],
@@ -411,7 +471,8 @@ def wave_status(engine: Engine, name: str, similar_warn: int = 0) -> dict[str, A
         "one_per_target": wave["one_per_target"],
         "meeting_date": wave["meeting_date"],
         "chase_before": wave["chase_before"] if wave["meeting_date"] else None,
-        "letters": sum(states.values()),
+        "letters": letters,
+        **extra,
         "states": states,
         "follow_ups": by_kind.get("follow_up", {}),
         "chasers": by_kind.get("chaser", {}),

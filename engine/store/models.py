@@ -161,7 +161,8 @@ class Event(SQLModel, table=True):
     __table_args__ = (Index("ix_event_action_at", "action", "at"),)
 
 
-WAVE_TARGETS = ("mp", "employer", "fixed")
+# pledge: no letter and no target, only a question the member answers on their page.
+WAVE_TARGETS = ("mp", "employer", "fixed", "pledge")
 LETTER_STATES = (
     "drafted",
     "invited",
@@ -176,6 +177,8 @@ LETTER_STATES = (
     "unreachable",
     "failed",
     "overdue",
+    "pledged",
+    "declined",
 )
 # What each state means, for `letters list --help`, `wave status` and reports. The two bounces
 # differ in who cannot be reached: the target (the letter went and came back) or the member (their
@@ -194,7 +197,12 @@ STATE_MEANINGS = {
     "unreachable": "the member's invitation bounced: we cannot reach the member; the letter never went",
     "failed": "could not be sent to its target (refused, suppressed or unbuildable)",
     "overdue": "sent, and no reply within the wave's reply window",
+    "pledged": 'pledge waves: the member said "I pledge" (they can change their answer)',
+    "declined": 'pledge waves: the member said "Not for me" (they can change their answer)',
 }
+# Letters that count as done for a wave's --done-label ("stepped down"): the letter went, whether
+# we sent it or the member sent it themselves. A pledge wave's done letters are its pledges.
+DONE_STATES = ("sent", "replied", "overdue", "followed_up", "self_sent")
 # A wave's first letter, the follow-up drafted when its target replies, and the chaser when it does not.
 LETTER_KINDS = ("letter", "follow_up", "chaser")
 # What incoming mail is (InboundMessage.kind).
@@ -210,8 +218,8 @@ class Wave(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=80)
-    target: str = Field(max_length=10)  # mp | employer | fixed
-    letter_template: str
+    target: str = Field(max_length=10)  # mp | employer | fixed | pledge
+    letter_template: str  # "" for a pledge wave, which has no letter
     invite_template: str
     subject: str | None = None  # overrides the letter template's subject block
     reply_days: int = 10
@@ -241,6 +249,10 @@ class Wave(SQLModel, table=True):
     # The most letters the worker sends one target address in a day (Europe/London), the rest
     # waiting for the next days; 0: no cap; None (waves made before it existed): CAMPAIGN_DAILY_CAP.
     daily_cap: int | None = None
+    # A pledge wave's question ("I will …"): the letter row's subject and text are this question.
+    question: str | None = Field(default=None, sa_column=Column(Text))
+    # What a letter that went counts as, shown with its count in `wave status` ("stepped down").
+    done_label: str | None = Field(default=None, max_length=40)
     status: str = Field(default="draft", max_length=10)  # draft | launched
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -154,3 +154,22 @@ def undo_decision(conn: Connection, letter: dict[str, Any], *, by: str = "staff"
         raise CampaignError(f"letter {reference} changed while undoing: run the command again")
     record_event(conn, "letter.undo", reference=reference, undone=state, by=by)
     return {"reference": reference, "undone": state, "state": "invited"}
+
+
+# A pledge can be answered while the link works, and changed: pledged ↔ declined.
+_ANSWERABLE = ("drafted", "invited", "unreachable", "pledged", "declined")
+
+
+def mark_pledge_answer(conn: Connection, letter_id: int, pledged: bool) -> bool:
+    """A pledge wave's row → pledged or declined: the member's answer, or their changed mind.
+
+    False when the row is in neither an unanswered nor an answered state (it is not a pledge).
+    """
+    lt = letter_table.c
+    now = utcnow()
+    done = conn.execute(
+        letter_table.update()
+        .where(lt.id == letter_id, lt.state.in_(_ANSWERABLE))
+        .values(state="pledged" if pledged else "declined", decided_at=now, updated_at=now)
+    ).rowcount
+    return bool(done)

@@ -42,11 +42,13 @@ from engine.letters.confirm import (
 from engine.letters.documents import letter_document, pdf_bytes, wave_attachments_pdf
 from engine.letters.links import check_token, csrf_token, link_token
 from engine.letters.merge import letter_words, unfilled_prompts
+from engine.letters.pledges import answer_pledge
 from engine.letters.render import WaveRenderer
 from engine.letters.renewal import send_new_link
 from engine.settings import Settings
 from engine.store.events import record_event
 from engine.store.models import letter_table, member_table, utcnow
+from engine.web.share import ACTED, share_links
 from engine.web.standing import heading, standing
 from engine.web.throttle import GuessThrottle, client_address
 
@@ -147,7 +149,7 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         return page(
             "expired.html",
             410,
-            what=_WHAT[found.letter["kind"]],
+            what="pledge" if found.wave["target"] == "pledge" else _WHAT[found.letter["kind"]],
             until=f"{found.letter['token_expires_at']:%d %B %Y}",
             csrf=csrf_token(secret, found.letter["link_nonce"]),
             new_link_action=f"/l/{token}/new-link",
@@ -235,7 +237,34 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             mailto_without_text=mailto_without_text,
             max_text=MAX_TEXT,
             target_kind_label="MPs" if first.letter["target_kind"] == "mp" else "employers",
+            # Once the member has done their part, they may ask others to join in.
+            share=share_links(settings)
+            if any(found.letter["state"] in ACTED for found in wave_page.letters)
+            else None,
             **context,
+        )
+
+    def pledge_page(
+        wave_page: MemberWave, token: str, *, error: str | None = None, status: int = 200
+    ) -> HTMLResponse:
+        found = wave_page.opened
+        letter = found.letter
+        state = letter["state"]
+        answered = state in ("pledged", "declined")
+        return page(
+            "pledge.html",
+            status,
+            wave_name=wave_page.wave["name"],
+            question=letter["body_text"].strip(),
+            state=state,
+            answered_on=f" on {letter['decided_at']:%-d %B %Y}" if answered and letter["decided_at"] else "",
+            can_answer=not found.expired(),
+            until=f"{letter['token_expires_at']:%-d %B %Y}",
+            reference=letter["reference"],
+            csrf=csrf_token(secret, letter["link_nonce"]),
+            form_action=f"/l/{token}",
+            error=error,
+            share=share_links(settings) if state == "pledged" else None,
         )
 
     def opened(token: str, request: Request) -> MemberWave | HTMLResponse:
@@ -273,6 +302,8 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         if wave_page.closed:
             return expired_page(token, wave_page.opened)
         mark_opened(engine, wave_page)
+        if wave_page.wave["target"] == "pledge":
+            return pledge_page(wave_page, token)
         current = wave_page.current
         saved = current is not None and current.actionable and current.letter["final_text"] is not None
         # Only what is true of the letter now is said: nothing from the URL.
@@ -306,6 +337,13 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
         if found is None:
             return bad_form()
         back = RedirectResponse(f"/l/{token}", status_code=303)
+        if wave_page.wave["target"] == "pledge":
+            if action not in ("pledge", "decline"):
+                return pledge_page(wave_page, token, error="Choose “I pledge” or “Not for me”.", status=400)
+            # An answer can be changed while the link works; after that the page says it ran out.
+            if not found.expired():
+                answer_pledge(engine, found, action == "pledge")
+            return back
         if not found.actionable:
             # Decided already (a double click, a replay) or run out: the page says which.
             return back
