@@ -88,6 +88,14 @@ demo: $(STAMP)
 		--asks "It asks the Secretary of State for Education to pause the rollout of Ofsted's revised framework."
 	$(CAMPAIGN) wave launch "Secretary of State: employers who said no"
 	$(CAMPAIGN) wave status "Secretary of State: employers who said no"
+	@echo "A pledge wave: no letter, one question on each member's page; two answers recorded by staff, then the counts."
+	$(CAMPAIGN) wave create "Pledge: grades off our signage" --target pledge --invite pledge-invitation \
+		--question "I will remove our inspection grade from our signage and letterheads"
+	$(CAMPAIGN) wave launch "Pledge: grades off our signage"
+	$(CAMPAIGN) letters decide "Pledge: grades off our signage" M100001 pledge
+	$(CAMPAIGN) letters decide "Pledge: grades off our signage" M100002 decline
+	$(CAMPAIGN) wave status "Pledge: grades off our signage"
+	$(CAMPAIGN) pledges "Pledge: grades off our signage" --by region
 	@echo "A member's personal link (run 'make serve' and open it):"
 	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
 	@echo "Bristol City Council has no email address on record: M100018 prints the letter and posts it themselves."

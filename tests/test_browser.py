@@ -334,3 +334,84 @@ def test_an_expired_link_offers_a_new_one_and_then_works(site, page):
     assert latest.to_addr == "Aisha Khan <aisha.khan@members.example.org>"
     page.goto(url)
     expect(page.get_by_role("heading", level=1)).to_have_text("Your letter to Harriet Alden MP")
+
+
+PLEDGE_QUESTION = "I will remove our inspection grade from our signage and letterheads"
+
+
+@pytest.fixture
+def pledge_site(tmp_path):
+    """A pledge wave launched on the sample data, with share links configured."""
+    from dataclasses import replace
+
+    from engine.letters.waves import WaveSpec
+
+    engine = open_engine(f"sqlite:///{tmp_path}/pledge.db")
+    init_db(engine)
+    load_sample(engine, tmp_path)
+    spec = WaveSpec(target="pledge", invite="pledge-invitation", question=PLEDGE_QUESTION)
+    create_wave(engine, "Signage", spec, SETTINGS)
+    launch_wave(engine, "Signage", SETTINGS)
+    settings = replace(SETTINGS, share_url="https://union.example/pause-ofsted")
+    with Site(engine, settings=settings) as running:
+        yield running
+    engine.dispose()
+
+
+def test_pledge_then_change_my_mind_on_a_phone_without_javascript(pledge_site, browser):
+    """Issue 13, wave 6: the question, "I pledge" and "Not for me", answerable again later."""
+    context = browser.new_context(viewport={"width": 320, "height": 640}, java_script_enabled=False)
+    tab = context.new_page()
+    try:
+        tab.goto(pledge_site.link("M100001"))
+        assert tab.get_by_role("heading", level=1).inner_text() == "Will you make this pledge?"
+        assert tab.inner_text("#question") == PLEDGE_QUESTION
+        assert tab.get_by_role("link", name="Share by WhatsApp").count() == 0
+        with tab.expect_navigation():
+            tab.get_by_role("button", name="I pledge").click()
+        assert "You have pledged on " in tab.inner_text("#status")
+        assert "You can change your answer below" in tab.inner_text("#status")
+        assert tab.get_by_role("button", name="I pledge").is_disabled()
+        assert (
+            tab.get_by_role("link", name="Share by WhatsApp")
+            .get_attribute("href")
+            .startswith("https://wa.me/?text=")
+        )
+        assert pledge_site.letter("M100001")["state"] == "pledged"
+        # Later, the member changes their mind on the same page.
+        tab.goto(pledge_site.link("M100001"))
+        with tab.expect_navigation():
+            tab.get_by_role("button", name="Not for me").click()
+        assert "You said this pledge is not for you" in tab.inner_text("#status")
+        assert tab.get_by_role("link", name="Share by WhatsApp").count() == 0
+        assert pledge_site.letter("M100001")["state"] == "declined"
+        with tab.expect_navigation():
+            tab.get_by_role("button", name="I pledge").click()
+        assert pledge_site.letter("M100001")["state"] == "pledged"
+    finally:
+        context.close()
+
+
+def test_the_pledge_page_fits_a_phone_and_works_by_keyboard(pledge_site, browser):
+    context = browser.new_context(viewport={"width": 320, "height": 640})
+    tab = context.new_page()
+    try:
+        tab.goto(pledge_site.link("M100002"))
+        assert tab.evaluate("document.documentElement.scrollWidth") <= 320
+        for name in ("I pledge", "Not for me"):
+            box = tab.get_by_role("button", name=name).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 320
+        tab.keyboard.press("Tab")
+        focused = []
+        for _ in range(6):
+            focused.append(tab.evaluate("document.activeElement.textContent"))
+            if focused[-1] == "I pledge":
+                break
+            tab.keyboard.press("Tab")
+        assert focused[-1] == "I pledge"
+        with tab.expect_navigation():
+            tab.keyboard.press("Enter")
+        assert pledge_site.letter("M100002")["state"] == "pledged"
+        assert tab.evaluate("document.documentElement.scrollWidth") <= 320  # share links wrap
+    finally:
+        context.close()
