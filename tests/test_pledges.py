@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +26,7 @@ from engine.lookup.resolve import resolve_members
 from engine.mail.send import send_outbox
 from engine.mail.smtp import SmtpTransport
 from engine.members.importer import import_members
-from engine.store.models import letter_table, member_table, wave_table
+from engine.store.models import letter_table, member_table, utcnow, wave_table
 
 QUESTION = "I will remove our inspection grade from our signage and letterheads"
 PLEDGE = WaveSpec(target="pledge", invite="pledge-invitation", question=QUESTION)
@@ -302,3 +304,41 @@ def test_share_settings_are_checked_at_start():
         Settings.from_env({"CAMPAIGN_SHARE_URL": "union.example/x"})
     with pytest.raises(CampaignError, match=r"^CAMPAIGN_SHARE_TEXT: one line"):
         Settings.from_env({"CAMPAIGN_SHARE_URL": "https://union.example/", "CAMPAIGN_SHARE_TEXT": "a\nb"})
+
+
+def test_the_pledge_invitation_asks_the_question_and_carries_the_link(sample, cli):  # noqa: F811
+    create_wave(sample, "Signage", PLEDGE, SETTINGS)
+    shown = cli("wave", "preview", "Signage", "--member", "M100001")
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith(f"Pledge (answered on the member's page): {QUESTION}\n")
+    assert f"Subject: Will you make this pledge? {QUESTION}" in shown.output
+    assert f'  "{QUESTION}"' in shown.output
+    assert 'choose "I pledge" or "Not for me"' in shown.output
+    assert re.search(r"\n  http://127\.0\.0\.1:8000/l/[\w-]{22}\n", shown.output)
+
+
+def test_after_the_link_runs_out_the_answer_shows_and_cannot_change(sample):  # noqa: F811
+    create_wave(sample, "Signage", PLEDGE, SETTINGS)
+    launch_wave(sample, "Signage", SETTINGS)
+    with Site(sample) as site:
+        requests.post(site.link("M100001"), data=site.form("M100001", action="pledge"), timeout=10)
+        with sample.begin() as conn:
+            conn.execute(
+                letter_table.update()
+                .where(letter_table.c.reference == site.letter("M100001")["reference"])
+                .values(token_expires_at=utcnow() - timedelta(days=1))
+            )
+        page = requests.get(site.link("M100001"), timeout=10)
+        assert "You have pledged" in page.text and "The link to answer ran out" in page.text
+        assert 'value="decline"' not in page.text
+        requests.post(site.link("M100001"), data=site.form("M100001", action="decline"), timeout=10)
+        # Unanswered and run out: the page offers a new link, as for a letter.
+        with sample.begin() as conn:
+            conn.execute(
+                letter_table.update()
+                .where(letter_table.c.reference == site.letter("M100002")["reference"])
+                .values(token_expires_at=utcnow() - timedelta(days=1))
+            )
+        expired = requests.get(site.link("M100002"), timeout=10)
+    assert site.letter("M100001")["state"] == "pledged"
+    assert expired.status_code == 410 and "This link to check your pledge" in expired.text

@@ -257,9 +257,11 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
             wave_name=wave_page.wave["name"],
             question=letter["body_text"].strip(),
             state=state,
-            answered_on=f" on {letter['decided_at']:%-d %B %Y}" if answered and letter["decided_at"] else "",
+            answered_on=f" on {letter['decided_at'].day} {letter['decided_at']:%B %Y}"
+            if answered and letter["decided_at"]
+            else "",
             can_answer=not found.expired(),
-            until=f"{letter['token_expires_at']:%-d %B %Y}",
+            until=f"{letter['token_expires_at'].day} {letter['token_expires_at']:%B %Y}",
             reference=letter["reference"],
             csrf=csrf_token(secret, letter["link_nonce"]),
             form_action=f"/l/{token}",
