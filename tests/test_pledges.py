@@ -21,7 +21,7 @@ from test_web import Site
 from engine.errors import CampaignError
 from engine.letters.launch import launch_wave
 from engine.letters.pledges import pledge_counts
-from engine.letters.waves import WaveSpec, create_wave, wave_status
+from engine.letters.waves import WaveSpec, create_wave, edit_wave, wave_status
 from engine.lookup.resolve import resolve_members
 from engine.mail.send import send_outbox
 from engine.mail.smtp import SmtpTransport
@@ -64,6 +64,10 @@ def test_a_pledge_wave_needs_its_question_and_takes_no_letter(sample):  # noqa: 
     wave = create_wave(sample, "P", PLEDGE, SETTINGS)
     # No letter, so the invitation's `{# nations: england #}` line sets the nations.
     assert (wave["letter_template"], wave["question"], wave["nations"]) == ("", QUESTION, ["england"])
+    with pytest.raises(CampaignError, match=r"^--letter: required for a wave to mp$"):
+        edit_wave(sample, "P", WaveSpec(target="mp", question=""), SETTINGS)
+    edited = edit_wave(sample, "P", WaveSpec(target="mp", question="", letter="mp-inspection"), SETTINGS)
+    assert (edited["target"], edited["question"], edited["letter_template"]) == ("mp", None, "mp-inspection")
 
 
 def test_pledges_are_counted_per_wave_region_and_employer(sample, cli):  # noqa: F811

@@ -230,11 +230,15 @@ def _wave_values(
         values["letter_template"] = ""
         for later in ("follow_up_template", "chaser_template"):
             values[later] = None
+    elif not (spec.letter or (current or {}).get("letter_template")):
+        # A pledge wave turned into one with a letter: it has none yet.
+        raise CampaignError(f"--letter: required for a wave to {target}")
     if spec.nations is not None:
         values["nations"] = parse_nations(spec.nations)
     elif target == "pledge" and (current is None or spec.invite is not None):
         # No letter: the invitation's text part says which nations a pledge reaches.
-        path = email_template_paths(values.get("invite_template") or current["invite_template"], settings)[0]  # type: ignore[index]
+        invite = values.get("invite_template") or current["invite_template"]  # type: ignore[index]
+        path = email_template_paths(invite, settings)[0]
         values["nations"] = template_nations(read_template(path), path.name)
     elif current is None or spec.letter is not None:
         # No --nations: the letter template says which nations its waves reach (all, if it is silent).
