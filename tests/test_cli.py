@@ -117,6 +117,10 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
         "the same text (" in out
     )
     assert "50 sent, 0 to retry later, 0 failed.\n1 letter(s) held by their target's daily cap" in out
+    assert "60 sent, 0 to retry later, 0 failed.\n1 letter(s) held by their target's daily cap" in out
+    # The pledge wave: two answers recorded by staff, counted in all and per region.
+    assert "  pledged: 1, declined: 1, no answer: " in out
+    assert "REGION                                    PLEDGED  DECLINED  NO ANSWER\n" in out
     outbox = list((tmp_path / "demo" / "outbox").glob("*.eml"))
     assert len(outbox) == 84 + 46 + 2 + 2  # the invitations, two letters and their receipts
     assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 1
