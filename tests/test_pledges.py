@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections import Counter
 from dataclasses import replace
@@ -122,6 +123,11 @@ def test_pledges_are_counted_per_wave_region_and_employer(sample, cli):  # noqa:
     assert shown.exit_code == 0
     assert "pledged: 3, declined: 2, no answer: " in shown.output
     assert "no region" in shown.output
+    as_json = json.loads(cli("pledges", "Signage", "--by", "employer", "--json").output)
+    assert as_json == {**pledge_counts(sample, "Signage", "employer"), "question": QUESTION}
+    assert as_json["by"] == "employer" and {"employer", "pledged", "declined", "no_answer"} == set(
+        as_json["groups"][0]
+    )
     not_pledge = cli("pledges", "Nope")
     assert (not_pledge.exit_code, not_pledge.output) == (
         2,
