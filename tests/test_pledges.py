@@ -58,6 +58,8 @@ def test_a_pledge_wave_needs_its_question_and_takes_no_letter(sample):  # noqa: 
         create_wave(sample, "P", WaveSpec(target="pledge", invite="pledge-invitation"), SETTINGS)
     with pytest.raises(CampaignError, match=r"^--letter: a pledge wave has no letter"):
         create_wave(sample, "P", replace(PLEDGE, letter="mp-inspection"), SETTINGS)
+    with pytest.raises(CampaignError, match=r"^--attach: a pledge wave has no letter to attach files to$"):
+        create_wave(sample, "P", replace(PLEDGE, attach=["framework.pdf"]), SETTINGS)
     with pytest.raises(CampaignError, match=r"^--question: only a pledge wave"):
         create_wave(sample, "P", replace(MP_WAVE, question=QUESTION), SETTINGS)
     with pytest.raises(CampaignError, match=r"^--question: plain words only"):

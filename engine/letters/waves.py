@@ -227,6 +227,8 @@ def _wave_values(
     if target == "pledge":
         if spec.letter:
             raise CampaignError("--letter: a pledge wave has no letter: give its --question instead")
+        if spec.attach:
+            raise CampaignError("--attach: a pledge wave has no letter to attach files to")
         values["letter_template"] = ""
         for later in ("follow_up_template", "chaser_template"):
             values[later] = None
