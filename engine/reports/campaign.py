@@ -81,7 +81,10 @@ def _stage_columns() -> list[Any]:
         func.count().label("letters"),
         count(invited).label("invited"),
         count(lt.opened_at.is_not(None)).label("opened"),
-        count(and_(lt.decided_at.is_not(None), lt.state != "opted_out")).label("confirmed"),
+        # A pledge declined is, like an opt-out, a decision not to act.
+        count(and_(lt.decided_at.is_not(None), lt.state.not_in(("opted_out", "declined")))).label(
+            "confirmed"
+        ),
         count(lt.state.in_(_WENT) | lt.sent_at.is_not(None)).label("sent"),
         count(lt.replied_at.is_not(None)).label("replied"),
         count(follow_up).label("followed_up"),
