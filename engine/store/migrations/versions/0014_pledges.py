@@ -4,16 +4,16 @@ Waves get `question` (a pledge wave's "I will …", asked on the member's page
 instead of a letter) and `done_label` (what a letter that went counts as in
 `wave status`, e.g. "stepped down"). Both are NULL for the waves there are.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-11-29
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
