@@ -96,6 +96,17 @@ demo: $(STAMP)
 	$(CAMPAIGN) letters decide "Pledge: grades off our signage" M100002 decline
 	$(CAMPAIGN) wave status "Pledge: grades off our signage"
 	$(CAMPAIGN) pledges "Pledge: grades off our signage" --by region
+	@echo "Serving Ofsted inspectors (the Inspector column) tell the inspectorate they are stepping down;"
+	@echo "a letter that went counts as 'stepped down': two of the three send theirs."
+	$(CAMPAIGN) wave create "Inspectors: stepping down" --target fixed --letter inspector-step-down \
+		--invite invitation --to "Ofsted <enquiries@ofsted.example.org>" --where inspector=yes \
+		--done-label "stepped down" \
+		--asks "It tells Ofsted you are stepping down as an inspector while the revised framework puts staff at risk."
+	$(CAMPAIGN) wave launch "Inspectors: stepping down"
+	$(CAMPAIGN) letters decide "Inspectors: stepping down" M100002 send
+	$(CAMPAIGN) letters decide "Inspectors: stepping down" M100009 self
+	CAMPAIGN_OUTBOX_DIR=$(DEMO_DIR)/outbox SMTP_URL= $(CAMPAIGN) send --once --rate 1000
+	$(CAMPAIGN) wave status "Inspectors: stepping down"
 	@echo "A member's personal link (run 'make serve' and open it):"
 	@$(CAMPAIGN) letters link "MPs: inspection and well-being" M100001
 	@echo "Bristol City Council has no email address on record: M100018 prints the letter and posts it themselves."
