@@ -529,7 +529,8 @@ def wave_status_cmd(app: App, name: str, similar_warn: int | None, as_json: bool
     if as_json:
         echo_json(status)
         return
-    click.echo(f"Wave {name!r} ({status['status']}, to {status['target']}): {status['letters']} letter(s)")
+    what = "member(s) asked" if status["target"] == "pledge" else "letter(s)"
+    click.echo(f"Wave {name!r} ({status['status']}, to {status['target']}): {status['letters']} {what}")
     if status["meeting_date"]:
         click.echo(
             f"  meeting on {long_date(status['meeting_date'])}; unanswered letters are chased "
@@ -537,7 +538,8 @@ def wave_status_cmd(app: App, name: str, similar_warn: int | None, as_json: bool
         )
     if status["sharing"]:
         click.echo(f"  sharing {status['sharing']}: {SHARING}")
-    click.echo(f"  {_daily_cap_words(status['daily_cap'])}")
+    if status["target"] != "pledge":
+        click.echo(f"  {_daily_cap_words(status['daily_cap'])}")
     if status["filters"]:
         click.echo(f"  members: {members_label(status['filters'])}")
     if status["after"]:

@@ -602,7 +602,7 @@ def launch_wave(
             skipped=result.skipped,
             sharing=result.sharing,
         )
-    if result.similar_warn:
+    if result.similar_warn and wave["target"] != "pledge":
         # After the commit: reading the letters back costs less than carrying their texts
         # through the merge pipeline, and holds no write lock.
         with engine.connect() as conn:

@@ -452,7 +452,12 @@ def wave_status(engine: Engine, name: str, similar_warn: int = 0) -> dict[str, A
                 .group_by(o.status)
             ).all()
         )
-        similar = similar_letters(conn, wave["id"], similar_warn) if similar_warn else []
+        # A pledge wave has no letters and no target: nothing to flood, nothing alike.
+        similar = (
+            similar_letters(conn, wave["id"], similar_warn)
+            if similar_warn and wave["target"] != "pledge"
+            else []
+        )
     letters = sum(states.values())
     extra: dict[str, Any] = {}
     if wave["target"] == "pledge":
