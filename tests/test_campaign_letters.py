@@ -110,6 +110,12 @@ FIRST_LETTERS = {
         to="Secretary of State for Education <sos@education.example>",
         to_salutation="Secretary of State",
     ),
+    "inspector-step-down": WaveSpec(
+        target="fixed",
+        letter="inspector-step-down",
+        invite="invitation",
+        to="Ofsted <enquiries@ofsted.example.org>",
+    ),
 }
 
 
@@ -118,6 +124,7 @@ def test_every_bundled_ofsted_letter_reaches_england_only_by_default():
         "employer-chaser",
         "employer-follow-up",
         "employer-wellbeing",
+        "inspector-step-down",
         "jcnc-agenda",
         "jcnc-chaser",
         "mp-inspection",

@@ -117,13 +117,17 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
         "the same text (" in out
     )
     assert "50 sent, 0 to retry later, 0 failed.\n1 letter(s) held by their target's daily cap" in out
-    assert "60 sent, 0 to retry later, 0 failed.\n1 letter(s) held by their target's daily cap" in out
     # The pledge wave: two answers recorded by staff, counted in all and per region.
     assert "  pledged: 1, declined: 1, no answer: " in out
     assert "REGION                                    PLEDGED  DECLINED  NO ANSWER\n" in out
     outbox = list((tmp_path / "demo" / "outbox").glob("*.eml"))
-    assert len(outbox) == 84 + 46 + 2 + 2  # the invitations, two letters and their receipts
-    assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 1
+    # Invitations of the seven waves (MPs 40, employers 33, Secretary of State 46, JCNC 3,
+    # escalation 1, pledge 46, inspectors 3), the eight letters that went (MPs 2, employers 3,
+    # Secretary of State 2 with the third held by the cap, inspectors 1) and their receipts, and
+    # two follow-up invitations (a supportive reply, and the refusal staff matched by hand).
+    assert len(outbox) == 172 + 8 + 8 + 2
+    assert len([p for p in outbox if "-invitation-" in p.name]) == 172
+    assert len([p for p in outbox if "follow_up_invitation" in p.name]) == 2
     # The one letter due on paper: its member posts it themselves (their council has no email).
     assert len(list((tmp_path / "demo" / "pdfs").glob("*.pdf"))) == 1
     # Its page, then the two pages of the risk-assessment framework the employer wave attaches.

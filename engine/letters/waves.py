@@ -328,7 +328,7 @@ def edit_wave(engine: Engine, name: str, spec: WaveSpec, settings: Settings) -> 
     if current["status"] != "draft" and _only_daily_cap(spec):
         # The cap governs sending, not what was launched: an organiser may tighten or loosen it
         # while the wave's letters go (an MP's office asks for fewer a day).
-        values = _wave_values(spec, current, engine, settings)
+        values = _wave_values(name, spec, current, engine, settings)
         with engine.begin() as conn:
             conn.execute(wave_table.update().where(wave_table.c.id == current["id"]).values(**values))
             record_event(conn, "wave.edit", wave=name, changed=sorted(values))
