@@ -99,6 +99,8 @@ class Settings:
     # How long incoming messages keep their raw bytes and text before `campaign purge` removes
     # them (their kind, letter, outcome and dates stay).
     retention_days: int = 365
+    # How long a staff login lasts before the staff pages ask for the password again.
+    staff_session_hours: float = 8.0
     # Flood control: the most letters one target address gets in a day, for waves that do not
     # set their own (--daily-cap); 0: no cap. And how many near-identical letters to one target
     # a launch warns about.
@@ -138,6 +140,7 @@ class Settings:
             attach_file_max_kb=int(_number(env, "CAMPAIGN_ATTACH_FILE_MAX_KB", 5120)),
             attach_max_kb=int(_number(env, "CAMPAIGN_ATTACH_MAX_KB", 5120)),
             retention_days=int(_number(env, "CAMPAIGN_RETENTION_DAYS", 365)),
+            staff_session_hours=_number(env, "CAMPAIGN_STAFF_SESSION_HOURS", 8.0),
             daily_cap=_whole(env, "CAMPAIGN_DAILY_CAP", DEFAULT_DAILY_CAP),
             similar_warn=_whole(env, "CAMPAIGN_SIMILAR_WARN", DEFAULT_SIMILAR_WARN),
         )
@@ -206,6 +209,8 @@ class Settings:
             )
         if self.http_tries < 1:
             raise CampaignError("CAMPAIGN_HTTP_TRIES: must be at least 1")
+        if not 0 < self.staff_session_hours <= 24 * 30:
+            raise CampaignError("CAMPAIGN_STAFF_SESSION_HOURS: must be more than 0 and at most 720 (30 days)")
         if self.secret is not None and len(self.secret) < MIN_SECRET:
             raise CampaignError(
                 f"{self.secret_origin}: the link secret has {len(self.secret)} characters and needs "

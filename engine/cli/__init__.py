@@ -4,7 +4,7 @@
 registers their commands on it, so no module imports this package's top back.
 """
 
-from engine.cli import doctor, letters, lookup, members, replies, report, send, waves  # noqa: F401  (registers commands)
+from engine.cli import doctor, letters, lookup, members, replies, report, send, users, waves  # noqa: F401  (registers commands)
 from engine.cli.app import main
 
 __all__ = ["main"]

@@ -462,6 +462,34 @@ class Suppression(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class StaffUser(SQLModel, table=True):
+    """Someone who signs in to the staff pages: never a member's account. The password is kept
+    only as an argon2 hash."""
+
+    __tablename__ = "staff_user"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=254)
+    role: str = Field(max_length=12)
+    password_hash: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: datetime | None = None
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+
+
+class StaffSession(SQLModel, table=True):
+    """One signed-in browser: only a SHA-256 of its cookie's token is kept, so a copy of the
+    database opens no session."""
+
+    __tablename__ = "staff_session"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="staff_user.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+# What each staff role may do, weakest first: each may do all that the ones before it may.
+STAFF_ROLES = ("viewer", "staff", "organiser")
+
 member_table = Member.__table__
 postcode_table = PostcodeLookup.__table__
 mp_table = MP.__table__
@@ -478,3 +506,5 @@ inbound_table = InboundMessage.__table__
 failure_table = DeliveryFailure.__table__
 suppression_table = Suppression.__table__
 forgotten_table = ForgottenMember.__table__
+staff_user_table = StaffUser.__table__
+staff_session_table = StaffSession.__table__

@@ -21,6 +21,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine, select
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from engine.errors import CampaignError
@@ -49,6 +50,7 @@ from engine.settings import Settings
 from engine.store.events import record_event
 from engine.store.models import letter_table, member_table, utcnow
 from engine.web.share import ACTED, share_links
+from engine.web.staff import StaffPages, StaffRefused
 from engine.web.standing import heading, standing
 from engine.web.throttle import GuessThrottle, client_address
 
@@ -72,8 +74,15 @@ def server_config(app: FastAPI, host: str, port: int, log_level: str = "warning"
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, proxy_headers=False)
 
 
-def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | None = None) -> FastAPI:
-    """The member pages over `engine`; refuses to be made without the link secret."""
+def create_app(
+    engine: Engine,
+    settings: Settings,
+    *,
+    throttle: GuessThrottle | None = None,
+    staff_throttles: tuple[GuessThrottle, GuessThrottle] | None = None,
+) -> FastAPI:
+    """The member pages and the staff pages over `engine`; refuses to be made without the link
+    secret. `staff_throttles`: the staff login's (per account, per address) throttles."""
     secret = settings.require_secret()
     app = FastAPI(title="Campaign Engine", docs_url=None, redoc_url=None, openapi_url=None)
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
@@ -108,15 +117,27 @@ def create_app(engine: Engine, settings: Settings, *, throttle: GuessThrottle | 
 
     @app.exception_handler(HTTPException)
     async def unknown_address(request: Request, exc: HTTPException) -> Response:
+        # A staff address that does not exist tells a stranger nothing either: without a
+        # session it is refused like every other staff URL.
+        if request.url.path.startswith("/staff") and await run_in_threadpool(staff.user, request) is None:
+            return staff.refusal(request)
         # Members follow links from emails, often cut or mangled by mail programs: any
         # address we do not serve gets the site's own page, never a bare JSON error.
         if exc.status_code in (404, 405):
             return no_such_page()
         return await http_exception_handler(request, exc)
 
+    @app.exception_handler(StaffRefused)
+    async def staff_refused(request: Request, exc: StaffRefused) -> Response:
+        return exc.response
+
     def client(request: Request) -> str:
         peer = request.client.host if request.client else None
         return client_address(peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxies)
+
+    staff = StaffPages(engine, settings, page, client, staff_throttles)
+    app.include_router(staff.router)
+    app.state.staff = staff
 
     def turned_away(request: Request) -> HTMLResponse | None:
         """429 at once for a client shut out for presenting wrong links: its link is not even
