@@ -20,8 +20,11 @@ from engine.followup.drafts import draft_letter, load_wave
 from engine.letters.launch import launch_wave
 from engine.letters.links import link_token
 from engine.letters.waves import create_wave
+from engine.reports.campaign import funnel
 from engine.store.db import init_db, open_engine
 from engine.store.models import letter_table, outbox_table, utcnow
+from engine.web.accounts import add_user
+from engine.web.staff import COLUMNS
 
 CHROMIUM = os.environ.get("CAMPAIGN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -415,3 +418,37 @@ def test_the_pledge_page_fits_a_phone_and_works_by_keyboard(pledge_site, browser
         assert tab.evaluate("document.documentElement.scrollWidth") <= 320  # share links wrap
     finally:
         context.close()
+
+
+def test_staff_sign_in_see_the_waves_and_sign_out(site, page):
+    add_user(site.engine, "organiser@union.example", "organiser", "correct horse battery staple")
+    page.goto(f"{site.base}/staff/")
+    # No session: the dashboard sends the browser to the sign-in form.
+    expect(page).to_have_url(f"{site.base}/staff/login")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Staff sign-in")
+    page.get_by_label("Email address").fill("Organiser@union.example")
+    page.get_by_label("Password").fill("correct horse battery staple")
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page.get_by_role("heading", level=1)).to_have_text("Waves")
+    expect(page.get_by_text("Signed in as organiser@union.example (organiser)")).to_be_visible()
+    counts = {stage["stage"]: stage["count"] for stage in funnel(site.engine, "MPs")["funnel"]}
+    assert counts["letters"] > 0 and counts["invited"] == 0
+    wave = page.get_by_role("region", name="MPs")
+    table = wave.get_by_role("table", name="Letters of MPs at each step")
+    assert table.get_by_role("rowheader").all_inner_texts() == [label for _, label in COLUMNS]
+    for key, label in COLUMNS:
+        row = table.get_by_role("row").filter(has=page.get_by_role("rowheader", name=label, exact=True))
+        assert row.get_by_role("cell").first.inner_text() == str(counts[key])
+    # A phone-sized window: the page itself never scrolls sideways (the table may, in its box).
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "staff-waves.png"), full_page=True)
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{site.base}/staff/login")
+    # Back to the dashboard: the browser asks again (no-store), and the session is gone.
+    page.go_back()
+    expect(page).to_have_url(f"{site.base}/staff/login")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Staff sign-in")
+    assert "Signed in as" not in page.content()

@@ -36,9 +36,9 @@ from engine.web.throttle import GuessThrottle
 
 SESSION_COOKIE = "campaign_staff"
 LOGIN_COOKIE = "campaign_staff_login"
-# The funnel's stages the dashboard shows, with their column headings.
+# The funnel's stages the dashboard shows, with the words it shows them by.
 COLUMNS = (
-    ("letters", "Letters"),
+    ("letters", "Letters made"),
     ("invited", "Invited"),
     ("opened", "Opened"),
     ("confirmed", "Confirmed"),
@@ -235,7 +235,6 @@ class StaffPages:
                 user=user,
                 csrf=self.csrf(request),
                 waves=wave_funnels(self.engine),
-                columns=COLUMNS,
             )
 
 
@@ -249,6 +248,19 @@ def wave_funnels(engine: Engine) -> list[dict[str, Any]]:
         )
     waves = []
     for name in names:
-        stages = {stage["stage"]: stage["count"] for stage in funnel(engine, name)["funnel"]}
-        waves.append({"name": name, "counts": stages})
+        stages = {stage["stage"]: stage for stage in funnel(engine, name)["funnel"]}
+        waves.append(
+            {
+                "name": name,
+                "stages": [
+                    {
+                        "key": key,
+                        "label": label,
+                        "count": stages[key]["count"],
+                        "share": f"{stages[key]['share']:.0%}",
+                    }
+                    for key, label in COLUMNS
+                ],
+            }
+        )
     return waves
