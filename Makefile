@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo-run
+DEMO_STAFF_PASSWORD ?= demo-organiser-password
 CAMPAIGN := $(BIN)/campaign --db sqlite:///$(DEMO_DIR)/campaign.db
 
 .PHONY: demo test lint bench clean serve
@@ -115,6 +116,11 @@ demo: $(STAMP)
 	@echo
 	@echo "Demo database: $(DEMO_DIR)/campaign.db; invitations delivered to the folder $(DEMO_DIR)/outbox/,"
 	@echo "letters printed to $(DEMO_DIR)/pdfs/. No mail left this machine. Try: $(CAMPAIGN) letters list"
+	@echo
+	@echo "A staff login for the staff pages (a demo password: never use one like it for real):"
+	$(CAMPAIGN) users add organiser@union.example --role organiser --password "$(DEMO_STAFF_PASSWORD)"
+	@echo "Run 'make serve', open http://127.0.0.1:8000/staff/ and sign in as organiser@union.example"
+	@echo "with the password $(DEMO_STAFF_PASSWORD) to see the waves and their funnel."
 
 serve: $(STAMP)
 	$(CAMPAIGN) serve --port 8000

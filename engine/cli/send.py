@@ -152,11 +152,12 @@ def send_command(
 )
 @pass_app
 def serve_command(app: App, host: str, port: int) -> None:
-    """Serve the member pages: each member's letter behind their personal link.
+    """Serve the member pages (each member's letter behind their personal link) and the staff
+    pages under /staff/ (sign in with an account from `campaign users add`).
 
     \b
     Example:
-      campaign serve --port 8000     # then open a link from an invitation
+      campaign serve --port 8000     # then open a link from an invitation, or /staff/
     """
     import uvicorn
 
