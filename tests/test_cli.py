@@ -139,6 +139,12 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
         attached = [(a.get_filename(), a.get_content()) for a in message.iter_attachments()]
         assert attached == ([("risk-assessment-framework.pdf", framework)] if employer else [])
     assert (tmp_path / "demo" / "preview.pdf").read_bytes().startswith(b"%PDF")
+    # It ends with a staff login and where to use it.
+    assert "Added organiser@union.example (organiser)" in out
+    assert out.rstrip().splitlines()[-2:] == [
+        "Run 'make serve', open http://127.0.0.1:8000/staff/ and sign in as organiser@union.example",
+        "with the password demo-organiser-password to see the waves and their funnel.",
+    ]
 
 
 def test_templates_are_found_from_any_folder_and_a_custom_letter_gets_the_default_layout(

@@ -7,7 +7,14 @@ import click
 from engine.cli.app import App, main, pass_app
 from engine.cli.output import echo_json, echo_table
 from engine.store.models import STAFF_ROLES
-from engine.web.accounts import add_user, check_password, list_users, remove_user, set_role
+from engine.web.accounts import (
+    add_user,
+    check_password,
+    list_users,
+    normalise_staff_email,
+    remove_user,
+    set_role,
+)
 
 _ROLE = click.Choice(list(STAFF_ROLES))
 
@@ -34,6 +41,7 @@ def users_add(app: App, email: str, role: str, password: str | None) -> None:
       campaign users add rep@union.example --role viewer --password "$REP_PASSWORD"
     """
     engine = app.engine()
+    normalise_staff_email(email)  # a mistyped address is said before the password is asked
     if password is None:
         password = click.prompt(
             "Password (12 characters or more)",
@@ -93,7 +101,7 @@ def users_remove(app: App, email: str) -> None:
       campaign users remove rep@union.example
     """
     remove_user(app.engine(), email)
-    click.echo(f"Removed {email.strip().lower()}.")
+    click.echo(f"Removed {normalise_staff_email(email)}.")
 
 
 @users.command("role")
@@ -108,4 +116,4 @@ def users_role(app: App, email: str, role: str) -> None:
       campaign users role rep@union.example staff
     """
     set_role(app.engine(), email, role)
-    click.echo(f"{email.strip().lower()} is now {role}.")
+    click.echo(f"{normalise_staff_email(email)} is now {role}.")
