@@ -6,6 +6,8 @@ follow-up or chaser) and nothing else. A wrong link gets the same plain page
 whatever the reason, and a client that keeps guessing is turned away for a
 while (see throttle.py); a link that ran out says so and offers a new one,
 emailed only to the member's address on file.
+
+The same app serves the staff pages under /staff/ (staff.py), behind a login.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def create_app(
     async def unknown_address(request: Request, exc: HTTPException) -> Response:
         # A staff address that does not exist tells a stranger nothing either: without a
         # session it is refused like every other staff URL.
-        if request.url.path.startswith("/staff") and await run_in_threadpool(staff.user, request) is None:
+        in_staff = request.url.path == "/staff" or request.url.path.startswith("/staff/")
+        if in_staff and await run_in_threadpool(staff.user, request) is None:
             return staff.refusal(request)
         # Members follow links from emails, often cut or mangled by mail programs: any
         # address we do not serve gets the site's own page, never a bare JSON error.
