@@ -17,7 +17,8 @@ from test_waves import (
 
 from engine.letters.confirm import mark_opened, wave_for_token
 from engine.letters.links import link_token
-from engine.reports.campaign import funnel, responsiveness, working_days_between
+from engine.letters.working_days import working_days_between
+from engine.reports.campaign import funnel, responsiveness
 from engine.store.models import letter_table
 
 

@@ -32,6 +32,24 @@ def working_days_after(start: date, days: int, country: str | None) -> date:
     return current
 
 
+def working_days_between(start: date, end: date, country: str | None = None) -> int:
+    """The working days after `start` up to and including `end` (0 when `end` is not later):
+    how long a target took to answer, in the same days the reply window counts."""
+    if end <= start:
+        return 0
+    subdivision = SUBDIVISIONS.get(country or "", "ENG")
+    days = (end - start).days
+    weeks, rest = divmod(days, 7)
+    count = weeks * 5 + sum(
+        1 for n in range(1, rest + 1) if (start + timedelta(days=weeks * 7 + n)).weekday() < 5
+    )
+    for year in range(start.year, end.year + 1):
+        count -= sum(
+            1 for day in _bank_holidays(subdivision, year) if start < day <= end and day.weekday() < 5
+        )
+    return count
+
+
 def working_days_before(end: date, days: int, country: str | None) -> date:
     """The date `days` working days before `end`, skipping weekends and the nation's bank holidays."""
     subdivision = SUBDIVISIONS.get(country or "", "ENG")

@@ -8,17 +8,15 @@ Everything is counted in the database (GROUP BY), never by loading letters: a wa
 from __future__ import annotations
 
 import statistics
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from functools import lru_cache
+from datetime import date, datetime
 from typing import Any
 
-import holidays
 from sqlalchemy import Engine, and_, case, func, literal, select
 
 from engine.errors import CampaignError
 from engine.letters.launch import left_out
+from engine.letters.working_days import working_days_between
 from engine.store.models import (
     STATE_MEANINGS,
     inbound_table,
@@ -156,29 +154,6 @@ def _share(part: int, whole: int) -> float:
 
 
 # ---- how targets answer -------------------------------------------------------------
-
-
-@lru_cache(maxsize=16)
-def _holidays(year: int) -> tuple[date, ...]:
-    return tuple(sorted(holidays.country_holidays("GB", subdiv="ENG", years=year).keys()))
-
-
-def working_days_between(start: date, end: date) -> int:
-    """Working days (England: weekends and bank holidays off) after `start` up to `end`."""
-    if end <= start:
-        return 0
-    days = (end - start).days
-    weeks, rest = divmod(days, 7)
-    count = weeks * 5
-    for offset in range(1, rest + 1):
-        if (start + timedelta(days=weeks * 7 + offset)).weekday() < 5:
-            count += 1
-    for year in range(start.year, end.year + 1):
-        listed = _holidays(year)
-        first = bisect_right(listed, start)
-        last = bisect_left(listed, end + timedelta(days=1))
-        count -= sum(1 for day in listed[first:last] if day.weekday() < 5)
-    return count
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CampaignError
-from engine.followup.chase import working_days_after
+from engine.letters.working_days import working_days_after
 from engine.store.files import write_atomically
 
 FORMATS = (".png", ".svg")
