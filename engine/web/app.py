@@ -51,6 +51,7 @@ from engine.letters.renewal import send_new_link
 from engine.settings import Settings
 from engine.store.events import record_event
 from engine.store.models import letter_table, member_table, utcnow
+from engine.web import staff_browse, staff_members, staff_triage
 from engine.web.share import ACTED, share_links
 from engine.web.staff import StaffPages, StaffRefused
 from engine.web.standing import heading, standing
@@ -139,6 +140,9 @@ def create_app(
         return client_address(peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxies)
 
     staff = StaffPages(engine, settings, page, client, staff_throttles)
+    # The other staff pages, each in its own module over the same sessions and roles.
+    for pages_module in (staff_browse, staff_triage, staff_members):
+        pages_module.add_routes(staff)
     app.include_router(staff.router)
     app.state.staff = staff
 
