@@ -74,11 +74,11 @@ def _events_about(member: dict[str, Any]) -> Any:
     )
 
 
-def export_member(engine: Engine, membership_no: str) -> dict[str, Any]:
+def export_member(engine: Engine, membership_no: str, by: str = "command line") -> dict[str, Any]:
     """Everything held about one member, for a subject access request: their details, letters
     (with every word), the emails queued for them, the messages about them, and the events
-    that name them."""
-    with engine.connect() as conn:
+    that name them. The export itself is recorded (`members.export`, with who asked: `by`)."""
+    with engine.begin() as conn:
         member = _member(conn, membership_no)
         lt = letter_table.c
         letters = [
@@ -111,6 +111,7 @@ def export_member(engine: Engine, membership_no: str) -> dict[str, Any]:
         )
         messages = [_plain(r) for r in conn.execute(_messages_about(conn, member, ids))]
         events = [_plain(r) for r in conn.execute(_events_about(member))]
+        record_event(conn, "members.export", membership_no=member["membership_no"], by=by)
     return {
         "exported_at": utcnow().isoformat(timespec="seconds"),
         "member": _plain_dict(member),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -14,27 +15,27 @@ from engine.store.files import write_atomically
 FORMATS = (".png", ".svg")
 
 
-def _figure() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: a server has no display
-    from matplotlib import pyplot
-
-    return pyplot
-
-
 def check_chart_path(path: Path) -> None:
     if path.suffix.lower() not in FORMATS:
         raise CampaignError(f"--chart: {path}: name a .png or .svg file")
 
 
 def draw(path: Path, report: dict[str, Any], timeline: dict[str, Any] | None) -> None:
-    """The funnel as bars (count and share at each stage), and, for one wave, letters sent and
-    replies received per day with the reply deadline of the first letters marked."""
+    """The chart (see `render`) into a .png or .svg file, whole or not at all."""
     check_chart_path(path)
-    pyplot = _figure()
+    write_atomically(path, render(report, timeline, path.suffix.lower().lstrip(".")))
+
+
+def render(report: dict[str, Any], timeline: dict[str, Any] | None, fmt: str = "svg") -> bytes:
+    """The funnel as bars (count and share at each stage), and, for one wave, letters sent and
+    replies received per day with the reply deadline of the first letters marked; `fmt`: png or svg."""
+    # A Figure of its own, not pyplot's: pyplot keeps global state, and the staff pages draw
+    # charts in several threads at once.
+    from matplotlib.figure import Figure
+
     panels = 2 if timeline else 1
-    figure, axes = pyplot.subplots(panels, 1, figsize=(8, 4.2 * panels), squeeze=False)
+    figure = Figure(figsize=(8, 4.2 * panels))
+    axes = figure.subplots(panels, 1, squeeze=False)
     stages = report["funnel"]
     funnel_axes = axes[0][0]
     labels = [s["stage"].replace("_", " ") for s in stages][::-1]
@@ -54,13 +55,9 @@ def draw(path: Path, report: dict[str, Any], timeline: dict[str, Any] | None) ->
     if timeline:
         _timeline(axes[1][0], timeline)
     figure.tight_layout()
-    fmt = path.suffix.lower().lstrip(".")
-    import io
-
     out = io.BytesIO()
     figure.savefig(out, format=fmt, dpi=100)
-    pyplot.close(figure)
-    write_atomically(path, out.getvalue())
+    return out.getvalue()
 
 
 def _timeline(axes: Any, timeline: dict[str, Any]) -> None:

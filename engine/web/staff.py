@@ -1,4 +1,4 @@
-"""The staff pages under /staff/: signing in and out, and the waves with their funnel.
+"""The staff pages under /staff/: signing in and out, and the waves with their funnel and chart.
 
 Every page but the login form needs a session: without one a GET is sent to
 /staff/login (303) and anything else is answered 401, so no form can be posted
@@ -19,7 +19,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine, select
 
-from engine.reports.campaign import funnel
+from engine.reports.campaign import funnel, replies_by_day
+from engine.reports.charts import render
 from engine.settings import Settings
 from engine.store.models import wave_table
 from engine.web.accounts import (
@@ -237,20 +238,40 @@ class StaffPages:
                 waves=wave_funnels(self.engine),
             )
 
+        @router.get("/waves/{wave_id}/chart.svg")
+        def wave_chart(wave_id: int, user: StaffUser = viewer) -> Response:
+            name = launched_wave_name(self.engine, wave_id)
+            if name is None:
+                return self.page(
+                    "message.html", 404, heading="No such wave", text="No launched wave has that number."
+                )
+            svg = render(funnel(self.engine, name), replies_by_day(self.engine, name), "svg")
+            return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+def launched_wave_name(engine: Engine, wave_id: int) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(wave_table.c.name).where(wave_table.c.id == wave_id, wave_table.c.status == "launched")
+        ).scalar()
+
 
 def wave_funnels(engine: Engine) -> list[dict[str, Any]]:
     """Each launched wave, oldest first, with its funnel's counts (as `campaign report WAVE`)."""
     with engine.connect() as conn:
         names = list(
             conn.execute(
-                select(wave_table.c.name).where(wave_table.c.status == "launched").order_by(wave_table.c.id)
-            ).scalars()
+                select(wave_table.c.id, wave_table.c.name)
+                .where(wave_table.c.status == "launched")
+                .order_by(wave_table.c.id)
+            )
         )
     waves = []
-    for name in names:
+    for wave_id, name in names:
         stages = {stage["stage"]: stage for stage in funnel(engine, name)["funnel"]}
         waves.append(
             {
+                "id": wave_id,
                 "name": name,
                 "stages": [
                     {
