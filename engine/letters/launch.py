@@ -513,8 +513,10 @@ def launch_wave(
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     similar_warn: int | None = None,
+    by: str | None = None,
 ) -> LaunchResult:
     """Create every eligible member's letter and queue their invitation, all in one transaction.
+    `by`: who launched it, for the log (a staff user's email; the command line says nothing).
 
     Then name each target that would get more than `similar_warn` (default: the setting;
     0: no check) letters more than 90% the same text.
@@ -601,6 +603,7 @@ def launch_wave(
             already=result.already,
             skipped=result.skipped,
             sharing=result.sharing,
+            **({"by": by} if by else {}),
         )
     if result.similar_warn and wave["target"] != "pledge":
         # After the commit: reading the letters back costs less than carrying their texts

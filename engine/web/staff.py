@@ -19,6 +19,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine, select
 
+from engine.errors import CampaignError
+from engine.letters.launch import launch_wave
 from engine.reports.campaign import funnel, replies_by_day
 from engine.reports.charts import render
 from engine.settings import Settings
@@ -166,6 +168,7 @@ class StaffPages:
     def _routes(self) -> None:
         router = self.router
         viewer = Depends(self.require("viewer"))
+        organiser = Depends(self.require("organiser"))
 
         @router.get("/login", response_class=HTMLResponse)
         def login_form(request: Request) -> Response:
@@ -236,7 +239,32 @@ class StaffPages:
                 user=user,
                 csrf=self.csrf(request),
                 waves=wave_funnels(self.engine),
+                drafts=draft_waves(self.engine),
             )
+
+        @router.post("/waves/{wave_id}/launch")
+        def launch(
+            request: Request,
+            wave_id: int,
+            csrf: str = Form(""),
+            user: StaffUser = organiser,
+        ) -> Response:
+            self.check_csrf(request, csrf)
+            name = draft_wave_name(self.engine, wave_id)
+            if name is not None:
+                try:
+                    # In this process: the pages' server is no place to spawn merging workers.
+                    launch_wave(self.engine, name, self.settings, parallel=False, by=user.email)
+                except CampaignError as exc:
+                    return self.page(
+                        "message.html",
+                        400,
+                        heading="The wave was not launched",
+                        text=f"{str(exc)[:1].upper()}{str(exc)[1:]}. Nothing was made or sent; "
+                        f"check it with: campaign wave launch {name!r}",
+                    )
+            # Launched now or already (a double click): the dashboard shows which.
+            return RedirectResponse("/staff/", status_code=303)
 
         @router.get("/waves/{wave_id}/chart.svg")
         def wave_chart(wave_id: int, user: StaffUser = viewer) -> Response:
@@ -247,6 +275,25 @@ class StaffPages:
                 )
             svg = render(funnel(self.engine, name), replies_by_day(self.engine, name), "svg")
             return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+def draft_waves(engine: Engine) -> list[dict[str, Any]]:
+    """Waves made but not launched yet, oldest first: what an organiser may launch from here."""
+    w = wave_table.c
+    with engine.connect() as conn:
+        return [
+            dict(row._mapping)
+            for row in conn.execute(
+                select(w.id, w.name, w.target, w.subject).where(w.status == "draft").order_by(w.id)
+            )
+        ]
+
+
+def draft_wave_name(engine: Engine, wave_id: int) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(wave_table.c.name).where(wave_table.c.id == wave_id, wave_table.c.status == "draft")
+        ).scalar()
 
 
 def launched_wave_name(engine: Engine, wave_id: int) -> str | None:
