@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from email.utils import formataddr, parseaddr
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from engine.errors import CampaignError
 from engine.letters.escalation import after_rule, judge_earlier_letters, judged, load_after, outside_after
@@ -135,7 +135,15 @@ def _candidates(wave: dict[str, Any]) -> Any:
         member_table.outerjoin(school_table, s.urn == m.school_urn)
         .outerjoin(mp_table, mp.constituency_code == m.constituency_code)
         .outerjoin(employer_table, c.employer_key == m.employer_key)
-        .outerjoin(letter_table, and_(lt.member_id == m.id, lt.wave_id == wave["id"], lt.kind == "letter"))
+    )
+    # The member's letter in this wave, if any, looked up from each member's row by the unique
+    # index. Not a join: PostgreSQL plans it on statistics that say the wave has no letters (the
+    # launch's own rows are not counted until it commits) and re-read every letter stored so
+    # far for each member: 20,000 letters took 23 s instead of 3.
+    existing = (
+        select(lt.id)
+        .where(lt.wave_id == wave["id"], lt.member_id == m.id, lt.kind == "letter")
+        .scalar_subquery()
     )
     judged: list[Any] = []
     rule = after_rule(wave.get("filters"))
@@ -149,7 +157,7 @@ def _candidates(wave: dict[str, Any]) -> Any:
             s.la_code.label("school_la_code"),
             *(mp[name].label(f"mp_{name}") for name in _MP_COLUMNS),
             *(c[name].label(f"contact_{name}") for name in _CONTACT_COLUMNS),
-            lt.id.label("letter_id"),
+            existing.label("letter_id"),
             *judged,
         )
         .select_from(joined)
