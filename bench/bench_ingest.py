@@ -117,12 +117,22 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=5_000)
+    parser.add_argument(
+        "--letters", type=int, help="letters the database holds (default: as many as messages)"
+    )
+    parser.add_argument(
+        "--bounce-recipients",
+        type=int,
+        default=0,
+        help="also time one bounce that lists this many failed recipients",
+    )
+    parser.add_argument("--profile", action="store_true", help="print where the ingest's time goes")
     args = parser.parse_args()
     n = args.messages
     os.chdir(ROOT)
     work = Path(tempfile.mkdtemp(prefix="campaign-bench-ingest-"))
     url = f"sqlite:///{work}/ingest.db"
-    prepare(url, n, work)
+    prepare(url, max(n, args.letters or 0), work)
     engine = open_engine(url)
     now = utcnow()
     with engine.begin() as conn:
@@ -153,17 +163,69 @@ def main() -> int:
     box.flush()
     box.close()
     settings = Settings.from_env({"CAMPAIGN_SECRET": BENCH_SECRET})
+    profile = None
+    if args.profile:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     t = time.perf_counter()
     result = Ingester(engine, settings).ingest(MboxSource(work / "in.mbox"))
     elapsed = time.perf_counter() - t
+    if profile is not None:
+        import pstats
+
+        profile.disable()
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
     print(
         f"ingest {result.read:,} messages (SQLite, one transaction each): {elapsed:.1f} s = "
         f"{result.read / elapsed:,.0f} messages/s; kinds {dict(result.kinds)}; "
         f"matched {result.matched:,}, unmatched {result.unmatched:,}, "
         f"letters replied {result.letters_replied:,}"
     )
+    if args.bounce_recipients:
+        big = big_bounce(rows[: args.bounce_recipients])
+        if profile is not None:
+            profile = cProfile.Profile()
+            profile.enable()
+        t = time.perf_counter()
+        Ingester(engine, settings).record(big, "bench")
+        if profile is not None:
+            profile.disable()
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+        print(
+            f"one bounce listing {min(args.bounce_recipients, len(rows)):,} recipients "
+            f"({len(big) / 1e6:.1f} MB): {time.perf_counter() - t:.2f} s"
+        )
     print(f"peak RSS: {peak_mb():.0f} MB")
     return 0
+
+
+def big_bounce(rows: list) -> bytes:
+    """One DSN that failed every recipient in `rows`, as a list server's digest bounce does."""
+    parts = [
+        "From: Mail Delivery System <MAILER-DAEMON@mx.union.example>",
+        "To: campaigns@union.example",
+        "Subject: Undelivered Mail Returned to Sender",
+        "Message-ID: <big-bounce@mx.union.example>",
+        "Date: Thu, 12 Nov 2026 09:05:00 +0000",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="BIG"',
+        "",
+        "--BIG",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        "Your message could not be delivered to some recipients.",
+        "",
+        "--BIG",
+        "Content-Type: message/delivery-status",
+        "",
+        "Reporting-MTA: dns; mx.union.example",
+    ]
+    for row in rows:
+        parts += ["", f"Final-Recipient: rfc822; {row.email}", "Action: failed", "Status: 5.1.1"]
+    parts += ["", "--BIG--", ""]
+    return "\n".join(parts).encode()
 
 
 if __name__ == "__main__":

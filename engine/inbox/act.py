@@ -100,22 +100,31 @@ def counts_as_reply(analysis: Analysis) -> bool:
 
 def record_failures(conn: Connection, inbound_id: int, analysis: Analysis, matcher: Matcher) -> None:
     """Every failed recipient a bounce names, with the message it is (or seems to be) about."""
-    for failure in analysis.classification.failed:
-        outbox = analysis.sent or matcher.message_to(conn, failure.address, analysis.suggested)
-        conn.execute(
-            failure_table.insert().values(
-                **without_nul(
-                    {
-                        "inbound_id": inbound_id,
-                        "address": failure.address[:320],
-                        "status": (failure.status or None) and failure.status[:12],
-                        "diagnostic": failure.diagnostic,
-                        "permanent": failure.permanent,
-                        "outbox_id": outbox["id"] if outbox else None,
-                    }
-                )
+    failed = analysis.classification.failed
+    if not failed:
+        return
+    sent = (
+        {}
+        if analysis.sent is not None
+        else matcher.messages_to(conn, [f.address for f in failed], analysis.suggested)
+    )
+    rows = []
+    for failure in failed:
+        outbox = analysis.sent or sent.get(failure.address.lower())
+        rows.append(
+            without_nul(
+                {
+                    "inbound_id": inbound_id,
+                    "address": failure.address[:320],
+                    "status": (failure.status or None) and failure.status[:12],
+                    "diagnostic": failure.diagnostic,
+                    "permanent": failure.permanent,
+                    "outbox_id": outbox["id"] if outbox else None,
+                }
             )
         )
+    # One statement for them all: a list server's bounce can name thousands.
+    conn.execute(failure_table.insert(), rows)
 
 
 def bounce_message(

@@ -471,13 +471,45 @@ class Matcher:
                 .limit(20)
             )
         ]
-        for candidate in candidates:
-            addresses = [
-                a.lower() for _, a in getaddresses([candidate["to_addr"], candidate["cc_addr"] or ""])
-            ]
-            if address.lower() in addresses:
-                return candidate
-        return candidates[0] if len(candidates) == 1 else None
+        return _sent_to(address, candidates)
+
+    def messages_to(
+        self, conn: Connection, addresses: list[str], letter: dict[str, Any] | None
+    ) -> dict[str, dict[str, Any] | None]:
+        """`message_to` for many addresses at once (a bounce may list thousands), keyed by the
+        address in lower case: a query per 500 addresses rather than one per address."""
+        if letter is not None or len(addresses) < 2:
+            return {a.lower(): self.message_to(conn, a, letter) for a in addresses}
+        o, m, lt = outbox_table.c, member_table.c, letter_table.c
+        found: dict[str, dict[str, Any] | None] = {}
+        unique = list(dict.fromkeys(addresses))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            spelt = list(dict.fromkeys(s for a in chunk for s in spellings(a)))
+            by_member: dict[str, list[dict[str, Any]]] = {}
+            for row in conn.execute(
+                select(outbox_table, m.email.label("member_email"))
+                .join(letter_table, lt.id == o.letter_id)
+                .join(member_table, m.id == lt.member_id)
+                .where(m.email.in_(spelt), o.status.in_(("sent", "uncertain")))
+                .order_by(o.id.desc())
+            ):
+                values = dict(row._mapping)
+                candidates = by_member.setdefault(values.pop("member_email").lower(), [])
+                if len(candidates) < 20:
+                    candidates.append(values)
+            for address in chunk:
+                found[address.lower()] = _sent_to(address, by_member.get(address.lower(), []))
+        return found
+
+
+def _sent_to(address: str, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Of our latest messages (newest first), the one sent to `address`; else the only one."""
+    for candidate in candidates:
+        addresses = [a.lower() for _, a in getaddresses([candidate["to_addr"], candidate["cc_addr"] or ""])]
+        if address.lower() in addresses:
+            return candidate
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _embedded_ids(message: Message) -> list[str]:

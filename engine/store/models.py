@@ -339,6 +339,9 @@ class Letter(SQLModel, table=True):
         UniqueConstraint("wave_id", "member_id", "kind", name="uq_letter_wave_member_kind"),
         # Letters to one MP or employer: the page's similarity hint, and replies sent by the target.
         Index("ix_letter_wave_target", "wave_id", "target_key"),
+        # A member's letters in every wave: incoming mail is matched by its sender, and the
+        # unique index above starts with the wave, so without this each lookup read every letter.
+        Index("ix_letter_member_id", "member_id"),
     )
 
 
