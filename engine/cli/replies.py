@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -21,8 +21,10 @@ from engine.inbox.staff import (
     log_paper_reply,
     match_manually,
     raw_message,
+    received_date,
     set_outcome,
     show_message,
+    undo_match,
 )
 from engine.store.models import INBOUND_KINDS, OUTCOMES
 
@@ -352,24 +354,38 @@ def replies_dismiss(app: App, reply_id: int) -> None:
     click.echo(f"Message {reply_id} dismissed: nothing was done with it.")
 
 
+@replies.command("unmatch")
+@click.argument("reply_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def replies_unmatch(app: App, reply_id: int, as_json: bool) -> None:
+    """Undo a message's match to a letter (made by staff or by the engine): it waits for staff again.
+
+    Its letter goes back to how it was before the reply (sent, self_sent or overdue) unless
+    another reply still counts for it, and the follow-up the reply drafted is removed, unless
+    the member has already acted on it (then nothing changes).
+
+    \b
+    Example:
+      campaign replies unmatch 42
+    """
+    done = undo_match(app.engine(), app.settings, reply_id)
+    if as_json:
+        echo_json(done)
+        return
+    parts = [f"Message {reply_id} is no longer matched to {done['reference']} and waits for staff again"]
+    if done["restored"]:
+        parts.append(f"letter {done['reference']} is {done['letter_state']} again")
+    else:
+        parts.append(f"letter {done['reference']} stays {done['letter_state']}")
+    if done["follow_up_removed"]:
+        parts.append(f"follow-up {done['follow_up_removed']} and its invitation were removed")
+    click.echo("; ".join(parts) + ".")
+
+
 def _date(value: str) -> datetime:
     """ISO (2026-11-28) or a UK date, day first (28/11/2026, 28-11-2026, 28.11.26)."""
-    text = value.strip()
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        parsed = None
-        for pattern in ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d/%m/%y", "%d.%m.%y"):
-            try:
-                parsed = datetime.strptime(text, pattern)
-                break
-            except ValueError:
-                continue
-        if parsed is None:
-            raise CampaignError(
-                f"--received: {value!r} is not a date like 28/11/2026 (day first) or 2026-11-28"
-            ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return received_date(value, "--received")
 
 
 @replies.command("log")

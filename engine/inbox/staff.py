@@ -4,10 +4,12 @@ waits for them, log paper replies, and record what a reply means."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesHeaderParser
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select
 
 from engine.errors import CampaignError
 from engine.followup.drafts import NOT_YET_ANSWERED, reply_outcome
@@ -25,6 +27,7 @@ from engine.store.models import (
     member_table,
     outbox_table,
     utcnow,
+    wave_table,
 )
 from engine.store.suppression import suppress_address
 
@@ -221,6 +224,7 @@ def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
             if row["suggested_letter_id"]
             else None
         )
+    row["to"] = addressed_to(raw) if row["source"] != "paper" else None
     row["reference"] = letter.reference if letter else None
     row["letter_state"] = letter.state if letter else None
     row["target_name"] = letter.target_name if letter else None
@@ -231,22 +235,48 @@ def show_message(engine: Engine, reply_id: int) -> dict[str, Any]:
     return row
 
 
+def addressed_to(raw: bytes) -> str | None:
+    """The message's To header as one line of text (any folding or control characters gone)."""
+    if not raw:
+        return None
+    try:
+        value = BytesHeaderParser(policy=policy.default).parsebytes(raw).get("To")
+    except Exception:  # a header too broken to read is shown as absent, never as an error
+        return None
+    if value is None:
+        return None
+    text = " ".join("".join(c if c.isprintable() else " " for c in str(value)).split())
+    return text[:500] or None
+
+
 def raw_message(engine: Engine, reply_id: int) -> bytes:
     with engine.connect() as conn:
         return reply_for(conn, reply_id)["raw"]
 
 
-def match_manually(engine: Engine, settings: Settings, reply_id: int, reference: str) -> dict[str, Any]:
+def match_manually(
+    engine: Engine, settings: Settings, reply_id: int, reference: str, *, by: str | None = None
+) -> dict[str, Any]:
     """Staff say which letter a message answers; it then counts as that letter's reply."""
     with engine.begin() as conn:
         reply = reply_for(conn, reply_id)
         if reply["kind"] in ("bounce", "complaint"):
             raise CampaignError(f"message {reply_id} is a {reply['kind']}, not a reply: it cannot be matched")
-        return _match(conn, settings, reply, letter_by_reference(conn, reference))
+        letter = letter_by_reference(conn, reference)
+        if reply["letter_id"] is not None:
+            # Matching again would leave the first letter replied for a reply it no longer has.
+            current = conn.execute(
+                select(letter_table.c.reference).where(letter_table.c.id == reply["letter_id"])
+            ).scalar()
+            raise CampaignError(
+                f"message {reply_id} is already matched to {current}: undo that match first "
+                f"(campaign replies unmatch {reply_id})"
+            )
+        return _match(conn, settings, reply, letter, by)
 
 
 def _match(
-    conn: Connection, settings: Settings, reply: dict[str, Any], letter: dict[str, Any]
+    conn: Connection, settings: Settings, reply: dict[str, Any], letter: dict[str, Any], by: str | None
 ) -> dict[str, Any]:
     now = utcnow()
     kind = "reply" if reply["kind"] == "unrelated" else reply["kind"]
@@ -260,7 +290,7 @@ def _match(
         replied, follow_ups = record_reply(
             conn, letter, reply["id"], reply["authored_at"] or reply["received_at"], settings, now
         )
-    record_event(conn, "replies.match", reply=reply["id"], reference=letter["reference"])
+    record_event(conn, "replies.match", reply=reply["id"], reference=letter["reference"], by=by)
     return {
         "reply": reply["id"],
         "reference": letter["reference"],
@@ -269,7 +299,9 @@ def _match(
     }
 
 
-def accept_suggestion(engine: Engine, settings: Settings, reply_id: int) -> dict[str, Any]:
+def accept_suggestion(
+    engine: Engine, settings: Settings, reply_id: int, *, by: str | None = None
+) -> dict[str, Any]:
     """Staff confirm what the engine only suggested for a message in triage, and it is done:
         a reply counts for its suggested letter, a bounce marks its message bounced (and its letter
     bounced, or unreachable when it was the member's invitation), a complaint
@@ -298,8 +330,8 @@ def accept_suggestion(engine: Engine, settings: Settings, reply_id: int) -> dict
                 .one()
                 ._mapping
             )
-            done.update(_match(conn, settings, reply, letter))
-            record_event(conn, "replies.accept", reply=reply_id, kind=kind)
+            done.update(_match(conn, settings, reply, letter, by))
+            record_event(conn, "replies.accept", reply=reply_id, kind=kind, by=by)
             return done
         elif kind == "bounce":
             classification = classify(parse(reply["raw"]))
@@ -334,11 +366,11 @@ def accept_suggestion(engine: Engine, settings: Settings, reply_id: int) -> dict
             .where(inbound_table.c.id == reply_id)
             .values(triage=None, letter_id=letter_id, match_method="staff" if letter_id else None)
         )
-        record_event(conn, "replies.accept", reply=reply_id, kind=kind)
+        record_event(conn, "replies.accept", reply=reply_id, kind=kind, by=by)
     return done
 
 
-def dismiss(engine: Engine, reply_id: int) -> dict[str, Any]:
+def dismiss(engine: Engine, reply_id: int, *, by: str | None = None) -> dict[str, Any]:
     """Staff looked at a message waiting for them and nothing is to be done about it."""
     with engine.begin() as conn:
         reply = reply_for(conn, reply_id)
@@ -349,7 +381,7 @@ def dismiss(engine: Engine, reply_id: int) -> dict[str, Any]:
             .where(inbound_table.c.id == reply_id)
             .values(triage=None, suggested_letter_id=None, match_method="dismissed")
         )
-        record_event(conn, "replies.dismiss", reply=reply_id, reason=reply["triage"])
+        record_event(conn, "replies.dismiss", reply=reply_id, reason=reply["triage"], by=by)
     return {"reply": reply_id, "dismissed": True}
 
 
@@ -363,6 +395,7 @@ def log_paper_reply(
     scan: bytes | None = None,
     scan_name: str | None = None,
     note: str | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
     """A reply that came on paper: recorded against its letter, with the scan kept if given."""
     now = utcnow()
@@ -406,12 +439,12 @@ def log_paper_reply(
             )
         ).inserted_primary_key[0]
         _, drafted = record_reply(conn, letter, reply_id, received, settings, now)
-        record_event(conn, "replies.log", reply=reply_id, reference=letter["reference"])
+        record_event(conn, "replies.log", reply=reply_id, reference=letter["reference"], by=by)
     return {"reply": reply_id, "reference": letter["reference"], "already": False, "follow_up": bool(drafted)}
 
 
 def set_outcome(
-    engine: Engine, reply_id: int, outcome: str, settings: Settings | None = None
+    engine: Engine, reply_id: int, outcome: str, settings: Settings | None = None, *, by: str | None = None
 ) -> dict[str, Any]:
     """Staff's reading of what a reply means for the campaign; it replaces the suggestion.
 
@@ -441,6 +474,7 @@ def set_outcome(
             replied, drafted = record_reply(
                 conn, letter, reply_id, reply["authored_at"] or reply["received_at"], settings, now
             )
+        record_event(conn, "replies.outcome", reply=reply_id, outcome=outcome, by=by)
     return {
         "reply": reply_id,
         "outcome": outcome,
@@ -460,3 +494,238 @@ def _from_target(conn: Connection, reply: dict[str, Any]) -> bool:
         .where(letter_table.c.id == reply["letter_id"])
     ).scalar()
     return (reply["author_addr"] or "").lower() != (member_email or "").lower()
+
+
+# -- finding a letter, dates typed by people, and taking a match back --------------------------
+
+
+def received_date(value: str, field: str = "--received") -> datetime:
+    """ISO (2026-11-28) or a UK date, day first (28/11/2026, 28-11-2026, 28.11.26), as UTC."""
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed = None
+        for pattern in ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d/%m/%y", "%d.%m.%y"):
+            try:
+                parsed = datetime.strptime(text, pattern)
+                break
+            except ValueError:
+                continue
+        if parsed is None:
+            raise CampaignError(
+                f"{field}: {value[:40]!r} is not a date like 28/11/2026 (day first) or 2026-11-28"
+            ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _like(word: str) -> str:
+    """A LIKE pattern that finds `word` anywhere, its own % and _ taken literally."""
+    escaped = word.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def search_letters(engine: Engine, q: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Letters whose reference, member's name or target's name hold every word of `q`, newest first."""
+    words = q.split()[:6]
+    if not words:
+        return []
+    lt, m = letter_table.c, member_table.c
+    stmt = (
+        select(
+            lt.id,
+            lt.reference,
+            lt.state,
+            lt.kind,
+            lt.target_name,
+            m.first_name,
+            m.last_name,
+            m.membership_no,
+            wave_table.c.name.label("wave"),
+        )
+        .join(member_table, m.id == lt.member_id)
+        .join(wave_table, wave_table.c.id == lt.wave_id)
+        .order_by(lt.id.desc())
+        .limit(limit)
+    )
+    for word in words:
+        # Each word may name any of them: "khan harrow" finds Aisha Khan's letter to Harrow High.
+        pattern = _like(word[:80])
+        stmt = stmt.where(
+            or_(
+                *(
+                    func.lower(column).like(pattern, escape="\\")
+                    for column in (lt.reference, m.first_name, m.last_name, lt.target_name)
+                )
+            )
+        )
+    with engine.connect() as conn:
+        return [
+            {
+                "id": row.id,
+                "reference": row.reference,
+                "state": row.state,
+                "kind": row.kind,
+                "target_name": row.target_name,
+                "member": " ".join(x for x in (row.first_name, row.last_name) if x),
+                "membership_no": row.membership_no,
+                "wave": row.wave,
+            }
+            for row in conn.execute(stmt)
+        ]
+
+
+# Why a message whose match was undone waits in the queue again.
+UNMATCHED = "its match was undone by staff: say which letter it answers, or that it answers none"
+# A follow-up the member has not touched yet: it can go with the reply that drafted it.
+_UNTOUCHED = ("drafted", "invited", "unreachable")
+
+
+def undo_match(engine: Engine, settings: Settings, reply_id: int, *, by: str | None = None) -> dict[str, Any]:
+    """Take back a match (staff's or the engine's): the message waits for staff again, and its
+    letter is as it was before the reply (sent, self_sent or overdue; no replied_at) unless
+    another reply still counts for it, its untouched follow-up removed. One transaction.
+
+    A holding reply had only restarted its letter's reply clock: that letter stays `sent`, and the
+    next `campaign chase` marks it overdue again when its window (no longer held) has passed.
+    Raises CampaignError when the member has already acted on the follow-up the reply drafted.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        reply = reply_for(conn, reply_id)
+        if reply["letter_id"] is None:
+            raise CampaignError(f"message {reply_id} is not matched to any letter: there is nothing to undo")
+        if reply["kind"] not in ("reply", "auto_reply"):
+            raise CampaignError(
+                f"message {reply_id} is a {reply['kind']}: only a reply's match can be undone"
+            )
+        letter = dict(
+            conn.execute(select(letter_table).where(letter_table.c.id == reply["letter_id"])).one()._mapping
+        )
+        conn.execute(
+            inbound_table.update()
+            .where(inbound_table.c.id == reply_id)
+            .values(letter_id=None, match_method=None, triage=UNMATCHED)
+        )
+        restored: dict[str, str] = {}
+        if reply["kind"] == "reply":
+            restored = _unreply(conn, letter, now)
+        removed = None
+        # The follow-up is drafted for the first letter (a chaser's reply drafts it for the letter
+        # chased), so it goes only when that letter no longer counts as replied.
+        original_id = letter["parent_id"] or letter["id"]
+        if letter["kind"] != "follow_up" and original_id in restored.values():
+            removed = _remove_follow_up(conn, letter, reply_id)
+        record_event(
+            conn,
+            "replies.unmatch",
+            reply=reply_id,
+            reference=letter["reference"],
+            restored=sorted(restored),
+            follow_up_removed=removed,
+            by=by,
+        )
+    return {
+        "reply": reply_id,
+        "reference": letter["reference"],
+        "letter_state": _state(engine, letter["id"]),
+        "restored": sorted(restored),
+        "follow_up_removed": removed,
+    }
+
+
+def _state(engine: Engine, letter_id: int) -> str:
+    with engine.connect() as conn:
+        return conn.execute(select(letter_table.c.state).where(letter_table.c.id == letter_id)).scalar_one()
+
+
+def _unreply(conn: Connection, letter: dict[str, Any], now: datetime) -> dict[str, int]:
+    """Each letter `mark_replied` moved for this reply (it, and the letter a chaser chased) back
+    to its state before, unless another reply still counts for it: {reference: letter id}."""
+    lt = letter_table.c
+    ids = [letter["id"]] + ([letter["parent_id"]] if letter.get("parent_id") else [])
+    restored: dict[str, int] = {}
+    for row in conn.execute(select(letter_table).where(lt.id.in_(ids), lt.state == "replied")).all():
+        current = dict(row._mapping)
+        still = _replies_that_count(conn, current)
+        if still:
+            # The earliest reply left is the letter's first reply now.
+            conn.execute(
+                letter_table.update()
+                .where(lt.id == current["id"])
+                .values(replied_at=min(still), updated_at=now)
+            )
+            continue
+        # mark_replied changed only the state and replied_at: overdue_at and sent_at tell what it was.
+        if current["overdue_at"] is not None:
+            before = "overdue"
+        else:
+            before = "sent" if current["sent_at"] is not None else "self_sent"
+        conn.execute(
+            letter_table.update()
+            .where(lt.id == current["id"], lt.state == "replied")
+            .values(state=before, replied_at=None, updated_at=now)
+        )
+        restored[current["reference"]] = current["id"]
+    return restored
+
+
+def _replies_that_count(conn: Connection, letter: dict[str, Any]) -> list[datetime]:
+    """When each other matched reply that marks `letter` replied was written (see record_reply)."""
+    i, lt = inbound_table.c, letter_table.c
+    # A reply to a chaser marks the letter it chased replied as well.
+    answered = [letter["id"]] + list(
+        conn.execute(select(lt.id).where(lt.parent_id == letter["id"], lt.kind == "chaser")).scalars()
+    )
+    dates = []
+    for row in conn.execute(select(inbound_table).where(i.letter_id.in_(answered), i.kind == "reply")):
+        reply = dict(row._mapping)
+        holds = reply_outcome(reply) in NOT_YET_ANSWERED and letter["target_kind"] != "mp"
+        if not holds and _from_target(conn, reply):
+            when = reply["authored_at"] or reply["received_at"]
+            dates.append(when if when.tzinfo else when.replace(tzinfo=UTC))
+    return dates
+
+
+def _remove_follow_up(conn: Connection, letter: dict[str, Any], reply_id: int) -> str | None:
+    """Delete the follow-up drafted for `letter`'s member in its wave, with its invitation, if the
+    member has not acted on it; its reference, or None when there was none."""
+    lt, o = letter_table.c, outbox_table.c
+    row = conn.execute(
+        select(letter_table).where(
+            lt.wave_id == letter["wave_id"], lt.member_id == letter["member_id"], lt.kind == "follow_up"
+        )
+    ).first()
+    if row is None:
+        return None
+    follow_up = dict(row._mapping)
+    reference = follow_up["reference"]
+    answered = conn.execute(
+        select(inbound_table.c.id).where(inbound_table.c.letter_id == follow_up["id"])
+    ).first()
+    chased = conn.execute(select(lt.id).where(lt.parent_id == follow_up["id"])).first()
+    if follow_up["state"] not in _UNTOUCHED or answered or chased:
+        raise CampaignError(
+            f"message {reply_id}: the member has already sent the follow-up ({reference} is "
+            f"{follow_up['state']}), so the match cannot be undone"
+        )
+    outbox = conn.execute(select(o.id, o.status).where(o.letter_id == follow_up["id"])).all()
+    if any(status in ("claimed", "sending", "uncertain") for _, status in outbox):
+        raise CampaignError(
+            f"message {reply_id}: the invitation to follow-up {reference} is being sent right now: "
+            "try again in a minute"
+        )
+    outbox_ids = [outbox_id for outbox_id, _ in outbox]
+    if outbox_ids:
+        # A bounce of the invitation stays on record, no longer tied to a message that is gone.
+        conn.execute(
+            failure_table.update().where(failure_table.c.outbox_id.in_(outbox_ids)).values(outbox_id=None)
+        )
+        conn.execute(outbox_table.delete().where(o.id.in_(outbox_ids)))
+    conn.execute(
+        inbound_table.update()
+        .where(inbound_table.c.suggested_letter_id == follow_up["id"])
+        .values(suggested_letter_id=None)
+    )
+    conn.execute(letter_table.delete().where(lt.id == follow_up["id"]))
+    return reference
