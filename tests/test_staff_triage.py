@@ -348,6 +348,19 @@ def test_staff_sort_the_queue_match_set_the_outcome_undo_and_dismiss(ingested):
             "no letter with reference &#39;ZZZZZ-ZZZZZ&#39;" in wrong.text and "Traceback" not in wrong.text
         )
 
+        # Hostile input from a hand-made request: refused in one line, or searched as plain text.
+        for reference, error in (
+            ("K7M2Q\0-9XH4T", "Letter: a letter&#39;s reference is letters and digits"),
+            ("", "Letter: give the reference printed on the letter"),
+        ):
+            refused = browser.post(
+                f"{site.base}/staff/replies/{newsletter}/match", data={"csrf": csrf, "reference": reference}
+            )
+            assert refused.status_code == 400 and error in refused.text
+        hostile = browser.get(f"{site.base}/staff/replies/{newsletter}", params={"q": "50%\0_<b>x</b>"})
+        assert hostile.status_code == 200
+        assert "No letter matches “50% _&lt;b&gt;x&lt;/b&gt;”." in hostile.text
+
         dismissed = browser.post(f"{site.base}/staff/replies/{newsletter}/unrelated", data={"csrf": csrf})
         assert "Marked as not about any letter: it has left the queue." in dismissed.text
         assert newsletter not in {row["id"] for row in list_messages(engine, unmatched=True)}

@@ -602,12 +602,14 @@ def undo_match(engine: Engine, settings: Settings, reply_id: int, *, by: str | N
         letter = dict(
             conn.execute(select(letter_table).where(letter_table.c.id == reply["letter_id"])).one()._mapping
         )
-        conn.execute(
+        # Guarded by the letter it had, so two people undoing the same match undo it once.
+        if not conn.execute(
             inbound_table.update()
-            .where(inbound_table.c.id == reply_id)
+            .where(inbound_table.c.id == reply_id, inbound_table.c.letter_id == letter["id"])
             .values(letter_id=None, match_method=None, triage=UNMATCHED)
-        )
-        restored: dict[str, str] = {}
+        ).rowcount:
+            raise CampaignError(f"message {reply_id} changed while undoing its match: look at it again")
+        restored: dict[str, int] = {}
         if reply["kind"] == "reply":
             restored = _unreply(conn, letter, now)
         removed = None

@@ -96,7 +96,7 @@ def add_routes(pages: StaffPages) -> None:
                 heading="No such message",
                 text="There is no message with that number. Go back to Replies to sort (/staff/triage).",
             )
-        q = " ".join(q.split())[:100]
+        q = one_line(q)[:100]
         return pages.page(
             "staff_reply.html",
             status,
@@ -146,9 +146,9 @@ def add_routes(pages: StaffPages) -> None:
         user: StaffUser = staff,
     ) -> Response:
         def run(number: int) -> Any:
-            if not reference.strip():
-                raise CampaignError("Letter: say which letter this message answers")
-            return match_manually(engine, settings, number, reference[:40], by=user.email)
+            return match_manually(
+                engine, settings, number, checked_reference(reference, "Letter"), by=user.email
+            )
 
         return act(request, user, reply_id, csrf, "matched", run)
 
@@ -255,11 +255,7 @@ def log_paper(
     by: str,
 ) -> dict[str, Any]:
     """The paper form's fields checked, each refusal naming its field, then the reply logged."""
-    reference = values["reference"].strip()
-    if not reference:
-        raise CampaignError("Reference: give the reference printed on the letter, like K7M2Q-9XH4T")
-    if len(reference) > 40 or not reference.replace("-", "").isalnum():
-        raise CampaignError("Reference: a letter's reference is letters and digits, like K7M2Q-9XH4T")
+    reference = checked_reference(values["reference"], "Reference")
     if not values["received"].strip():
         raise CampaignError("Date received: give the date it arrived, like 28/11/2026")
     received = received_date(values["received"], "Date received")
@@ -298,6 +294,21 @@ def log_paper(
         if str(error).startswith("no letter with reference"):
             raise CampaignError(f"Reference: {error}") from None
         raise
+
+
+def checked_reference(value: str, field: str) -> str:
+    """A letter reference as typed or posted, refused (naming the field) unless it could be one."""
+    reference = value.strip()
+    if not reference:
+        raise CampaignError(f"{field}: give the reference printed on the letter, like K7M2Q-9XH4T")
+    # Checked before any query: a NUL or a stray character has no business reaching the database.
+    if (
+        len(reference) > 40
+        or not reference.replace("-", "").isascii()
+        or not reference.replace("-", "").isalnum()
+    ):
+        raise CampaignError(f"{field}: a letter's reference is letters and digits, like K7M2Q-9XH4T")
+    return reference
 
 
 def one_line(value: str) -> str:
