@@ -29,7 +29,7 @@ from engine.inbox.staff import (
 )
 from engine.letters.confirm import letter_for_token, send_for_me
 from engine.letters.links import link_token
-from engine.store.models import event_table, inbound_table, letter_table, outbox_table, utcnow
+from engine.store.models import event_table, inbound_table, letter_table, member_table, outbox_table, utcnow
 from engine.web.accounts import add_user
 
 STAFF = "caseworker@union.example"
@@ -529,3 +529,45 @@ def test_paper_reply_upload_checks_type_size_reference_and_date(sent):
             paper = conn.execute(select(inbound_table).where(inbound_table.c.letter_id == other["id"])).one()
         assert (paper.raw, paper.attachment_name, paper.author_name) == (b"", None, other["target_name"])
         assert utcnow() > as_utc(paper.received_at)
+
+
+def test_undoing_a_reply_to_a_chaser_restores_both_letters(sent, tmp_path):
+    from engine.followup.drafts import draft_letter, load_wave
+    from engine.letters.confirm import letter_for_member
+    from engine.mail.send import send_outbox
+    from engine.mail.smtp import FolderTransport
+
+    engine, letters = sent
+    original = letters["spare1"]
+    # As `campaign chase` leaves it: the letter overdue, its chaser drafted; the member sends the chaser.
+    with engine.begin() as conn:
+        conn.execute(
+            letter_table.update()
+            .where(letter_table.c.id == original["id"])
+            .values(state="overdue", overdue_at=datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+        )
+        wave = load_wave(conn, original["wave_id"], SETTINGS)
+        row = dict(
+            conn.execute(select(letter_table).where(letter_table.c.id == original["id"])).one()._mapping
+        )
+        chaser = draft_letter(conn, wave, row, "chaser", SETTINGS, utcnow())
+    assert chaser is not None
+    with engine.connect() as conn:
+        number = conn.execute(
+            select(member_table.c.membership_no).where(member_table.c.id == original["member_id"])
+        ).scalar_one()
+    found = letter_for_member(engine, "Employers", number, "chaser")
+    assert send_for_me(engine, SETTINGS, found, found.text, None)
+    send_outbox(engine, SETTINGS, FolderTransport(tmp_path / "chased"), rate=10_000, sleep=lambda s: None)
+    assert state_of(engine, chaser["id"]) == "sent"
+    before = (what_a_match_did(engine, original), what_a_match_did(engine, chaser))
+
+    newsletter = Ingester(engine, SETTINGS).record(fill("newsletter", original), "eml")
+    match_manually(engine, SETTINGS, newsletter, chaser["reference"])
+    assert (state_of(engine, original["id"]), state_of(engine, chaser["id"])) == ("replied", "replied")
+    assert len(follow_ups(engine, original)) == 1
+
+    done = undo_match(engine, SETTINGS, newsletter)
+    assert done["restored"] == sorted([original["reference"], chaser["reference"]])
+    assert (what_a_match_did(engine, original), what_a_match_did(engine, chaser)) == before
+    assert (state_of(engine, original["id"]), state_of(engine, chaser["id"])) == ("overdue", "sent")
