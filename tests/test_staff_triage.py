@@ -491,6 +491,13 @@ def test_paper_reply_upload_checks_type_size_reference_and_date(sent):
             assert error in response.text
             # The form comes back filled in, for the one field to be put right.
             assert 'value="Chair of Governors"' in response.text
+        # Far over the limit: refused from its declared length, before any of it is parsed.
+        huge = browser.post(
+            f"{site.base}/staff/paper",
+            data=fields,
+            files={"scan": ("huge.pdf", b"%PDF-1.4\n" + b"0" * (11 * 1024 * 1024), "application/pdf")},
+        )
+        assert huge.status_code == 400 and "Scan: the file is larger than 10 MB" in huge.text
         assert snapshot(engine) == before
 
         logged = browser.post(
