@@ -166,10 +166,13 @@ class _Target:
     overdue: int = 0
 
 
-def responsiveness(engine: Engine, wave: str | None = None, sort: str = "silent") -> list[dict[str, Any]]:
+def responsiveness(
+    engine: Engine, wave: str | None = None, sort: str = "silent", target: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
     """One row per employer or MP written to: letters, how many went, were answered and are
     overdue, the median working days to an answer, and the answers by outcome. Sorted with the
-    most silent first (`sort`: silent, slowest, name, letters)."""
+    most silent first (`sort`: silent, slowest, name, letters). `target` (kind, key): that one's
+    row only, read through the letters' (wave, target) index."""
     sorts = ("silent", "slowest", "name", "letters")
     if sort not in sorts:
         raise CampaignError(f"--sort: {sort!r} is not one of {', '.join(sorts)}")
@@ -177,6 +180,12 @@ def responsiveness(engine: Engine, wave: str | None = None, sort: str = "silent"
     lt = letter_table.c
     ids = [w["id"] for w in waves]
     key = func.coalesce(lt.target_key, literal("fixed"))
+    mine = [lt.wave_id.in_(ids), lt.kind == "letter"]
+    if target is not None:
+        mine += [lt.target_kind == target[0], key == target[1]]
+        if target[1] != "fixed":
+            # The bare column, so the (wave_id, target_key) index is used.
+            mine.append(lt.target_key == target[1])
     targets: dict[tuple[str, str], _Target] = {}
     with engine.connect() as conn:
         went = lt.state.in_(_WENT) | lt.sent_at.is_not(None)
@@ -192,7 +201,7 @@ def responsiveness(engine: Engine, wave: str | None = None, sort: str = "silent"
                     "overdue"
                 ),
             )
-            .where(lt.wave_id.in_(ids), lt.kind == "letter")
+            .where(*mine)
             .group_by(lt.target_kind, key)
         ).mappings():
             targets[(values["target_kind"], values["key"])] = _Target(
@@ -206,7 +215,7 @@ def responsiveness(engine: Engine, wave: str | None = None, sort: str = "silent"
         delays: dict[tuple[str, str], list[int]] = {}
         for kind, target, sent_at, replied_at in conn.execute(
             select(lt.target_kind, key, lt.sent_at, lt.replied_at).where(
-                lt.wave_id.in_(ids), lt.kind == "letter", lt.replied_at.is_not(None), lt.sent_at.is_not(None)
+                *mine, lt.replied_at.is_not(None), lt.sent_at.is_not(None)
             )
         ):
             delays.setdefault((kind, target), []).append(
@@ -218,7 +227,7 @@ def responsiveness(engine: Engine, wave: str | None = None, sort: str = "silent"
         for kind, target, value, count in conn.execute(
             select(lt.target_kind, key, outcome, func.count())
             .select_from(inbound_table.join(letter_table, lt.id == i.letter_id))
-            .where(lt.wave_id.in_(ids), lt.kind == "letter", i.kind == "reply")
+            .where(*mine, i.kind == "reply")
             .group_by(lt.target_kind, key, outcome)
         ):
             outcomes.setdefault((kind, target), {})[value] = count
