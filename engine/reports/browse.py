@@ -120,14 +120,12 @@ def letter_choices(engine: Engine, wave_id: int) -> dict[str, list[dict[str, Any
     joined = letter_table.join(member_table, m.id == lt.member_id)
     with engine.connect() as conn:
         states = dict(conn.execute(select(lt.state, func.count()).where(mine).group_by(lt.state)).all())
-        regions = conn.execute(
-            select(m.region, func.count()).select_from(joined).where(mine).group_by(m.region)
-        ).all()
-        employers = conn.execute(
-            select(m.employer_key, func.max(m.employer_name), func.count())
+        # Regions and employers in one pass over the members: a few thousand groups at most.
+        spread = conn.execute(
+            select(m.region, m.employer_key, func.max(m.employer_name), func.count())
             .select_from(joined)
             .where(mine)
-            .group_by(m.employer_key)
+            .group_by(m.region, m.employer_key)
         ).all()
         outcome = _reply_outcome()
         replies = conn.execute(
@@ -145,7 +143,8 @@ def letter_choices(engine: Engine, wave_id: int) -> dict[str, list[dict[str, Any
         return {"value": value, "label": label or value, "count": int(count)}
 
     def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        # NULL and "" are both "not known": one choice.
+        # One choice per value: NULL and "" are both "not known", and an employer's members in
+        # several regions came in several groups.
         by_value: dict[str, dict[str, Any]] = {}
         for row in rows:
             if row["value"] in by_value:
@@ -163,8 +162,8 @@ def letter_choices(engine: Engine, wave_id: int) -> dict[str, list[dict[str, Any
             for s in LETTER_STATES
             if s in states
         ],
-        "region": merged([choice(region, region, count) for region, count in regions]),
-        "employer": merged([choice(key, name, count) for key, name, count in employers]),
+        "region": merged([choice(region, region, count) for region, _, _, count in spread]),
+        "employer": merged([choice(key, name, count) for _, key, name, count in spread]),
         "outcome": [
             {"value": o, "label": OUTCOME_WORDS.get(o, o), "count": outcomes[o]}
             for o in (*OUTCOMES, NOT_CODED, NO_REPLY)
@@ -228,8 +227,10 @@ def list_letters(
     lt, m = letter_table.c, member_table.c
     joined = letter_table.join(member_table, m.id == lt.member_id)
     where = _where(wave_id, wanted)
+    # The member is read for the count only when the filter is about them.
+    counted = joined if wanted.region or wanted.employer else letter_table
     with engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(joined).where(*where)).scalar_one()
+        total = conn.execute(select(func.count()).select_from(counted).where(*where)).scalar_one()
         page, pages = pages_of(total, page, per_page)
         rows = [
             dict(r._mapping)
