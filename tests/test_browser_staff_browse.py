@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from playwright.sync_api import expect
@@ -118,3 +119,18 @@ def test_a_viewer_filters_a_waves_letters_and_opens_an_employers_page(site, page
     expect(replies.get_by_role("cell", name="supportive").first).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(SCREENSHOTS / "staff-target.png"), full_page=True)
+
+    # Every employer and MP, most silent first; a column heading sorts by it.
+    page.get_by_role("navigation", name="Staff pages").get_by_role("link", name="Employers and MPs").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Employers and MPs")
+    targets = page.get_by_role("table", name=re.compile("^Employers and MPs, most silent first"))
+    # Cells: kind, letters, went, replied, silent…; the share of letters that went unanswered falls.
+    figures = [row.get_by_role("cell").all_inner_texts() for row in targets.locator("tbody tr").all()]
+    shares = [int(f[4]) / int(f[2]) if int(f[2]) else 0 for f in figures]
+    assert shares == sorted(shares, reverse=True) and shares[0] > 0, figures
+    targets.get_by_role("link", name="Name").click()
+    by_name = page.get_by_role("table", name=re.compile("^Employers and MPs, by name"))
+    names = by_name.locator("tbody th").all_inner_texts()
+    assert names == sorted(names) and first["target_name"] in names
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(SCREENSHOTS / "staff-targets.png"), full_page=True)

@@ -361,7 +361,8 @@ def test_the_targets_table_and_an_employers_page(browsed):
         assert re.search(r'<a href="/staff/replies/\d+">Open reply \d+</a>', employer.text)
         gone = browser.get(f"{site.base}/staff/targets/employer/no-such-employer")
         assert gone.status_code == 404 and "<h1>No such employer or MP</h1>" in gone.text
-        assert browser.get(f"{site.base}/staff/targets/council/{key}").status_code == 404
+        for address in (f"council/{key}", "employer/", "employer/la%00x", "mp/%3Cscript%3E"):
+            assert browser.get(f"{site.base}/staff/targets/{address}").status_code == 404, address
 
 
 def test_browse_pages_need_a_session(browsed):

@@ -149,7 +149,8 @@ def add_routes(pages: StaffPages) -> None:
 
     @router.get("/targets/{kind}/{key:path}", response_class=HTMLResponse)
     def target(request: Request, kind: str, key: str, user: StaffUser = viewer) -> HTMLResponse:
-        summary = target_summary(engine, kind, key) if key else None
+        # A NUL cannot be in a key (PostgreSQL would refuse the query): such an address is no page.
+        summary = target_summary(engine, kind, key) if key and "\x00" not in key else None
         if summary is None:
             return not_found(
                 request,
@@ -221,7 +222,7 @@ def _filter_fields(choices: dict[str, list[dict[str, Any]]], chosen: dict[str, s
         "state": "State",
         "region": "Member's region",
         "employer": "Member's employer",
-        "outcome": "Reply",
+        "outcome": "Reply outcome",
     }
     words = {"state": STATE_WORDS, "outcome": OUTCOME_WORDS}
     fields = []
