@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from html import unescape
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -343,6 +344,8 @@ def test_the_targets_table_and_an_employers_page(browsed):
 
         employer = browser.get(f"{site.base}/staff/targets/employer/{key}")
         assert employer.status_code == 200
+        # The key as the letters and members pages write it in their links: percent-encoded.
+        assert browser.get(f"{site.base}/staff/targets/employer/{quote(key, safe='')}").text == employer.text
         assert f"<h1>{letters[1]['target_name']}</h1>" in employer.text
         summary = target_summary(engine, "employer", key)
         assert f'<td data-figure="letters">{summary["letters"]}</td>' in employer.text
