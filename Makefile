@@ -113,6 +113,10 @@ demo: $(STAMP)
 	@echo "Bristol City Council has no email address on record: M100018 prints the letter and posts it themselves."
 	$(CAMPAIGN) letters decide "Employers: well-being assessment" M100018 self
 	$(CAMPAIGN) wave pdf "Employers: well-being assessment" --out $(DEMO_DIR)/pdfs --combined
+	@echo "Catherine (M100003) forwards her MP's answer from her home address: it waits in 'Replies to sort'"
+	@echo "on the staff pages, with her letter suggested, for staff to match in the browser."
+	$(CAMPAIGN) replies ingest --eml data/replies-later/
+	$(CAMPAIGN) replies list --unmatched
 	@echo
 	@echo "Demo database: $(DEMO_DIR)/campaign.db; invitations delivered to the folder $(DEMO_DIR)/outbox/,"
 	@echo "letters printed to $(DEMO_DIR)/pdfs/. No mail left this machine. Try: $(CAMPAIGN) letters list"
@@ -120,7 +124,7 @@ demo: $(STAMP)
 	@echo "A staff login for the staff pages (a demo password: never use one like it for real):"
 	$(CAMPAIGN) users add organiser@union.example --role organiser --password "$(DEMO_STAFF_PASSWORD)"
 	@echo "Run 'make serve', open http://127.0.0.1:8000/staff/ and sign in as organiser@union.example"
-	@echo "with the password $(DEMO_STAFF_PASSWORD) to see the waves and their funnel."
+	@echo "with the password $(DEMO_STAFF_PASSWORD): the waves, their letters, Replies to sort, Members."
 
 serve: $(STAMP)
 	$(CAMPAIGN) serve --port 8000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -143,8 +144,12 @@ def test_make_demo_runs_offline_on_the_sample_data(tmp_path):
     assert "Added organiser@union.example (organiser)" in out
     assert out.rstrip().splitlines()[-2:] == [
         "Run 'make serve', open http://127.0.0.1:8000/staff/ and sign in as organiser@union.example",
-        "with the password demo-organiser-password to see the waves and their funnel.",
+        "with the password demo-organiser-password: the waves, their letters, Replies to sort, Members.",
     ]
+    # One forwarded reply is left for staff to sort in the browser, with its letter suggested.
+    assert "1 stored (1 reply); 0 already stored." in out
+    catherine = re.search(r"campaign replies match 5 (\S+)\s+# Harriet Alden MP, member M100003", out)
+    assert catherine is not None
 
 
 def test_templates_are_found_from_any_folder_and_a_custom_letter_gets_the_default_layout(
