@@ -89,3 +89,26 @@ def test_the_report_command_prints_json_csv_and_a_chart(replied, db_url, tmp_pat
     assert bad.exit_code == 2 and "name a .png or .svg file" in bad.output
     unknown = cli("report", "No such wave")
     assert unknown.exit_code == 2 and "no wave named 'No such wave'" in unknown.output
+
+
+def test_a_pledge_waves_answers_sit_beside_its_funnel_and_it_has_no_targets_to_rank(sample):  # noqa: F811
+    import pytest
+    from test_pledges import PLEDGE
+
+    from engine.errors import CampaignError
+    from engine.letters.confirm import letter_for_member
+    from engine.letters.launch import launch_wave
+    from engine.letters.pledges import answer_pledge
+    from engine.letters.waves import create_wave
+
+    create_wave(sample, "Pledge", PLEDGE, SETTINGS)
+    launch_wave(sample, "Pledge", SETTINGS)
+    answer_pledge(sample, letter_for_member(sample, "Pledge", "M100001"), True)
+    answer_pledge(sample, letter_for_member(sample, "Pledge", "M100002"), False)
+    beside = {b["state"]: b["count"] for b in funnel(sample, "Pledge")["beside"]}
+    assert (beside["pledged"], beside["declined"]) == (1, 1)
+    assert {s["stage"]: s["count"] for s in funnel(sample, "Pledge")["funnel"]}["confirmed"] == 1
+    with pytest.raises(CampaignError, match=r"^'Pledge' is a pledge wave: it writes to no one"):
+        responsiveness(sample, "Pledge")
+    # Across every wave, the pledge wave adds no row.
+    assert responsiveness(sample) == []

@@ -36,7 +36,8 @@ FUNNEL = (
     ("replied", "its target replied"),
     ("followed_up", "a follow-up letter was drafted after the reply"),
 )
-BESIDE = ("opted_out", "unreachable", "bounced", "failed", "overdue")
+# A pledge wave's answers sit beside its funnel too (its "confirmed" counts the pledges).
+BESIDE = ("opted_out", "unreachable", "bounced", "failed", "overdue", "pledged", "declined")
 SPLITS = {
     "region": member_table.c.region,
     "branch": member_table.c.branch,
@@ -177,8 +178,14 @@ def responsiveness(
     if sort not in sorts:
         raise CampaignError(f"--sort: {sort!r} is not one of {', '.join(sorts)}")
     waves = _waves(engine, wave)
+    if wave is not None and waves[0]["target"] == "pledge":
+        raise CampaignError(
+            f"{wave!r} is a pledge wave: it writes to no one, so no target can answer "
+            "(its answers by region or employer: campaign pledges WAVE --by region)"
+        )
     lt = letter_table.c
-    ids = [w["id"] for w in waves]
+    # A pledge writes to no one: such waves have no targets to rank.
+    ids = [w["id"] for w in waves if w["target"] != "pledge"]
     key = func.coalesce(lt.target_key, literal("fixed"))
     mine = [lt.wave_id.in_(ids), lt.kind == "letter"]
     if target is not None:
