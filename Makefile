@@ -139,10 +139,7 @@ test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	-$(BIN)/python bench/bench_import_resolve.py $(BENCH_ARGS)
-	-$(BIN)/python bench/bench_launch.py $(BENCH_ARGS)
-	-$(BIN)/python bench/bench_send.py $(SEND_BENCH_ARGS)
-	-$(BIN)/python bench/bench_ingest.py $(INGEST_BENCH_ARGS)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_import_resolve import serve_fake_postcodes_io, write_members  # noqa: E402
+from results import stage  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
@@ -189,6 +190,14 @@ def main() -> int:
         f"render only:     {render_only:,.0f} letters/s (Jinja2: letter subject and body, invitation subject)"
     )
     print(f"ratio:           {rate / render_only:.0%} of render-only")
+    stage(
+        "launch" if sqlite else "launch (PostgreSQL)",
+        n,
+        result.created,
+        launch_s,
+        anchor="Jinja2 rendering every template a letter needs",
+        anchor_per_s=render_all,
+    )
     print(
         f"render all:      {render_all:,.0f} letters/s (also the HTML letter and both invitation parts); "
         f"launch is {rate / render_all:.0%} of that"

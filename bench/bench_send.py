@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_import_resolve import write_members  # noqa: E402
+from results import send_workers, stage  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from engine.letters.launch import launch_wave  # noqa: E402
@@ -57,11 +58,21 @@ BENCH_SECRET = secrets.token_urlsafe(48)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def serve_smtp(port: int, ready: multiprocessing.Event) -> None:
+def serve_smtp(port: int, ready: multiprocessing.Event, log: str | None = None) -> None:
+    """A local SMTP server taking any number of connections; with `log`, each message's
+    Message-ID is appended to that file, to count what arrived and what arrived twice."""
     from aiosmtpd.controller import Controller
+
+    received = open(log, "a", buffering=1) if log else None  # noqa: SIM115  (lives as long as the server)
 
     class Sink:
         async def handle_DATA(self, server, session, envelope):
+            if received is not None:
+                head = envelope.content.split(b"\r\n\r\n", 1)[0]
+                for line in head.split(b"\r\n"):
+                    if line[:11].lower() == b"message-id:":
+                        received.write(line[11:].strip().decode("ascii", "replace") + "\n")
+                        break
             return "250 OK"
 
     Controller(Sink(), hostname="127.0.0.1", port=port).start()
@@ -151,13 +162,63 @@ def queued(url: str) -> int:
     return count
 
 
+WORKER = """
+import os, sys
+from engine.mail.send import send_outbox
+from engine.mail.smtp import SmtpTransport
+from engine.settings import Settings
+from engine.store.db import open_engine
+settings = Settings.from_env(os.environ)
+result = send_outbox(open_engine(settings.db_url), settings, SmtpTransport(settings.smtp_url), rate=1e6)
+sys.exit(1 if result.failed else 0)
+"""
+
+
+def pg_workers(url: str, n: int, work: Path, count: int) -> tuple[float, int, int, int]:
+    """`count` sending processes at once on one PostgreSQL database, to a fresh
+    sink: (messages/s, messages that arrived, Message-IDs that arrived more than once, left queued)."""
+    prepare(url, n, work)
+    log = work / f"received-{count}.txt"
+    port = free_port()
+    ready = multiprocessing.Event()
+    sink = multiprocessing.Process(target=serve_smtp, args=(port, ready, str(log)), daemon=True)
+    sink.start()
+    ready.wait(10)
+    env = {
+        **os.environ,
+        "CAMPAIGN_DB": url,
+        "SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "CAMPAIGN_SECRET": BENCH_SECRET,
+    }
+    # What `campaign send --once` runs, without its 1,000-a-second ceiling per worker.
+    command = [sys.executable, "-c", WORKER]
+    t = time.perf_counter()
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    for worker in workers:
+        _, errors = worker.communicate()
+        if worker.returncode:
+            print(f"a worker failed: {errors.strip().splitlines()[-1:]}")
+    elapsed = time.perf_counter() - t
+    time.sleep(0.2)
+    sink.terminate()
+    ids = log.read_text().split()
+    duplicates = len(ids) - len(set(ids))
+    return len(ids) / elapsed, len(ids), duplicates, queued(url)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2, help="bare loop and worker runs, alternated")
-    parser.add_argument("--pg", help="PostgreSQL URL for the two-worker run (its tables are replaced)")
+    parser.add_argument("--pg", help="PostgreSQL URL for the several-worker runs (its tables are replaced)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2, 4], help="send processes at once on PostgreSQL"
+    )
     parser.add_argument("--letters", action="store_true", help="also send letters, with and without a cap")
     args = parser.parse_args()
     n = args.messages
@@ -201,6 +262,14 @@ def main() -> int:
     bare_rate, one = max(bare_rates), max(worker_rates)
     print(f"bare smtplib:    {bare_rate:,.0f} messages/s ({len(built):,} built messages, one connection)")
     print(f"one worker:      {one:,.0f} messages/s on SQLite = {one / bare_rate:.0%} of bare")
+    stage(
+        "send, one worker",
+        n,
+        n,
+        n / one,
+        anchor="bare smtplib, one connection",
+        anchor_per_s=bare_rate,
+    )
 
     if args.letters:
         # The receipts each sent letter queues are left queued: only the letters are timed.
@@ -222,26 +291,15 @@ def main() -> int:
                 "(letters carry their HTML letter too)"
             )
 
-    if args.pg:
-        prepare(args.pg, n, work)
-        env = {**os.environ, "CAMPAIGN_DB": args.pg, "SMTP_URL": smtp_url}
-        command = [sys.executable, "-m", "engine", "send", "--once", "--rate", "1000"]
-        t = time.perf_counter()
-        workers = [
-            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)
-        ]
-        for worker in workers:
-            _, errors = worker.communicate()
-            if worker.returncode:
-                print(f"a worker failed: {errors.strip().splitlines()[-1:]}")
-        two = n / (time.perf_counter() - t)
-        left = queued(args.pg)
-        print(
-            f"two workers:     {two:,.0f} messages/s on PostgreSQL ({left} left queued) = "
-            f"{two / bare_rate:.0%} of bare"
-        )
     server.terminate()
+    if args.pg:
+        for count in args.workers:
+            rate, sent, duplicates, left = pg_workers(args.pg, n, work, count)
+            send_workers(count, rate, sent, duplicates, left)
+            print(
+                f"{count} worker(s):     {rate:,.0f} messages/s on PostgreSQL; {sent:,} arrived, "
+                f"{duplicates} twice, {left} left queued = {rate / bare_rate:.0%} of bare"
+            )
     ok = one / bare_rate >= 0.7
     print("target met" if ok else "TARGET MISSED: one worker under 70% of the bare smtplib loop")
     return 0 if ok else 1
