@@ -116,12 +116,23 @@ def content_type(part: Message) -> str:
     return known
 
 
+def header_text(message: Message, name: str) -> str:
+    """The first `name` header of `message` as text ("" if absent or too broken to model).
+
+    Remembered on the message: the default policy builds a new header object, parsing the
+    value again, on every read, and matching reads the same few headers dozens of times."""
+    cache = message.__dict__.setdefault("_campaign_headers", {})
+    key = name.lower()
+    if key not in cache:
+        try:
+            cache[key] = str(message.get(name) or "")
+        except Exception:  # a header so broken the parser cannot model it
+            cache[key] = ""
+    return cache[key]
+
+
 def _header(message: Message, name: str) -> str:
-    try:
-        value = message.get(name)
-    except Exception:
-        return ""
-    return str(value or "").strip()
+    return header_text(message, name).strip()
 
 
 def classify_message(data: bytes) -> Classification:

@@ -25,7 +25,14 @@ from typing import Any
 
 from sqlalchemy import Connection, exists, func, select
 
-from engine.inbox.classify import Classification, classify, content_type, forwarded_auto_reply, parse
+from engine.inbox.classify import (
+    Classification,
+    classify,
+    content_type,
+    forwarded_auto_reply,
+    header_text,
+    parse,
+)
 from engine.inbox.documents import Document, attached_documents
 from engine.inbox.forwards import Forwarded, body_text, find_attached, find_inline, own_text
 from engine.inbox.sender_auth import SenderAuthentication, read_authentication
@@ -88,11 +95,7 @@ class Analysis:
 
 
 def header_value(message: Message, name: str) -> str:
-    try:
-        value = message.get(name)
-    except Exception:  # a header so broken the parser cannot model it
-        return ""
-    return " ".join(str(value or "").split())
+    return " ".join(header_text(message, name).split())
 
 
 def normal_reference(text: str) -> str:
