@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
-from engine.inbox.classify import content_type
+from engine.inbox.classify import READ_LIMIT, content_type, strip_tags
 
 # Header labels mail clients write in forwards, by meaning (lower case, without the colon). The
 # shape of a block decides whether it is a forward; these only say which line is which when they
@@ -443,9 +443,10 @@ def body_text(message: Message) -> str:
         elif content_type(part) == "text/html" and html is None:
             html = _decoded(part)
     if plain is not None and plain.strip():
-        return plain.replace("\r\n", "\n")
+        return plain[:READ_LIMIT].replace("\r\n", "\n")
     if html:
-        return html_to_text(html)
+        # Markup is most of an HTML part: twice the limit still holds as many words.
+        return html_to_text(html[: 2 * READ_LIMIT])
     return ""
 
 
@@ -461,13 +462,40 @@ def _decoded(part: Message) -> str:
     return content if isinstance(content, str) else ""
 
 
+_HIDDEN_OPEN = re.compile(r"(?i)<(script|style|head)\b")
+
+
+def _without_hidden(html: str) -> str:
+    """`html` with each script, style and head element (and what it holds) replaced by a space.
+
+    `<(script|style|head)\\b.*?</\\1>` as one pattern searches to the end of the text from
+    every opening tag that is never closed: a message of `<script ` repeated took minutes.
+    Here each closing tag is looked for once, and a name found unclosed is not looked for again.
+    """
+    out: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()
+    for opening in _HIDDEN_OPEN.finditer(html):
+        name = opening.group(1).lower()
+        if opening.start() < pos or name in unclosed:
+            continue
+        closing = re.compile(f"</{name}>", re.I).search(html, opening.end())
+        if closing is None:
+            unclosed.add(name)
+            continue
+        out += [html[pos : opening.start()], " "]
+        pos = closing.end()
+    out.append(html[pos:])
+    return "".join(out)
+
+
 def html_to_text(html: str) -> str:
     """Enough of an HTML body's text for matching and for staff to read."""
     from html import unescape
 
-    text = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", " ", html)
+    text = _without_hidden(html)
     text = re.sub(r"(?i)<br\s*/?>|</(p|div|tr|li|h\d|blockquote)>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
+    text = strip_tags(text)
     text = unescape(text).replace("\xa0", " ")
     lines = [" ".join(line.split()) for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

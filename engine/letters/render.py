@@ -26,19 +26,38 @@ def letter_template_path(name: str, settings: Settings) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    candidate = Path(settings.templates_dir) / "letters" / (name if name.endswith(".txt") else f"{name}.txt")
+    folder = Path(settings.templates_dir) / "letters"
+    candidate = _named_in(folder, name if name.endswith(".txt") else f"{name}.txt", "--letter", name)
     if candidate.is_file():
         return candidate
     raise CampaignError(f"--letter: no template {name!r} (looked for {path} and {candidate})")
 
 
+def _named_in(folder: Path, filename: str, option: str, name: str) -> Path:
+    """`folder/filename`, refused when the name leads out of the folder (`../`, an absolute path).
+
+    A path the organiser types is theirs to choose; a *name* is looked up among the campaign's
+    templates, and `../../somewhere/else` must not turn the lookup into reading any file.
+    """
+    candidate = folder / filename
+    if not candidate.resolve().is_relative_to(folder.resolve()):
+        raise CampaignError(
+            f"{option}: {name!r} leads out of {folder}/: name a template in it, or give the file's path"
+        )
+    return candidate
+
+
 def email_template_paths(name: str, settings: Settings) -> tuple[Path, Path]:
     """An email template's plain-text and HTML parts, by path stem or by name in templates/email/."""
     stem = name.removesuffix(".txt").removesuffix(".html")
-    for base in (Path(stem), Path(settings.templates_dir) / "email" / stem):
-        text, html = base.with_name(base.name + ".txt"), base.with_name(base.name + ".html")
-        if text.is_file() and html.is_file():
-            return text, html
+    text_path, html_path = Path(stem + ".txt"), Path(stem + ".html")
+    if text_path.is_file() and html_path.is_file():
+        return text_path, html_path
+    folder = Path(settings.templates_dir) / "email"
+    text_path = _named_in(folder, stem + ".txt", "--invite", name)
+    html_path = _named_in(folder, stem + ".html", "--invite", name)
+    if text_path.is_file() and html_path.is_file():
+        return text_path, html_path
     raise CampaignError(
         f"--invite: no email template {name!r}: it needs both {stem}.txt and {stem}.html "
         f"(here or in {Path(settings.templates_dir) / 'email'})"
@@ -54,6 +73,13 @@ def check_source(source: str, filename: str, kind: str, *, html: bool = False) -
     """Compile a template and return its problems as `FILE:LINE: …` lines (empty when fine)."""
     compile_template(source, filename, html=html)
     problems = unknown_fields(fields_used(source, filename, html=html), kind, filename)
+    # The sandbox has no loader, so such a tag would only fail at launch or, worse, in one
+    # member's letter; and a template naming `../../secret` must not read files of its choosing.
+    tree = environment(html).parse(source, name=filename, filename=filename)
+    problems += [
+        f"{filename}:{node.lineno}: a template cannot include, extend or import another file"
+        for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport))
+    ]
     if kind in ("letter", "email", "follow_up", "questionnaire") and not html:
         missing = {"subject", "body"} - block_names(source, filename)
         problems += [f"{filename}:1: needs a {{% block {name} %}}" for name in sorted(missing)]

@@ -9,6 +9,7 @@ school is flagged, never guessed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ _KNOWN = {header_key(k): v for k, v in _COLUMNS.items()}
 _HEADERS = {v: k for k, v in _COLUMNS.items()}
 _REQUIRED = ("urn", "name", "type_code", "status", "la_code", "la_name", "trust_name")
 _CHUNK = 5000
+_URN = re.compile(r"[0-9]{1,20}")
+_TYPE_CODE = re.compile(r"[0-9]{1,4}")
 
 
 @dataclass(frozen=True)
@@ -119,15 +122,20 @@ def import_schools(
                 problems.extend(f"{path}:{row.line}: {_HEADERS[name]}: {why}" for name, why in unsafe)
                 continue
             urn = v.get("urn", "")
-            if not urn.isdigit():
+            # ASCII digits that fit the column: str.isdigit() also takes '²', which int() refuses,
+            # and a longer run would stop the import with a database error instead of a line.
+            if not _URN.fullmatch(urn):
                 problems.append(f"{path}:{row.line}: URN: {urn!r} is not a URN")
+                continue
+            if not v.get("name"):
+                problems.append(f"{path}:{row.line}: EstablishmentName: missing")
                 continue
             if urn in seen:
                 problems.append(f"{path}:{row.line}: URN: {urn} appears twice")
                 continue
             seen.add(urn)
             raw_type = v.get("type_code", "")
-            if not raw_type.isdigit():
+            if not _TYPE_CODE.fullmatch(raw_type):
                 problems.append(
                     f"{path}:{row.line}: TypeOfEstablishment (code): {raw_type!r} is not a number"
                 )

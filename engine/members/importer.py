@@ -63,6 +63,9 @@ _KNOWN.update(
 _RESOLVE_INPUTS = ("postcode", "school_urn")
 _CHUNK = 2000
 _MAX_LEN = 200
+# Columns narrower than that (see Member): PostgreSQL refuses a longer value with an error that
+# would stop the import without naming the row.
+_NARROWER = {"membership_no": 40, "school_urn": 20}
 
 
 @dataclass
@@ -103,10 +106,13 @@ def _check_row(row: CsvRow, custom_fields: list[str]) -> tuple[dict[str, Any] | 
         if not values.get(name):
             problems.append((name, "missing"))
     # Named field by field only when some cell is too long: most rows have none.
-    if max(map(len, values.values()), default=0) > _MAX_LEN:
+    if max(map(len, values.values()), default=0) > _MAX_LEN or any(
+        len(values.get(name) or "") > limit for name, limit in _NARROWER.items()
+    ):
         for name in FIELDS:
-            if len(values.get(name) or "") > _MAX_LEN:
-                problems.append((name, f"longer than {_MAX_LEN} characters"))
+            limit = _NARROWER.get(name, _MAX_LEN)
+            if len(values.get(name) or "") > limit:
+                problems.append((name, f"longer than {limit} characters"))
     email = values.get("email")
     if email and "email" not in unsafe:
         try:
