@@ -49,11 +49,11 @@ def free_port() -> int:
 
 
 class SmtpServer:
-    def __init__(self, **smtp_options: object):
+    def __init__(self, port: int | None = None, **smtp_options: object):
         """`smtp_options` go to aiosmtpd's SMTP server, e.g. data_size_limit=20_000 for a relay
-        that takes no larger message."""
+        that takes no larger message; `port`: a relay back on a stopped one's address."""
         self.recorder = Recorder()
-        self.port = free_port()
+        self.port = port or free_port()
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **smtp_options)
 
     @property

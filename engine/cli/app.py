@@ -11,14 +11,20 @@ from typing import Any
 
 import click
 from sqlalchemy import Engine
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import OperationalError, StatementError
 
 from engine import __version__
 from engine.errors import CampaignError, RowErrors
 from engine.letters.link_secret import check_links_made_with, ensure_secret
 from engine.lookup.http import JsonClient
 from engine.settings import Settings
-from engine.store.db import check_schema, database_error_message, init_db, open_engine
+from engine.store.db import (
+    check_schema,
+    database_error_message,
+    database_outage_message,
+    init_db,
+    open_engine,
+)
 
 
 class UserError(click.ClickException):
@@ -77,6 +83,13 @@ class CampaignGroup(click.Group):
             error = UserError(str(exc))
             error.exit_code = exc.exit_code
             raise error from None
+        except OperationalError as exc:
+            # A lost connection or a lock held too long: the world, not a bug; like a bad input
+            # it is exit status 2, and the next run continues.
+            outage = database_outage_message(exc)
+            if outage is not None:
+                raise UserError(outage) from None
+            raise click.ClickException(database_error_message(exc)) from None
         except StatementError as exc:
             # Not the user's input (that is checked before it is stored): the database or the
             # world went wrong. One line, exit status 1, and no SQL or members' data.

@@ -30,6 +30,9 @@ from engine.store.models import (
     utcnow,
 )
 
+# Failed batches in a row after which postcodes.io is taken as down for this run.
+DOWN_AFTER = 3
+
 
 @dataclass
 class ResolveSummary:
@@ -99,8 +102,23 @@ def _fetch_postcodes(
         answers += [client.explain_unknown(pc) for pc, a in found.items() if a is None]
         return answers
 
+    failed_in_a_row = 0
+
     def store(future: Future[list[PostcodeAnswer]], size: int) -> None:
-        answers = future.result()
+        nonlocal failed_in_a_row
+        try:
+            answers = future.result()
+        except NetworkUnavailable as exc:
+            # One batch the service keeps failing (a 500 on one odd postcode, a slow answer) must
+            # not hold back every batch after it, run after run: its members stay pending and the
+            # run goes on. Several failures in a row mean the service is down: stop asking.
+            summary.network = "unavailable"
+            summary.network_message = str(exc)
+            failed_in_a_row += 1
+            if failed_in_a_row >= DOWN_AFTER:
+                raise
+            return
+        failed_in_a_row = 0
         # Each batch is committed alone, so an interrupted run keeps its progress.
         with engine.begin() as conn:
             store_answers(conn, answers)
@@ -119,9 +137,7 @@ def _fetch_postcodes(
                     store(*in_flight.popleft())
             while in_flight:
                 store(*in_flight.popleft())
-        except NetworkUnavailable as exc:
-            summary.network = "unavailable"
-            summary.network_message = str(exc)
+        except NetworkUnavailable:
             for future, _ in in_flight:
                 future.cancel()
 

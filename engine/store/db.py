@@ -38,7 +38,8 @@ def open_engine(url: str) -> Engine:
         raise CampaignError(f"CAMPAIGN_DB: {url!r} is not a database URL") from None
     # Compact JSON: frozen merges are stored for every letter.
     kwargs: dict[str, Any] = {"json_serializer": _compact_json}
-    if parsed.get_backend_name() == "sqlite":
+    # How long SQLite waits on another writer's lock; a URL's ?timeout=SECONDS chooses another.
+    if parsed.get_backend_name() == "sqlite" and "timeout" not in parsed.query:
         kwargs["connect_args"] = {"timeout": 30}
     try:
         engine = create_engine(parsed, **kwargs)
@@ -134,6 +135,22 @@ def database_error_message(exc: StatementError) -> str:
     # SQLite's messages, and psycopg's own (a NUL, a lost connection), never include bound values.
     lines = str(orig).strip().splitlines()
     return f"database: {name}: {lines[0]}" if lines else f"database: {name}"
+
+
+def database_outage_message(exc: OperationalError) -> str | None:
+    """One line for a database that went away or stayed locked mid-command, or None for any
+    other error. Neither is the command's fault nor corrupts anything: each transaction is whole
+    or absent, so running the command again continues from what was committed."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    first = (str(orig).strip().splitlines() or [""])[0]
+    if exc.connection_invalidated or sqlstate.startswith(("08", "57P")):
+        # PostgreSQL restarted, the server was cut off, or an administrator ended the session.
+        return f"database: the connection was lost ({first}); re-run to continue"
+    if "database is locked" in first:
+        # SQLite waited its timeout for another program's write lock (a backup, a second command).
+        return "database: locked by another program for too long (database is locked); re-run to continue"
+    return None
 
 
 def replace_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
