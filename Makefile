@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-run
 DEMO_STAFF_PASSWORD ?= demo-organiser-password
 CAMPAIGN := $(BIN)/campaign --db sqlite:///$(DEMO_DIR)/campaign.db
 
-.PHONY: demo test lint bench clean serve
+.PHONY: demo test lint bench faults clean serve
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -137,6 +137,10 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	@$(BIN)/campaign doctor --tests
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# kill -9 of every long command, 20 times each on SQLite and PostgreSQL (`make test` kills once).
+faults: $(STAMP)
+	FAULTS_FULL=1 $(BIN)/pytest -s tests/test_faults.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

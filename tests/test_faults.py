@@ -247,7 +247,7 @@ def snapshot(url: str) -> dict[str, Any]:
                     m.constituency_code,
                     m.employer_status,
                     m.mail_opt_out_at.is_(None),
-                )  # fmt: skip
+                )
             )
         )
         letters = sorted(
@@ -271,7 +271,7 @@ def snapshot(url: str) -> dict[str, Any]:
                 r.triage,
                 letter_member.get(r.suggested_letter_id),
                 r.suggested_outcome,
-            )  # fmt: skip
+            )
             for r in conn.execute(select(inbound_table))
         )
         counts = {
