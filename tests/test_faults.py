@@ -436,7 +436,7 @@ def test_every_long_command_killed_and_rerun_ends_as_an_uninterrupted_run(databa
                 # Uncertain ones go again only when asked (they may arrive twice): ask, to go on.
                 runner.run(killed, ["send", "--once", "--rate", "1000", "--resend-uncertain"])
                 got = snapshot(killed)
-            assert got == expected, f"{stage}: killed and rerun differs from uninterrupted"
+            assert got == expected, f"{stage}: killed and rerun differs: {differences(expected, got)}"
             if stage == "pdf":
                 clean_files = pdf_files(tmp_path / "clean-pdfs")
                 killed_files = pdf_files(tmp_path / "killed-pdfs")
@@ -444,6 +444,19 @@ def test_every_long_command_killed_and_rerun_ends_as_an_uninterrupted_run(databa
                 assert len(killed_files) == PRINTED
     print(f"kills per command ({backend}): {dict(kills)}, all reruns equal to the uninterrupted run")
     assert len(clean_sink.recorder.received) == len(expected["outbox"])
+
+
+def differences(expected: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
+    """Rows only the uninterrupted run has (-) and only the killed one has (+), per table."""
+    found: dict[str, Any] = {}
+    for key in expected:
+        if isinstance(expected[key], list):
+            before, after = Counter(map(repr, expected[key])), Counter(map(repr, got[key]))
+            if before != after:
+                found[key] = {"-": list((before - after).elements()), "+": list((after - before).elements())}
+        elif expected[key] != got[key]:
+            found[key] = {"-": expected[key], "+": got[key]}
+    return found
 
 
 def check_sink(url: str, sink: SmtpServer, queued: int) -> None:
