@@ -100,6 +100,23 @@ def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
                     conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def bulk_answer(asked: list[str]) -> dict[str, Any]:
+    """postcodes.io's bulk answer for `asked`, each postcode in its seat (see `seat`)."""
+    results = []
+    for pc in asked:
+        code = seat(pc)
+        result = {
+            "postcode": pc,
+            "quality": 1,
+            "country": "England",
+            "parliamentary_constituency": f"Seat {code}",
+            "parliamentary_constituency_2024": f"Seat {code}",
+            "codes": {"parliamentary_constituency": code, "parliamentary_constituency_2024": code},
+        }
+        results.append({"query": pc, "result": result})
+    return {"status": 200, "result": results}
+
+
 def seat(postcode: str) -> str:
     """A postcode's constituency: stable across processes (str hashes are not)."""
     return f"E140{1 + zlib.crc32(postcode.split()[0].encode()) % SEATS:05d}"
@@ -118,22 +135,7 @@ class FakePostcodesIO:
             def do_POST(self) -> None:
                 time.sleep(fake.latency)
                 asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["postcodes"]
-                results = []
-                for pc in asked:
-                    code = seat(pc)
-                    result = {
-                        "postcode": pc,
-                        "quality": 1,
-                        "country": "England",
-                        "parliamentary_constituency": f"Seat {code}",
-                        "parliamentary_constituency_2024": f"Seat {code}",
-                        "codes": {
-                            "parliamentary_constituency": code,
-                            "parliamentary_constituency_2024": code,
-                        },
-                    }
-                    results.append({"query": pc, "result": result})
-                body = json.dumps({"status": 200, "result": results}).encode()
+                body = json.dumps(bulk_answer(asked)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -25,7 +25,7 @@ import pytest
 from conftest import PG_URL, ROOT, TEST_SECRET
 from smtp_server import SmtpServer
 from sqlalchemy import func, select
-from test_faults import SEATS, add_mps, seat, write_members_csv
+from test_faults import SEATS, add_mps, bulk_answer, seat, write_members_csv
 from test_send import launched, no_sleep, statuses  # noqa: F401  (the launched-wave fixture)
 from test_waves import SETTINGS, sample  # noqa: F401
 
@@ -73,22 +73,7 @@ class FlakyPostcodesIO:
                     return
                 if "slow" in cues:
                     time.sleep(flaky.slow)
-                results = []
-                for pc in asked:
-                    code = seat(pc)
-                    result = {
-                        "postcode": pc,
-                        "quality": 1,
-                        "country": "England",
-                        "parliamentary_constituency": f"Seat {code}",
-                        "parliamentary_constituency_2024": f"Seat {code}",
-                        "codes": {
-                            "parliamentary_constituency": code,
-                            "parliamentary_constituency_2024": code,
-                        },
-                    }
-                    results.append({"query": pc, "result": result})
-                self._reply(200, {"status": 200, "result": results})
+                self._reply(200, bulk_answer(asked))
 
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: object, client_address: object) -> None:
