@@ -15,10 +15,14 @@ _OUTWARD = (
 _INWARD = r"[0-9][ABD-HJLNP-UW-Z]{2}"
 _SHAPE = re.compile(rf"(?:{_OUTWARD}|GIR)(?:{_INWARD})")
 _SPACES = re.compile(r"\s+")
+# The form every export should already hold ('SW1A 0AA'): one match and nothing to tidy.
+_TIDY = re.compile(rf"(?:{_OUTWARD}|GIR) (?:{_INWARD})")
 
 
 def normalise_postcode(raw: str) -> str | None:
     """'sw1a0aa' → 'SW1A 0AA'; None when the text is not shaped like a UK postcode."""
+    if _TIDY.fullmatch(raw):
+        return raw
     compact = _SPACES.sub("", raw).upper()
     if not _SHAPE.fullmatch(compact):
         return None
