@@ -209,6 +209,7 @@ def main() -> int:
     parser.add_argument("--distinct", type=float, default=0.6, help="share of distinct postcodes")
     parser.add_argument("--latency", type=float, default=0.02, help="fake postcodes.io latency, seconds")
     parser.add_argument("--db", help="database URL (default: a new SQLite file)")
+    parser.add_argument("--import-only", action="store_true", help="stop after the import and re-import")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="campaign-bench-"))
@@ -279,6 +280,11 @@ def main() -> int:
         f"re-import:       {again.unchanged:,} unchanged in {reimport_s:.2f} s = "
         f"{args.members / reimport_s:,.0f} rows/s"
     )
+
+    if args.import_only:
+        server.terminate()
+        engine.dispose()
+        return 0
 
     def client() -> PostcodesIO:
         return PostcodesIO(JsonClient("postcodes.io", f"http://127.0.0.1:{port}", tries=3, backoff=0.1))
