@@ -118,8 +118,36 @@ def _digest_json(custom: tuple[tuple[str, str], ...]) -> str:
     return _DIGEST_JSON(dict(custom)) if custom else "{}"
 
 
-def _check_row(row: CsvRow, custom_fields: list[str]) -> tuple[tuple[Any, ...] | None, list[tuple[str, str]]]:
-    """The member's values, tidied, or the row's problems as (field, message) pairs."""
+def _custom(values: dict[str, str], custom_fields: list[str]) -> dict[str, str]:
+    return {name: values[name] for name in custom_fields if values.get(name)}
+
+
+def _digest(cells: list[str], custom: dict[str, str]) -> str:
+    """The digest of a member's values as stored (FIELDS' in order, absent ones as "", then the
+    custom fields): unchanged since the first release, so that a re-import finds its rows unchanged."""
+    text = "\x1f".join([*cells, _digest_json(tuple(custom.items()))])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _cell_reader(columns: list[str]) -> Callable[[dict[str, str]], list[str]]:
+    """A row's values in FIELDS' order, "" for a column the file lacks."""
+    if set(FIELDS) <= set(columns):
+        pick = operator.itemgetter(*FIELDS)
+        return lambda values: list(pick(values))
+    return lambda values: [values.get(name, "") for name in FIELDS]
+
+
+def _stored_as_is(row: CsvRow, cells: list[str], custom_fields: list[str], stored_hash: str) -> bool:
+    """Whether the row holds exactly the values stored for its member: checked when they were
+    stored, they need no checking again. Most rows of a re-import are so."""
+    return not row.overflow and _digest(cells, _custom(row.values, custom_fields)) == stored_hash
+
+
+def _check_row(
+    row: CsvRow, cells: list[str], custom_fields: list[str]
+) -> tuple[tuple[Any, ...] | None, list[tuple[str, str]]]:
+    """The member's values, tidied, or the row's problems as (field, message) pairs.
+    `cells`: the row's values in FIELDS' order (tidied in place)."""
     values = row.values
     # Checked before anything else reads them: a line break in a name would end up in a To
     # header, a NUL cannot be stored in PostgreSQL.
@@ -127,7 +155,6 @@ def _check_row(row: CsvRow, custom_fields: list[str]) -> tuple[tuple[Any, ...] |
     unsafe = {name for name, _ in problems} if problems else ()
     if row.overflow:
         problems.append(("row", "more cells than the header has columns (an unquoted comma?)"))
-    cells = [values.get(name, "") for name in FIELDS]
     if not all(cells[:_N_REQUIRED]):
         problems.extend((name, "missing") for name, value in zip(REQUIRED, cells, strict=False) if not value)
     # Named field by field only when some cell is too long: most rows have none.
@@ -154,12 +181,8 @@ def _check_row(row: CsvRow, custom_fields: list[str]) -> tuple[tuple[Any, ...] |
             cells[_POSTCODE] = postcode
     if problems:
         return None, problems
-    custom = {name: values[name] for name in custom_fields if values.get(name)}
-    # The digest of every value as stored, absent ones as "": unchanged since the first release,
-    # so that a re-import finds its rows unchanged.
-    digest = hashlib.blake2b(
-        "\x1f".join([*cells, _digest_json(tuple(custom.items()))]).encode(), digest_size=16
-    ).hexdigest()
+    custom = _custom(values, custom_fields)
+    digest = _digest(cells, custom)
     urn = cells[_URN]
     member = [cell or None for cell in cells]
     # Stored as "" rather than NULL (see Member.school_urn); resolve reads it as "no school".
@@ -199,25 +222,36 @@ def import_members(
     first_line: dict[str, int] = {}
     with engine.connect() as conn, conn.begin() as txn:
         writer = _MemberWriter(conn, result, restore)
-        chunk: list[tuple[Any, ...]] = []
-        for row in source.rows(progress):
-            member, row_problems = _check_row(row, source.extra)
-            if member is not None:
-                number = member[_NUMBER]
-                seen = first_line.setdefault(number, row.line)
-                if seen != row.line:
-                    row_problems = [("membership_no", f"{number} is also on line {seen}")]
-                    member = None
-            if member is None:
-                problems.extend(_Problem(row.line, f, m, row.raw) for f, m in row_problems)
-                result.rejected += 1
-                continue
-            if problems and not skip_invalid:
-                continue  # the import will be refused: only keep checking
-            chunk.append(member)
-            if len(chunk) >= _CHUNK:
-                writer.upsert(chunk)
-                chunk = []
+        cells_of = _cell_reader(source.fields)
+        for batch in _batches(source.rows(progress), _CHUNK):
+            # Read first: a row exactly as stored is skipped without checking it again.
+            existing = writer.existing({row.values.get("membership_no", "") for row in batch})
+            chunk: list[tuple[Any, ...]] = []
+            for row in batch:
+                found = existing.get(row.values.get("membership_no", ""))
+                cells = cells_of(row.values)
+                if found is not None and _stored_as_is(row, cells, source.extra, found[1]):
+                    member: tuple[Any, ...] | None = None
+                    number, row_problems = row.values["membership_no"], []
+                else:
+                    member, row_problems = _check_row(row, cells, source.extra)
+                    number = member[_NUMBER] if member is not None else None
+                if number is not None:
+                    seen = first_line.setdefault(number, row.line)
+                    if seen != row.line:
+                        row_problems = [("membership_no", f"{number} is also on line {seen}")]
+                if row_problems:
+                    problems.extend(_Problem(row.line, f, m, row.raw) for f, m in row_problems)
+                    result.rejected += 1
+                    continue
+                if problems and not skip_invalid:
+                    continue  # the import will be refused: only keep checking
+                if member is None:
+                    result.unchanged += 1
+                else:
+                    chunk.append(member)
+            if chunk:
+                writer.upsert(chunk, existing)
         if problems and not skip_invalid:
             txn.rollback()
             lines = [f"{path}:{p.line}: {p.field}: {p.message}" for p in problems]
@@ -226,8 +260,6 @@ def import_members(
                 "(fix them, or pass --skip-invalid to import the rest)",
                 lines,
             )
-        if chunk:
-            writer.upsert(chunk)
         if problems:
             target = Path(rejects_path) if rejects_path else _default_rejects(Path(path))
             _write_rejects(target, source.header, problems)
@@ -277,22 +309,25 @@ class _MemberWriter:
             columns = ", ".join(quote(name) for name in _INSERT_KEYS)
             self.copy_sql = f"COPY {quote(member_table.name)} ({columns}) FROM STDIN"
 
-    def upsert(self, chunk: list[tuple[Any, ...]]) -> None:
-        conn, result = self.conn, self.result
+    def existing(self, numbers: set[str]) -> dict[str, tuple[int, str, str, str]]:
+        """(id, row hash, postcode, school URN) of the stored members with these numbers."""
         m = member_table.c
-        chunk = _without_forgotten(conn, chunk, result, self.restore)
-        numbers = [row[_NUMBER] for row in chunk]
         if self.postgresql:
             # One array parameter: psycopg parses a statement of 2,000 placeholders afresh each time.
-            wanted = m.membership_no == any_(bindparam("numbers", numbers, type_=ARRAY(String)))
+            wanted = m.membership_no == any_(bindparam("numbers", list(numbers), type_=ARRAY(String)))
         else:
             wanted = m.membership_no.in_(numbers)
-        existing = {
+        return {
             number: (member_id, row_hash, postcode, urn)
-            for number, member_id, row_hash, postcode, urn in conn.execute(
+            for number, member_id, row_hash, postcode, urn in self.conn.execute(
                 select(m.membership_no, m.id, m.row_hash, m.postcode, m.school_urn).where(wanted)
-            )
+            ).all()
         }
+
+    def upsert(self, chunk: list[tuple[Any, ...]], existing: dict[str, tuple[int, str, str, str]]) -> None:
+        """Insert or update checked members; `existing` (see above) holds every stored one of them."""
+        conn, result = self.conn, self.result
+        chunk = _without_forgotten(conn, chunk, result, self.restore)
         now = utcnow()
         inserts: list[tuple[Any, ...]] = []
         updates: list[dict[str, Any]] = []
@@ -356,6 +391,11 @@ class _MemberWriter:
             ) from exc
         finally:
             cursor.close()
+
+
+def _batches(rows: Iterator[CsvRow], size: int) -> Iterator[list[CsvRow]]:
+    while batch := list(itertools.islice(rows, size)):
+        yield batch
 
 
 def _as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
