@@ -99,6 +99,23 @@ def test_reimport_updates_without_duplicates_and_keeps_missing_members(engine, w
     assert get_member(engine, "M1")["last_name"] == "Khan-Smith"
 
 
+def test_reimport_counts_rows_as_stored_unchanged_and_still_refuses_their_stray_cells_and_repeats(
+    engine, write_csv
+):
+    import_members(engine, write_csv("a.csv", GOOD))
+    # M1's postcode was tidied when stored (sw1a0aa → SW1A 0AA), M2's was stored as written.
+    again = import_members(engine, write_csv("a.csv", GOOD))
+    assert (again.created, again.updated, again.unchanged, again.rejected) == (0, 0, 2, 0)
+    m2 = GOOD.splitlines()[2]
+    path = write_csv("b.csv", f"{GOOD}{m2},stray\n{m2}\n")
+    with pytest.raises(RowErrors) as caught:
+        import_members(engine, path)
+    assert caught.value.problems == [
+        f"{path}:4: row: more cells than the header has columns (an unquoted comma?)",
+        f"{path}:5: membership_no: M2 is also on line 3",
+    ]
+
+
 def test_changed_postcode_resets_what_resolve_found(engine, write_csv):
     import_members(engine, write_csv("a.csv", GOOD))
     with engine.begin() as conn:
