@@ -301,8 +301,11 @@ class _MemberWriter:
             # SQLite's own insert.
             compiled = member_table.insert().compile(dialect=dialect, column_keys=list(_INSERT_KEYS))
             self.insert_sql = str(compiled)
-            order = [compiled.binds[key].key for key in compiled.positiontup or ()]
-            self.insert_order = operator.itemgetter(*(_INSERT_KEYS.index(key) for key in order))
+            order = tuple(compiled.binds[key].key for key in compiled.positiontup or ())
+            # The table's column order, as a rule: then the values need no reordering.
+            self.insert_order = (
+                None if order == _INSERT_KEYS else operator.itemgetter(*map(_INSERT_KEYS.index, order))
+            )
         elif self.postgresql:
             # COPY: an INSERT a row, even pipelined, cost psycopg ten times the database's work.
             quote = dialect.identifier_preparer.quote
@@ -374,7 +377,7 @@ class _MemberWriter:
             params.append((*row[:_CUSTOM], text, row[_HASH], *tail))
         if self.sqlite:
             order = self.insert_order
-            self.conn.exec_driver_sql(self.insert_sql, [order(values) for values in params])
+            self.conn.exec_driver_sql(self.insert_sql, params if order is None else list(map(order, params)))
             return
         # Inside the import's transaction, on its connection.
         dialect = self.conn.dialect
