@@ -278,7 +278,7 @@ def main() -> int:
     reimport_s = time.perf_counter() - t
     print(
         f"re-import:       {again.unchanged:,} unchanged in {reimport_s:.2f} s = "
-        f"{args.members / reimport_s:,.0f} rows/s"
+        f"{args.members / reimport_s:,.0f} rows/s, {bare_s / reimport_s:.0%} of the bare import"
     )
 
     if args.import_only:
