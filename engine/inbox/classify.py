@@ -9,10 +9,12 @@ parses; nothing here touches the database.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
@@ -72,9 +74,48 @@ _FAILURE_WORDS = re.compile(
 )
 
 
+class _RememberingHeaders(HeaderRegistry):
+    """The default policy's header factory, remembering the headers it built.
+
+    The standard one builds a new class and parses the value again on every read of a header;
+    the parser, classifying and matching read Content-Type and the address headers many times,
+    and mail after one wave repeats many values. Header objects are immutable, so one built for
+    a (name, value) serves every read of it.
+    """
+
+    # A parsed header takes some 10-20 KB (a long address list far more): short values only, and
+    # not many, as a message's own repeated reads are what counts (Content-Type above all).
+    _SIZE = 256
+    _LONGEST = 256
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+        self._remembered = functools.lru_cache(maxsize=self._SIZE)(self._build)
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+    def _build(self, name: str, value: str) -> BaseHeader:
+        return self[name](name, value)
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        if len(value) > self._LONGEST:
+            return self._build(name, value)
+        return self._remembered(name, value)
+
+
+# The default policy, with its headers remembered (see _RememberingHeaders).
+INBOUND_POLICY = policy.default.clone(header_factory=_RememberingHeaders())
+
+
 def parse(data: bytes) -> Message:
     try:
-        message = message_from_bytes(data, policy=policy.default)
+        message = message_from_bytes(data, policy=INBOUND_POLICY)
     except Exception:  # a header the modern parser cannot model: fall back to the lenient one
         message = message_from_bytes(data, policy=policy.compat32)
     return _repair_boundary(message, data) or message
@@ -102,7 +143,7 @@ def _repair_boundary(message: Message, data: bytes) -> Message | None:
         actual = actual[:-2]
     fixed = data.replace(declared.encode("ascii", "replace"), actual.encode("ascii", "replace"), 1)
     try:
-        repaired = message_from_bytes(fixed, policy=policy.default)
+        repaired = message_from_bytes(fixed, policy=INBOUND_POLICY)
     except Exception:
         return None
     if len(list(repaired.walk())) <= 1:
