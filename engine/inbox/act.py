@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 
 from engine.followup.chase import restart_reply_clock
 from engine.followup.drafts import answers_letter, draft_follow_up
@@ -44,6 +44,8 @@ def act(
 ) -> Effects:
     """What the evidence proves, done; what it only suggests was set aside for staff by the matcher."""
     done = Effects()
+    if not acts_on(analysis):
+        return done
     if analysis.kind == "bounce":
         record_failures(conn, inbound_id, analysis, matcher)
         if analysis.sent is not None:
@@ -66,6 +68,16 @@ def act(
         done.letters_replied += replied
         done.follow_ups += drafted
     return done
+
+
+def acts_on(analysis: Analysis) -> bool:
+    """Whether `act` may change anything: an auto-reply or a reply tied to no letter changes
+    nothing, and then needs no savepoint around it."""
+    if analysis.kind == "bounce":
+        return bool(analysis.classification.failed) or analysis.sent is not None
+    if analysis.kind == "complaint":
+        return analysis.sent is not None and analysis.triage is None
+    return analysis.kind == "reply" and analysis.letter is not None and counts_as_reply(analysis)
 
 
 def record_reply(
@@ -162,13 +174,16 @@ def follow_up(
     return draft_follow_up(conn, letter, inbound_id, settings, now)
 
 
+# Built once, as ingest runs it for every reply.
+_MARK_REPLIED = (
+    letter_table.update()
+    .where(letter_table.c.id.in_(bindparam("ids", expanding=True)), letter_table.c.state.in_(AWAITING))
+    .values(state="replied", replied_at=bindparam("at"), updated_at=bindparam("now"))
+)
+
+
 def mark_replied(conn: Connection, letter: dict[str, Any], replied_at: datetime, now: datetime) -> int:
     """sent/self-sent/overdue → replied, for the letter and, for a chaser, the letter it chased."""
-    lt = letter_table.c
     ids = [letter["id"]] + ([letter["parent_id"]] if letter.get("parent_id") else [])
-    done = conn.execute(
-        letter_table.update()
-        .where(lt.id.in_(ids), lt.state.in_(AWAITING))
-        .values(state="replied", replied_at=replied_at, updated_at=now)
-    ).rowcount
+    done = conn.execute(_MARK_REPLIED, {"ids": ids, "at": replied_at, "now": now}).rowcount
     return 1 if done else 0

@@ -7,19 +7,20 @@ again (same Message-ID, or same bytes when it has none) is recorded once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.errors import failure_text
-from engine.inbox.act import act
+from engine.inbox.act import act, acts_on
 from engine.inbox.classify import parse
 from engine.inbox.forwards import parse_date
 from engine.inbox.match import MESSAGE_ID, Analysis, Matcher, header_value
@@ -34,6 +35,9 @@ from engine.store.models import (
 
 # Kept text of one reply: enough for any letter's reply, bounded against a pasted novel.
 _TEXT_LIMIT = 100_000
+# Built once: building a statement costs more than SQLite takes to run it.
+_STORED = select(inbound_table.c.id).where(inbound_table.c.dedupe_key == bindparam("key"))
+_INSERT = inbound_table.insert()
 
 
 @dataclass
@@ -113,14 +117,14 @@ class Ingester:
         key, message_id = dedupe_key(message, data)
         now = utcnow()
         with self.engine.begin() as conn:
-            if conn.execute(select(inbound_table.c.id).where(inbound_table.c.dedupe_key == key)).first():
+            if conn.execute(_STORED, {"key": key}).first():
                 result.duplicates += 1
                 return None
             analysis = None
             if message is not None:
                 problem = _defects(message)
                 try:
-                    with conn.begin_nested():
+                    with statement_guard(conn):  # it only reads
                         analysis = self.analyse(conn, message)
                 except Exception as exc:  # kept and listed, never dropped
                     problem = f"cannot read: {failure_text(exc)}"
@@ -134,7 +138,7 @@ class Ingester:
             problem = row["problem"]
             if problem:
                 result.problems.append(f"message {inbound_id} ({source}): {problem}")
-            if analysis is not None and row["kind"] == analysis.kind:
+            if analysis is not None and row["kind"] == analysis.kind and acts_on(analysis):
                 try:
                     with conn.begin_nested():
                         self.act(conn, inbound_id, analysis, result, now)
@@ -205,6 +209,18 @@ def _defects(message: Message) -> str | None:
     return f"broken MIME: {'; '.join(found)}" if found else None
 
 
+@contextlib.contextmanager
+def statement_guard(conn: Connection) -> Iterator[None]:
+    """What keeps the transaction usable when the statements inside fail: on PostgreSQL a
+    savepoint, as one failed statement spoils the whole transaction there; SQLite undoes only
+    the failed statement itself, so a block that writes at most once needs nothing there."""
+    if conn.dialect.name == "sqlite":
+        yield
+    else:
+        with conn.begin_nested():
+            yield
+
+
 def store_raw(conn: Connection, row: dict[str, Any], key: str) -> int | None:
     """The stored row's id; None when another run stored the same message a moment ago.
 
@@ -212,10 +228,10 @@ def store_raw(conn: Connection, row: dict[str, Any], key: str) -> int | None:
     range) is stored raw with the reason instead, so that it never stops the rest.
     """
     try:
-        with conn.begin_nested():
-            return conn.execute(inbound_table.insert().values(**row)).inserted_primary_key[0]
+        with statement_guard(conn):
+            return conn.execute(_INSERT, row).inserted_primary_key[0]
     except IntegrityError:
-        if conn.execute(select(inbound_table.c.id).where(inbound_table.c.dedupe_key == key)).first():
+        if conn.execute(_STORED, {"key": key}).first():
             return None
         reason = "the database refused it as read"
     except DBAPIError as exc:

@@ -23,7 +23,7 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, bindparam, exists, func, select
 
 from engine.inbox.classify import (
     Classification,
@@ -65,6 +65,56 @@ _REPLY_SUBJECT = re.compile(
 # How mail clients mark a forward, in its subject or above the forwarded message, in several languages.
 _FORWARD_SUBJECT = re.compile(
     r"^\s*(fwd?|fw|wg|tr|rv|enc|i|doorst|vb|vs|pd|fs|ynt|odp: fw)\s*(\[\d+\])?\s*:", re.I
+)
+
+# The lookups every message makes, built once: building a statement costs SQLAlchemy several
+# times what SQLite takes to run it (bound values are passed by name at each use).
+_lt, _m, _o = letter_table.c, member_table.c, outbox_table.c
+_DELIVERED = ("sent", "uncertain", "bounced")
+_LETTER_BY_ID = select(letter_table).where(_lt.id == bindparam("id"))
+_LETTER_BY_REFERENCE = select(letter_table).where(_lt.reference == bindparam("reference"))
+_LETTER_BY_MESSAGE_IDS = (
+    select(letter_table)
+    .join(outbox_table, _o.letter_id == _lt.id)
+    .where(_o.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_o.id.desc())
+    .limit(1)
+)
+_SENT_BY_MESSAGE_IDS = (
+    select(outbox_table)
+    .where(_o.message_id.in_(bindparam("ids", expanding=True)), _o.status.in_(_DELIVERED))
+    .order_by(_o.id.desc())
+    .limit(1)
+)
+_SENT_BY_MESSAGE_ID = select(outbox_table).where(
+    _o.message_id == bindparam("message_id"), _o.status.in_(_DELIVERED)
+)
+_IS_MEMBER = select(exists().where(_m.email.in_(bindparam("addresses", expanding=True))))
+_MEMBER_EMAIL = select(_m.email).where(_m.id == bindparam("id"))
+_OPEN_LETTERS_OF = (
+    select(letter_table)
+    .join(member_table, _m.id == _lt.member_id)
+    .where(_m.email.in_(bindparam("addresses", expanding=True)), _lt.state.in_(OPEN))
+    .order_by(_lt.id)
+)
+_LATEST_SENT_OF_LETTER = (
+    select(outbox_table)
+    .where(_o.letter_id == bindparam("letter_id"), _o.status.in_(("sent", "uncertain")))
+    .order_by(_o.id.desc())
+    .limit(20)
+)
+_LATEST_SENT_TO_MEMBER = (
+    select(outbox_table)
+    .where(
+        _o.letter_id.in_(
+            select(_lt.id)
+            .join(member_table, _m.id == _lt.member_id)
+            .where(_m.email.in_(bindparam("addresses", expanding=True)))
+        ),
+        _o.status.in_(("sent", "uncertain")),
+    )
+    .order_by(_o.id.desc())
+    .limit(20)
 )
 
 
@@ -219,9 +269,7 @@ class Matcher:
         """Why a reply that points to `letter` must not be acted on without staff, or None."""
         if analysis.auth.failure:
             return analysis.auth.failure
-        member_email = conn.execute(
-            select(member_table.c.email).where(member_table.c.id == letter["member_id"])
-        ).scalar()
+        member_email = conn.execute(_MEMBER_EMAIL, {"id": letter["member_id"]}).scalar()
         by_its_member = bool(member_email) and analysis.from_addr == str(member_email).lower()
         if analysis.forwarded is not None:
             if by_its_member:
@@ -280,14 +328,7 @@ class Matcher:
         ids = self._ours(ids)
         if not ids:
             return None, None
-        o = outbox_table.c
-        row = conn.execute(
-            select(letter_table)
-            .join(outbox_table, o.letter_id == letter_table.c.id)
-            .where(o.message_id.in_(ids))
-            .order_by(o.id.desc())
-            .limit(1)
-        ).first()
+        row = conn.execute(_LETTER_BY_MESSAGE_IDS, {"ids": ids}).first()
         if row is not None:
             return dict(row._mapping), method
         # Our Message-IDs begin with the letter's reference, which anyone who saw the letter knows.
@@ -303,13 +344,9 @@ class Matcher:
         self, conn: Connection, ids: list[str], tags: list[str]
     ) -> tuple[dict[str, Any] | None, str | None]:
         """The message we sent that a report quotes by its exact Message-ID or VERP address."""
-        o = outbox_table.c
-        delivered = o.status.in_(("sent", "uncertain", "bounced"))
         ours = self._ours(ids)
         if ours:
-            row = conn.execute(
-                select(outbox_table).where(o.message_id.in_(ours), delivered).order_by(o.id.desc()).limit(1)
-            ).first()
+            row = conn.execute(_SENT_BY_MESSAGE_IDS, {"ids": ours}).first()
             if row is not None:
                 return dict(row._mapping), "original_message"
         for tag in tags:
@@ -317,7 +354,7 @@ class Matcher:
             if not rest:
                 continue
             message_id = f"<{reference.upper()}.{rest.lower()}@{self.domain}>"
-            row = conn.execute(select(outbox_table).where(o.message_id == message_id, delivered)).first()
+            row = conn.execute(_SENT_BY_MESSAGE_ID, {"message_id": message_id}).first()
             if row is not None:
                 return dict(row._mapping), "bounce_address"
         return None, None
@@ -352,7 +389,7 @@ class Matcher:
         return None, None
 
     def _letter(self, conn: Connection, letter_id: int) -> dict[str, Any]:
-        return dict(conn.execute(select(letter_table).where(letter_table.c.id == letter_id)).one()._mapping)
+        return dict(conn.execute(_LETTER_BY_ID, {"id": letter_id}).one()._mapping)
 
     def _address_tags(self, message: Message) -> list[str]:
         """What a recipient address carries after its '+': a reference (organising+REF@…) or,
@@ -360,6 +397,8 @@ class Matcher:
         values = [
             header_value(message, h) for h in ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")
         ]
+        if not any("+" in value for value in values):
+            return []  # most mail: reading the addresses out would find no tag
         tags = []
         for _, address in getaddresses(values):
             local = address.rpartition("@")[0]
@@ -377,15 +416,13 @@ class Matcher:
         return None, None
 
     def _by_reference(self, conn: Connection, reference: str) -> dict[str, Any] | None:
-        row = conn.execute(select(letter_table).where(letter_table.c.reference == reference)).first()
+        row = conn.execute(_LETTER_BY_REFERENCE, {"reference": reference}).first()
         return dict(row._mapping) if row else None
 
     def _is_member(self, conn: Connection, address: str) -> bool:
         if not address:
             return False
-        return bool(
-            conn.execute(select(exists().where(member_table.c.email.in_(spellings(address))))).scalar()
-        )
+        return bool(conn.execute(_IS_MEMBER, {"addresses": spellings(address)}).scalar())
 
     def _by_sender(
         self, conn: Connection, message: Message, analysis: Analysis
@@ -400,16 +437,7 @@ class Matcher:
             for _, forwarded_to in getaddresses([analysis.forwarded.to]):
                 if "@" in forwarded_to:
                     senders += spellings(forwarded_to)
-        lt, m = letter_table.c, member_table.c
-        rows = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(letter_table)
-                .join(member_table, m.id == lt.member_id)
-                .where(m.email.in_(senders), lt.state.in_(OPEN))
-                .order_by(lt.id)
-            )
-        ]
+        rows = [dict(r._mapping) for r in conn.execute(_OPEN_LETTERS_OF, {"addresses": senders})]
         if not rows:
             rows = self._by_target_address(conn, address)
             return (rows[0], "target_address") if len(rows) == 1 else (None, None)
@@ -459,21 +487,11 @@ class Matcher:
     ) -> dict[str, Any] | None:
         """The message of `letter` (else of the member with that address) we last sent to `address`:
         only a suggestion, as anyone can name an address or a reference."""
-        o, m = outbox_table.c, member_table.c
         if letter is not None:
-            among = o.letter_id == letter["id"]
+            rows = conn.execute(_LATEST_SENT_OF_LETTER, {"letter_id": letter["id"]})
         else:
-            member_letters = select(letter_table.c.id).join(member_table, m.id == letter_table.c.member_id)
-            among = o.letter_id.in_(member_letters.where(m.email.in_(spellings(address))))
-        candidates = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(outbox_table)
-                .where(among, o.status.in_(("sent", "uncertain")))
-                .order_by(o.id.desc())
-                .limit(20)
-            )
-        ]
+            rows = conn.execute(_LATEST_SENT_TO_MEMBER, {"addresses": spellings(address)})
+        candidates = [dict(r._mapping) for r in rows]
         return _sent_to(address, candidates)
 
     def messages_to(
