@@ -71,3 +71,32 @@ def test_a_server_specific_notice_gives_the_failed_address(corpus):
     [failed] = corpus["lhost-qmail-01.eml"].failed
     assert failed.address == "kijitora@example.ne.jp"
     assert failed.permanent
+
+
+def test_parsed_headers_read_as_the_default_policy_reads_them_twice_over(monkeypatch):
+    """Ingest's parser remembers the headers it built: every header of every part of the corpus
+    reads the same as under the standard default policy, read once and read again after the
+    rest of the corpus (when each value comes from what was remembered)."""
+    from email import policy
+
+    from engine.inbox import classify
+
+    def headers(message):
+        found = []
+        for part in message.walk():
+            for name in dict.fromkeys(part.keys()):  # each name once: get_all reads them all
+                try:
+                    values = [str(v) for v in part.get_all(name)]
+                except Exception as exc:  # a header the parser cannot model: the same failure
+                    values = [type(exc).__name__]
+                found.append((name, values, part.get_content_type(), part.get_params()))
+        return found
+
+    paths = sorted(shared_path("corpora", "bounces").glob("*.eml"))
+    ours = [classify.parse(path.read_bytes()) for path in paths]
+    first = [headers(message) for message in ours]
+    again = [headers(message) for message in ours]
+    monkeypatch.setattr(classify, "INBOUND_POLICY", policy.default)
+    for path, once, twice in zip(paths, first, again, strict=True):
+        standard = headers(classify.parse(path.read_bytes()))
+        assert once == twice == standard, path.name
