@@ -27,7 +27,8 @@ from datetime import datetime, timedelta
 from email.utils import formataddr, parseaddr
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from engine.errors import CampaignError
 from engine.letters.escalation import after_rule, judge_earlier_letters, judged, load_after, outside_after
@@ -55,7 +56,15 @@ from engine.letters.similarity import similar_letters
 from engine.letters.targeting import outside_nations, outside_where
 from engine.letters.waves import get_wave
 from engine.settings import Settings
-from engine.store.db import PreparedInsert, insert_rows, prepare_insert, sqlite_dialect
+from engine.store.db import (
+    PreparedInsert,
+    compress_fast,
+    copy_rows,
+    insert_rows,
+    prepare_insert,
+    reserve_ids,
+    sqlite_dialect,
+)
 from engine.store.events import record_event
 from engine.store.models import (
     employer_table,
@@ -552,6 +561,8 @@ def launch_wave(
             .where(wave_table.c.id == wave["id"])
             .values(status="launched", launched_at=wave["launched_at"], frozen=wave["frozen"], updated_at=now)
         )
+        if conn.dialect.name == "postgresql":
+            compress_fast(conn)
         stmt = _candidates(wave)
         total = conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
         if on_start is not None:
@@ -634,19 +645,16 @@ def _store_page(
     letters, invitations = merged.letters, merged.invitations
     if merged.references:
         _check_references(conn, merged.references)
-        insert_rows(conn, letter_table, letters)
-        if isinstance(invitations, list) and "letter_id" not in invitations[0]:
-            # No ids given (PostgreSQL): read them back by reference.
-            ids = dict(
-                conn.execute(
-                    select(letter_table.c.reference, letter_table.c.id).where(
-                        letter_table.c.reference.in_(merged.references)
-                    )
-                ).all()
-            )
-            for invitation, reference in zip(invitations, merged.references, strict=True):
-                invitation["letter_id"] = ids[reference]
-        insert_rows(conn, outbox_table, invitations)
+        if conn.dialect.name == "postgresql":
+            assert isinstance(letters, list) and isinstance(invitations, list)
+            ids = reserve_ids(conn, letter_table, len(letters))
+            for letter, invitation, letter_id in zip(letters, invitations, ids, strict=True):
+                letter["id"] = invitation["letter_id"] = letter_id
+            copy_rows(conn, letter_table, letters)
+            copy_rows(conn, outbox_table, invitations)
+        else:
+            insert_rows(conn, letter_table, letters)
+            insert_rows(conn, outbox_table, invitations)
         result.created += len(merged.references)
         result.invitations_queued += len(merged.references)
     if progress is not None:
@@ -775,5 +783,12 @@ def _check_references(conn: Connection, refs: list[str]) -> None:
 
     The launch's transaction is then rolled back whole, and a re-run draws new references.
     """
-    if conn.execute(select(letter_table.c.reference).where(letter_table.c.reference.in_(refs))).first():
+    reference = letter_table.c.reference
+    if conn.dialect.name == "postgresql":
+        # One array parameter: a thousand-parameter IN is too long for psycopg to cache its
+        # parsing, which then cost more than the lookup.
+        taken = reference == any_(bindparam("refs", refs, type_=ARRAY(reference.type)))
+    else:
+        taken = reference.in_(refs)
+    if conn.execute(select(reference).where(taken).limit(1)).first():
         raise CampaignError("a letter reference clashed with an earlier one: nothing was launched; re-run")
