@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -62,16 +63,8 @@ def database_bytes(engine, db_path: Path) -> int:
     return db_path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--members", type=int, default=100_000)
-    parser.add_argument(
-        "--db", help="database URL, e.g. PostgreSQL (its tables are replaced; default: SQLite)"
-    )
-    args = parser.parse_args()
-    n = args.members
+def set_up(n: int, db: str | None) -> tuple[Any, Settings, Path]:
+    """N members imported and resolved to MPs, and a draft MP wave "bench": (engine, settings, folder)."""
     work = Path(tempfile.mkdtemp(prefix="campaign-bench-launch-"))
     write_members(work / "members.csv", n, 0.6)
 
@@ -80,8 +73,8 @@ def main() -> int:
     server.start()
     port = queue.get(timeout=10)
     db_path = work / "bench.db"
-    engine = open_engine(args.db or f"sqlite:///{db_path}")
-    if args.db:
+    engine = open_engine(db or f"sqlite:///{db_path}")
+    if db:
         with engine.begin() as conn:
             SQLModel.metadata.drop_all(conn)
             conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
@@ -117,6 +110,21 @@ def main() -> int:
     # A throwaway link secret for this run: the engine has no default.
     settings = Settings.from_env({"CAMPAIGN_SECRET": secrets.token_urlsafe(48)})
     create_wave(engine, "bench", WaveSpec(target="mp", letter="mp-inspection", invite="invitation"), settings)
+    return engine, settings, work
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument(
+        "--db", help="database URL, e.g. PostgreSQL (its tables are replaced; default: SQLite)"
+    )
+    args = parser.parse_args()
+    n = args.members
+    engine, settings, work = set_up(n, args.db)
+    db_path = work / "bench.db"
 
     # Render-only: the same compiled templates, Jinja2 alone, on contexts built beforehand.
     frozen = freeze_templates(get_wave(engine, "bench"), settings)
