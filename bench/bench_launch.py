@@ -15,10 +15,14 @@ email costs at send time.
 from __future__ import annotations
 
 import argparse
+import csv
 import multiprocessing
 import os
+import re
 import resource
 import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -113,6 +117,81 @@ def set_up(n: int, db: str | None) -> tuple[Any, Settings, Path]:
     return engine, settings, work
 
 
+def render_all_rate(renderer: WaveRenderer, contexts: list[dict[str, Any]]) -> float:
+    """Letters/s of Jinja2 alone rendering every template a letter's life uses, once each: the
+    letter, the invitation's subject, text and HTML, and the HTML letter in its layout."""
+    t = time.perf_counter()
+    for context in contexts:
+        _, text = renderer.letter(context)
+        renderer.invitation_subject(context)
+        renderer.invitation(context)
+        renderer.layout.render(
+            {**context["letter"], "reference_in_text": False},
+            context["member"],
+            context["target"],
+            paragraphs_html(text, renderer.paragraph_style),
+        )
+    return len(contexts) / (time.perf_counter() - t)
+
+
+def mailmerge_command() -> str | None:
+    """The mailmerge CLI (pyproject's `bench` extra), beside this Python or on the PATH."""
+    return shutil.which(
+        "mailmerge", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    )
+
+
+def mailmerge_rate(letter_source: str, contexts: list[dict[str, Any]], work: Path) -> float | None:
+    """Letters/s of the mailmerge CLI merging our letter for the same members, in a dry run.
+
+    Our template becomes its template (member.name → member_name, the subject block a SUBJECT
+    header, the letter from the member to the MP), and each member's context a CSV row.
+    --no-limit merges every row; the dry run sends nothing and prints each message, here to
+    /dev/null. None (and says why) when mailmerge is not installed.
+    """
+    command = mailmerge_command()
+    if command is None:
+        print("mailmerge:       not installed (pip install -e '.[bench]'): its anchor is left out")
+        return None
+    blocks = dict(re.findall(r"{%-?\s*block (\w+)\s*-?%}(.*?){%-?\s*endblock\s*-?%}", letter_source, re.S))
+
+    def flat(text: str) -> str:
+        return re.sub(r"\b(member|target|campaign)\.(\w+)", r"\1_\2", text)
+
+    template = work / "mailmerge_template.txt"
+    template.write_text(
+        "TO: {{target_name}} <{{target_email}}>\n"
+        "FROM: {{member_name}} <{{member_email}}>\n"
+        f"SUBJECT: {flat(blocks['subject']).strip()}\n\n{flat(blocks['body']).strip()}\n",
+        encoding="utf-8",
+    )
+    database = work / "mailmerge_database.csv"
+    with database.open("w", newline="", encoding="utf-8") as out:
+        writer = None
+        for context in contexts:
+            row = {
+                f"{part}_{key}": "" if value is None else value
+                for part in ("member", "target", "campaign")
+                for key, value in context[part].items()
+                if not isinstance(value, dict)
+            }
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+    config = work / "mailmerge_server.conf"
+    # Read even in a dry run; nothing connects to it.
+    config.write_text("[smtp_server]\nhost = 127.0.0.1\nport = 25\n", encoding="utf-8")
+    arguments = ["--template", template, "--database", database, "--config", config]
+    t = time.perf_counter()
+    subprocess.run(
+        [command, *map(str, arguments), "--no-limit", "--dry-run", "--output-format", "raw"],
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    return len(contexts) / (time.perf_counter() - t)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,20 +236,7 @@ def main() -> int:
         renderer.letter(context)
         renderer.invitation_subject(context)
     render_only = len(contexts) / (time.perf_counter() - t)
-    # Every template a letter's life uses, rendered once each: what a pipeline
-    # that rendered everything at launch would have to do.
-    t = time.perf_counter()
-    for context in contexts:
-        _, text = renderer.letter(context)
-        renderer.invitation_subject(context)
-        renderer.invitation(context)
-        renderer.layout.render(
-            {**context["letter"], "reference_in_text": False},
-            context["member"],
-            context["target"],
-            paragraphs_html(text, renderer.paragraph_style),
-        )
-    render_all = len(contexts) / (time.perf_counter() - t)
+    render_before = render_all_rate(renderer, contexts)
 
     sqlite = not args.db
     size_before = database_bytes(engine, db_path)
@@ -178,6 +244,10 @@ def main() -> int:
     result = launch_wave(engine, "bench", settings)
     launch_s = time.perf_counter() - t
     rate = result.created / launch_s
+    # The anchor again, after: the machine is shared, and its load can change during a launch.
+    render_after = render_all_rate(renderer, contexts)
+    render_all = (render_before + render_after) / 2
+    mailmerge = mailmerge_rate(frozen["letter"], contexts, work)
     with engine.connect() as conn:
         if sqlite:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -205,11 +275,22 @@ def main() -> int:
         launch_s,
         anchor="Jinja2 rendering every template a letter needs",
         anchor_per_s=render_all,
+        **(
+            {"second_anchor": "mailmerge CLI dry run", "second_anchor_per_s": round(mailmerge, 1)}
+            if mailmerge
+            else {}
+        ),
     )
     print(
-        f"render all:      {render_all:,.0f} letters/s (also the HTML letter and both invitation parts); "
+        f"render all:      {render_all:,.0f} letters/s (also the HTML letter and both invitation parts; "
+        f"{render_before:,.0f} before the launch, {render_after:,.0f} after); "
         f"launch is {rate / render_all:.0%} of that"
     )
+    if mailmerge:
+        print(
+            f"mailmerge:       {mailmerge:,.0f} letters/s (its CLI, dry run, the same letter and members); "
+            f"launch is {rate / mailmerge:.1f}× that"
+        )
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         f"peak memory:     {peak_mb():.0f} MB in this process, {children:.0f} MB in the largest worker "

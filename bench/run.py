@@ -81,6 +81,9 @@ def table(records: list[dict]) -> str:
             # Time per row at this size against the smallest size: 1.00 is linear.
             growth = f"{base['per_s'] / r['per_s']:.2f}"
         unit = f" {r['unit']}" if r.get("unit") else ""
+        if r.get("second_anchor_per_s") and r.get("per_s"):
+            # A second anchor (launch: the mailmerge CLI) as a multiple, after the table's columns.
+            unit += f"  {r['per_s'] / r['second_anchor_per_s']:.1f}× {r['second_anchor']}"
         lines.append(
             f"{r['stage']:<24} {r['members']:>9,} {r['seconds']:>8.1f} {r['per_s'] or 0:>9,.0f} "
             f"{r['peak_rss_mb']:>8.0f} {r.get('anchor_per_s') or 0:>12,.0f} {ratio:>6} {growth:>7}{unit}"
