@@ -63,6 +63,7 @@ from engine.store.db import (
     insert_rows,
     prepare_insert,
     reserve_ids,
+    sqlite_cache,
     sqlite_dialect,
 )
 from engine.store.events import record_event
@@ -89,6 +90,8 @@ SKIP_REASONS = (
 # Not a skip: a --one-per-target wave's member whose target's letter another member holds.
 SHARES_LETTER = "shares_letter"
 _PAGE = 1000
+# SQLite's page cache during a launch: the indexes a wave's random keys go into (bench_launch).
+_SQLITE_CACHE_MB = 128
 
 
 # ---- eligibility and launch ---------------------------------------------------
@@ -464,10 +467,23 @@ def _merge_page(
 
 
 # Large launches merge in a second process while this one reads and writes the
-# database: rendering and SQLite's writing then use both cores. Small ones are
-# not worth a process's start-up.
+# database, when a core is free for it: rendering and the database's writing then
+# use both cores. Small ones are not worth a process's start-up.
 _PARALLEL_FROM = 20_000
-_WORKERS = 2
+_WORKERS = 1
+
+
+def idle_core() -> bool:
+    """Whether a core waits idle for a worker process: more than one core is ours, and the
+    1-minute load average (this process counted in it) leaves one free.
+
+    On cores other programs keep busy, a worker only takes turns with this process, and
+    handing every page to it and back made a launch slower than merging here.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores > 1 and os.getloadavg()[0] < cores - 0.5
+
+
 _worker_merger: Merger | None = None
 
 
@@ -507,13 +523,13 @@ def _exit_when_closed(sentinel: int) -> None:
 
 
 def _merge_in_worker(
-    keys: list[str], rows: list[tuple[Any, ...]], list_skipped: bool, first_id: int
+    keys: list[str], rows: list[tuple[Any, ...]], list_skipped: bool, first_id: int | None
 ) -> _MergedPage:
-    """Merge a page and prepare its inserts, in the worker process (SQLite only)."""
+    """Merge a page in the worker process, and on SQLite (`first_id` given) prepare its inserts."""
     assert _worker_merger is not None
     page = [dict(zip(keys, row, strict=True)) for row in rows]
     merged = _merge_page(page, _worker_merger, list_skipped, first_id)
-    if merged.letters:
+    if merged.letters and first_id is not None:
         dialect = sqlite_dialect()
         merged.letters = prepare_insert(letter_table, merged.letters, dialect)  # type: ignore[arg-type]
         merged.invitations = prepare_insert(outbox_table, merged.invitations, dialect)  # type: ignore[arg-type]
@@ -538,16 +554,19 @@ def launch_wave(
     Then name each target that would get more than `similar_warn` (default: the setting;
     0: no check) letters more than 90% the same text.
 
-    Only this process touches the database. On SQLite, with `parallel` (by
-    default for large waves on a machine with more than one core) a worker
-    process merges each page, and prepares its rows, while this one stores the
-    previous page and reads the next. (The workers are spawned: a script that
-    calls this must guard its own code with `if __name__ == "__main__":`.)
+    Only this process touches the database. With `parallel` (by default for
+    large waves when a core is idle: `idle_core`) a worker process merges each
+    page while this one stores the previous page and reads the next. (The
+    worker is spawned: a script that calls this must guard its own code with
+    `if __name__ == "__main__":`.)
     """
     result = LaunchResult(wave=name)
     result.similar_warn = settings.similar_warn if similar_warn is None else similar_warn
     with ExitStack() as stack:
-        conn = stack.enter_context(engine.begin())
+        conn = stack.enter_context(engine.connect())
+        if conn.dialect.name == "sqlite":
+            stack.enter_context(sqlite_cache(conn, _SQLITE_CACHE_MB))
+        stack.enter_context(conn.begin())
         wave = get_wave(conn, name)
         load_after(conn, wave, launching=True)
         now = utcnow()
@@ -569,14 +588,13 @@ def launch_wave(
             on_start(total)
         sqlite = conn.dialect.name == "sqlite"
         if parallel is None:
-            parallel = total >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1
+            parallel = total >= _PARALLEL_FROM and idle_core()
         merger = Merger(wave, settings, wave["launched_at"])
         if wave["one_per_target"]:
             # Decided before merging: a target's members can fall on different pages. Such a wave
             # makes one letter per employer, too few to be worth a worker process.
             merger.plan = share_plan(conn, wave)
             parallel = False
-        parallel = parallel and sqlite
         next_id = (conn.execute(select(func.max(letter_table.c.id))).scalar() or 0) + 1 if sqlite else None
         pool = None
         if parallel:
@@ -590,7 +608,8 @@ def launch_wave(
             )
         # Pages in flight: a worker merges one while this process stores an older one.
         in_flight: deque[Future[_MergedPage]] = deque()
-        depth = _WORKERS if pool is not None else 0
+        # One page more than workers: the worker finds the next page waiting when it finishes one.
+        depth = _WORKERS + 1 if pool is not None else 0
         last_id = 0
         while True:
             rows = conn.execute(stmt.where(member_table.c.id > last_id).limit(_PAGE))
@@ -601,8 +620,10 @@ def launch_wave(
                     in_flight.append(pool.submit(_merge_in_worker, keys, page, list_skipped, next_id))
                     last_id = page[-1][keys.index("id")]
             else:
-                # Row mappings, not dicts: copying 40 columns a row costs more than merging it.
-                page = rows.mappings().all()
+                # Plain dicts: deciding and merging read each row's columns some thirty times,
+                # and a row mapping's lookups cost more than making the dict (a tenth of a merge).
+                keys = list(rows.keys())
+                page = [dict(zip(keys, row, strict=True)) for row in rows]
                 if page:
                     done: Future[_MergedPage] = Future()
                     done.set_result(_merge_page(page, merger, list_skipped, next_id))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -242,6 +244,27 @@ def reserve_ids(conn: Connection, table: Table, count: int) -> list[int]:
         {"table": table.name, "count": count},
     ).scalars()
     return sorted(ids)
+
+
+@contextmanager
+def sqlite_cache(conn: Connection, mebibytes: int) -> Iterator[None]:
+    """Give this SQLite connection a page cache of `mebibytes` while the block runs.
+
+    Enter before the connection's transaction begins and leave after it ends. SQLite's default
+    2 MB cannot hold the indexes of a large launch's random keys (references, link tokens,
+    Message-IDs): pages it had to put out to the log were written there again and again,
+    2.2 GB of writes for 100,000 letters (0.65 GB with 64 MB), and the time per letter grew
+    with the wave. Only pages in use take memory.
+    """
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    before = dbapi_connection.execute("PRAGMA cache_size").fetchone()[0]
+    dbapi_connection.execute(f"PRAGMA cache_size = -{mebibytes * 1024}")
+    try:
+        yield
+    finally:
+        if not conn.invalidated:
+            dbapi_connection.execute(f"PRAGMA cache_size = {before}")
 
 
 def compress_fast(conn: Connection) -> None:
