@@ -583,7 +583,9 @@ def launch_wave(
         if conn.dialect.name == "postgresql":
             compress_fast(conn)
         stmt = _candidates(wave)
-        total = conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+        # One candidate row per member (every join is to at most one row), and counting the
+        # members does not run the candidates' joins and lookups for each.
+        total = conn.execute(select(func.count()).select_from(member_table)).scalar_one()
         if on_start is not None:
             on_start(total)
         sqlite = conn.dialect.name == "sqlite"
