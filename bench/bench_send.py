@@ -1,10 +1,13 @@
 """Benchmark: deliver N queued invitations to a local SMTP server (aiosmtpd, its own process).
 
-Prints messages/s for one `campaign send` worker, for two workers at once on
-PostgreSQL (with --pg URL), and for a bare smtplib loop sending the same
-number of already-built messages over one connection, measured in the same
+Prints messages/s for one `campaign send` worker, for several workers at once on
+PostgreSQL (with --pg URL; --workers 1 2 4), and for a bare smtplib loop sending the
+same number of already-built messages over one connection, measured in the same
 run (alternated, best of --rounds each, as the machine is shared); the target
-is at least 70% of the bare loop.
+is at least 70% of the bare loop. The PostgreSQL workers are timed from when all
+have started (Python imported), and each run states the CPU each message cost the
+workers, the SMTP sink and the database's backends: × messages/s, the cores kept
+busy, which is what more workers cannot exceed.
 
 With --letters it also sends the members' letters to their (one) MP, once with
 no daily cap and once with a cap above their number, so that every letter takes
@@ -25,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from email.utils import formataddr
 from pathlib import Path
@@ -169,14 +173,63 @@ from engine.mail.smtp import SmtpTransport
 from engine.settings import Settings
 from engine.store.db import open_engine
 settings = Settings.from_env(os.environ)
-result = send_outbox(open_engine(settings.db_url), settings, SmtpTransport(settings.smtp_url), rate=1e6)
+engine = open_engine(settings.db_url)
+# Started (Python and the engine imported) before the clock starts: what is timed is sending.
+before = os.times()
+print("ready", flush=True)
+sys.stdin.readline()
+result = send_outbox(engine, settings, SmtpTransport(settings.smtp_url), rate=1e6)
+after = os.times()
+print(after.user + after.system - before.user - before.system)  # CPU seconds, for the account
 sys.exit(1 if result.failed else 0)
 """
 
+TICKS = os.sysconf("SC_CLK_TCK")
 
-def pg_workers(url: str, n: int, work: Path, count: int) -> tuple[float, int, int, int]:
-    """`count` sending processes at once on one PostgreSQL database, to a fresh
-    sink: (messages/s, messages that arrived, Message-IDs that arrived more than once, left queued)."""
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class BackendCpu(threading.Thread):
+    """Samples the CPU of this database's PostgreSQL backends while the workers run (they end
+    with their connections, so the last sample stands for each: up to `every` seconds short)."""
+
+    def __init__(self, url: str, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.url, self.every = url, every
+        self.seen: dict[int, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        engine = open_engine(self.url)
+        with engine.connect() as conn:
+            while not self.done.is_set():
+                pids = conn.exec_driver_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()"
+                ).scalars()
+                for pid in pids:
+                    self.seen[pid] = max(self.seen.get(pid, 0.0), cpu_seconds(pid))
+                conn.rollback()
+                self.done.wait(self.every)
+        engine.dispose()
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join()
+        return sum(self.seen.values())
+
+
+def pg_workers(url: str, n: int, work: Path, count: int) -> tuple[float, int, int, int, dict[str, float]]:
+    """`count` sending processes at once on one PostgreSQL database, to a fresh sink:
+    (messages/s, messages that arrived, Message-IDs that arrived more than once, left queued,
+    CPU seconds used by the workers, the sink and the database's backends)."""
     prepare(url, n, work)
     log = work / f"received-{count}.txt"
     port = free_port()
@@ -192,21 +245,37 @@ def pg_workers(url: str, n: int, work: Path, count: int) -> tuple[float, int, in
     }
     # What `campaign send --once` runs, without its 1,000-a-second ceiling per worker.
     command = [sys.executable, "-c", WORKER]
-    t = time.perf_counter()
+    backends = BackendCpu(url)
+    backends.start()
+    sink_before = cpu_seconds(sink.pid)
+    cpu = {"workers": 0.0}
     workers = [
-        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(count)
     ]
     for worker in workers:
-        _, errors = worker.communicate()
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready", worker.stderr
+    t = time.perf_counter()
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    for worker in workers:
+        output, errors = worker.communicate()
         if worker.returncode:
             print(f"a worker failed: {errors.strip().splitlines()[-1:]}")
+        else:
+            cpu["workers"] += float(output.split()[-1])
     elapsed = time.perf_counter() - t
     time.sleep(0.2)
+    cpu["sink"] = cpu_seconds(sink.pid) - sink_before
+    cpu["postgres backends"] = backends.stop()
     sink.terminate()
     ids = log.read_text().split()
     duplicates = len(ids) - len(set(ids))
-    return len(ids) / elapsed, len(ids), duplicates, queued(url)
+    return len(ids) / elapsed, len(ids), duplicates, queued(url), cpu
 
 
 def main() -> int:
@@ -294,11 +363,20 @@ def main() -> int:
     server.terminate()
     if args.pg:
         for count in args.workers:
-            rate, sent, duplicates, left = pg_workers(args.pg, n, work, count)
+            rate, sent, duplicates, left, cpu = pg_workers(args.pg, n, work, count)
             send_workers(count, rate, sent, duplicates, left)
             print(
                 f"{count} worker(s):     {rate:,.0f} messages/s on PostgreSQL; {sent:,} arrived, "
                 f"{duplicates} twice, {left} left queued = {rate / bare_rate:.0%} of bare"
+            )
+            # CPU per message × messages a second = cores kept busy: on a machine of few cores,
+            # what more workers can add.
+            each = {name: seconds / max(sent, 1) for name, seconds in cpu.items()}
+            print(
+                "    CPU per message: "
+                + ", ".join(f"{name} {ms * 1000:.2f} ms" for name, ms in each.items())
+                + f"; × {rate:,.0f}/s = {sum(each.values()) * rate:.2f} cores busy"
+                f" (of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f})"
             )
     ok = one / bare_rate >= 0.7
     print("target met" if ok else "TARGET MISSED: one worker under 70% of the bare smtplib loop")

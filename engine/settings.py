@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from email.utils import parseaddr
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -163,7 +164,7 @@ class Settings:
             )
         return self.secret
 
-    @property
+    @cached_property  # every email's context asks; parsing CAMPAIGN_FROM each time shows
     def signature(self) -> str:
         """Who signs the union's emails."""
         return self.sender_name or parseaddr(self.mail_from)[0] or self.campaign_name

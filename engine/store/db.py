@@ -357,6 +357,15 @@ class FastStatement:
         }
 
     def execute(self, conn: Connection, **values: Any) -> int:
+        cursor = self.cursor(conn, **values)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+    def cursor(self, conn: Connection, **values: Any) -> Any:
+        """Run the statement and return the driver's cursor, still open: in a psycopg pipeline
+        its rowcount is known only once the pipeline has synced."""
         params = self.compiled.construct_params(values)
         for name, process in self.processors.items():
             if process is not None and name in params:
@@ -367,9 +376,10 @@ class FastStatement:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(self.sql, driver_params)
-            return cursor.rowcount
-        finally:
+        except BaseException:
             cursor.close()
+            raise
+        return cursor
 
 
 def without_nul(row: dict[str, Any]) -> dict[str, Any]:
