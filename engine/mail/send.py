@@ -156,11 +156,12 @@ def set_paused(engine: Engine, reason: str | None) -> None:
 
 
 def claim(engine: Engine, worker: str, limit: int, now: datetime | None = None) -> list[int]:
-    """Claim up to `limit` due messages for this worker, oldest first.
+    """Claim up to `limit` due messages for this worker, oldest first, in one statement.
 
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets several workers claim at once
-    without waiting on or taking each other's messages; on SQLite the single
-    UPDATE holds the write lock, which gives the same guarantee.
+    without waiting on or taking each other's messages (and the UPDATE checks
+    again that each is still queued); on SQLite the UPDATE holds the write lock,
+    which gives the same guarantee.
     """
     o = outbox_table.c
     now = now or utcnow()
@@ -173,19 +174,13 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime | None = None) 
         )
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        ids = list(conn.execute(due).scalars())
-        if not ids:
-            return []
-        conn.execute(
+        claimed = conn.execute(
             outbox_table.update()
-            .where(o.id.in_(ids), o.status == "queued")
+            .where(o.id.in_(due.scalar_subquery()), o.status == "queued")
             .values(status="claimed", claimed_by=worker, claimed_at=now)
-        )
-        return list(
-            conn.execute(
-                select(o.id).where(o.id.in_(ids), o.claimed_by == worker, o.status == "claimed")
-            ).scalars()
-        )
+            .returning(o.id)
+        ).scalars()
+        return sorted(claimed)  # RETURNING keeps no order
 
 
 @dataclass
