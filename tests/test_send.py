@@ -436,20 +436,3 @@ def test_a_wave_whose_receipt_does_not_carry_the_letter_copies_it_to_the_member_
             select(outbox_table.c.kind).where(outbox_table.c.letter_id == found.letter["id"])
         ).scalars()
         assert sorted(kinds) == ["invitation", "letter"]
-
-
-def test_on_postgresql_the_worker_gives_back_its_connection_committing_durably_again(launched, smtp):
-    """The worker's own commits do not wait for the disk (synchronous_commit off); every
-    other command's must, so no connection it returns to the pool keeps that setting."""
-    if launched.dialect.name != "postgresql":
-        pytest.skip("synchronous_commit is PostgreSQL's")
-    assert send_outbox(launched, SETTINGS, SmtpTransport(smtp.url), rate=1000, sleep=no_sleep).sent == 40
-    idle = launched.pool.checkedin()
-    assert idle >= 1
-    connections = [launched.connect() for _ in range(idle)]  # every one the pool holds
-    try:
-        assert {c.exec_driver_sql("SHOW synchronous_commit").scalar() for c in connections} == {"on"}
-    finally:
-        for c in connections:
-            c.close()
-    assert statuses(launched) == {"sent": 40}

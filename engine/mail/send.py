@@ -14,7 +14,6 @@ hide it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -27,7 +26,6 @@ from email.utils import formataddr, parseaddr
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from engine.errors import CampaignError
 from engine.letters.links import new_message_id, verp_tag
@@ -434,31 +432,19 @@ class _Delivery:
     def connection(self) -> Any:
         """The worker's own connection for its per-message transactions, opened on first use.
 
-        On PostgreSQL its commits do not wait for the WAL to reach the disk (synchronous_commit
-        off, for this connection only): otherwise one worker spends most of each message waiting
-        on an fsync. A killed worker or a dropped connection still loses nothing the server
-        acknowledged; only a crash of the database server itself can lose its last fraction of
-        a second (at most 3 × wal_writer_delay), as SQLite's synchronous=NORMAL can on power
-        loss: the messages of that moment are then sent again.
+        Its commits wait for the disk on PostgreSQL as everywhere: the commit that marks a
+        message `sending` is what keeps it from going twice after any crash, the database
+        server's own included. Several workers share the wait (the server flushes their
+        commits together), which is why they add up.
         """
         if self.conn is None:
             self.conn = self.engine.connect()
-            if self.conn.dialect.name == "postgresql":
-                self.conn.exec_driver_sql("SET synchronous_commit TO off")
-                self.conn.commit()
         return self.conn
 
     def close(self) -> None:
         if self.conn is not None:
-            try:
-                if self.conn.dialect.name == "postgresql":
-                    # Back to the pool as it came: other commands' commits wait for the disk.
-                    with contextlib.suppress(SQLAlchemyError):
-                        self.conn.exec_driver_sql("RESET synchronous_commit")
-                        self.conn.commit()
-            finally:
-                self.conn.close()
-                self.conn = None
+            self.conn.close()
+            self.conn = None
 
     def build(self, data: dict[str, Any]) -> bytes | Exception:
         """The message's bytes (its Date is set again if it waits), or why it cannot be built."""
