@@ -27,6 +27,7 @@ from engine.followup.drafts import draft_letter
 from engine.followup.drafts import load_wave as load_followup_wave
 from engine.letters.attachments import DOCX, PDF, safe_filename
 from engine.letters.confirm import letter_for_member, send_for_me
+from engine.letters.documents import write_wave_pdfs
 from engine.letters.launch import launch_wave
 from engine.letters.waves import create_wave
 from engine.mail.mime import attachment_part
@@ -353,6 +354,29 @@ def test_a_print_run_has_each_letter_then_the_attachments_pages(cli, sample, fil
     assert (report["letters"], report["pages"]) == (2, 8)
     for path in report["files"]:
         assert len(pypdf.PdfReader(path).pages) == 4
+
+
+def test_a_print_run_puts_the_attachments_after_first_letters_not_after_follow_ups(sample, tmp_path):
+    create_wave(sample, "Employers", dataclasses.replace(EMPLOYER_WAVE, attach=[str(FRAMEWORK)]), SETTINGS)
+    launch_wave(sample, "Employers", SETTINGS)
+    original = letter_for_member(sample, "Employers", "M100001").letter
+    with sample.begin() as conn:
+        conn.execute(letter_table.update().where(letter_table.c.id == original["id"]).values(state="replied"))
+        wave = load_followup_wave(conn, original["wave_id"], SETTINGS)
+        draft_letter(conn, wave, {**original, "state": "replied"}, "follow_up", SETTINGS, utcnow())
+    follow_up = letter_for_member(sample, "Employers", "M100001", kind="follow_up").letter
+    refs = [original["reference"], follow_up["reference"]]
+    run = write_wave_pdfs(
+        sample, "Employers", tmp_path / "run", combined=True, states=["all"], references=refs
+    )
+    pages = [p.extract_text() for p in pypdf.PdfReader(run.files[0]).pages]
+    # The first letter, the framework's two pages, then the follow-up alone.
+    assert run.pages == len(pages) == 4
+    assert original["reference"] in pages[0] and follow_up["reference"] in pages[3]
+    assert pages[1].startswith("Inspection risk assessment: a framework for schools")
+    each = write_wave_pdfs(sample, "Employers", tmp_path / "each", states=["all"], references=refs)
+    assert [len(pypdf.PdfReader(path).pages) for path in each.files] == [3, 1]
+    assert each.files == [tmp_path / "each" / f"{ref}.pdf" for ref in refs]
 
 
 def test_the_preview_pdf_and_the_members_download_end_with_the_attachments(cli, sample, tmp_path):

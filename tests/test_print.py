@@ -14,7 +14,7 @@ from sqlalchemy import select
 from test_browser import browser, site  # noqa: F401  (fixtures for the download test)
 from test_waves import EMPLOYER_WAVE, MP_WAVE, SETTINGS, load_sample
 
-from engine.letters.documents import iter_letters, letter_document, pdf_bytes
+from engine.letters.documents import iter_letters, letter_document, pdf_bytes, write_wave_pdfs
 from engine.letters.launch import launch_wave
 from engine.letters.render import WaveRenderer
 from engine.letters.waves import create_wave
@@ -151,6 +151,22 @@ def test_every_standard_letter_fits_one_page_with_its_reference_once(printed, wa
     assert "continued" not in first
     closing, _, after = first.partition("Yours sincerely,")
     assert closing and "Aisha Khan" in after
+
+
+def test_letters_printed_one_per_file_each_hold_their_own_letter_and_title(printed, tmp_path):
+    letters = list(iter_letters(printed, wave="MPs"))
+    assert len({letter["subject"] for letter in letters}) > 1  # the MP letter names the seat
+    # Laid out several at a time, by this process and a worker process.
+    run = write_wave_pdfs(printed, "MPs", tmp_path, states=["all"], parallel=True)
+    assert run.files == [tmp_path / f"{letter['reference']}.pdf" for letter in letters]
+    assert (run.letters, run.pages) == (len(letters), len(letters))
+    for letter, path in zip(letters, run.files, strict=True):
+        reader = pypdf.PdfReader(path)
+        [text] = [page.extract_text() for page in reader.pages]
+        assert letter["reference"] in text and letter["member"] in text
+        assert reader.metadata.title == letter["subject"]
+    # Each file carries only the glyphs its letter uses, not whole fonts.
+    assert max(path.stat().st_size for path in run.files) < 40_000
 
 
 # Long enough to run onto a second page at a point where, unless kept together, the

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import html
 import io
+import multiprocessing
+import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,7 @@ from engine import system
 from engine.errors import CampaignError
 from engine.letters.attachments import attachments_pdf, carries_attachments, wave_attachments
 from engine.letters.merge import letter_words, member_from_snapshot, sharing_context
+from engine.letters.processes import exit_with_parent
 from engine.letters.render import WaveRenderer
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, letter_table, member_table, wave_table
@@ -179,35 +187,80 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 
 
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.S | re.I)
 
 
 def render_pdf(documents: list[str], appended: bytes | None = None) -> tuple[bytes, int]:
     """Render letter documents (same layout) into one PDF, each letter from a new page;
     returns the PDF and its number of pages. `appended` (a PDF: the wave's attachments) is
     put after each letter's own pages."""
+    [printed] = print_letters(documents, [appended is not None] * len(documents), appended)
+    return printed
+
+
+def print_letters(
+    documents: list[str],
+    carries: list[bool],
+    appended: bytes | None,
+    *,
+    one_per_letter: bool = False,
+    font_config: Any = None,
+) -> list[tuple[bytes, int]]:
+    """Letter documents (same layout) as one PDF, or with `one_per_letter` one PDF each, with
+    `appended` after each letter whose `carries` is true; each PDF with its number of pages.
+    `font_config`: WeasyPrint's FontConfiguration, shared by the documents of a run so fonts
+    are loaded once."""
+    if (
+        one_per_letter
+        and len(documents) > 1
+        and len({_TITLE.sub("", d.split("<body", 1)[0]) for d in documents}) > 1
+    ):
+        # Letters whose heads differ by more than their titles are laid out apart.
+        return [
+            print_letters([document], [carry], appended, font_config=font_config)[0]
+            for document, carry in zip(documents, carries, strict=True)
+        ]
+    rendered, starts = _render(documents, font_config)
+    ends = [*starts[1:], len(rendered.pages)]
+    if not one_per_letter or len(documents) == 1:
+        data = rendered.write_pdf()
+        if appended is None or not any(carries):
+            return [(data, len(rendered.pages))]
+        return [append_after_each(data, starts, appended, carries)]
+    printed = []
+    for document, start, end, carry in zip(documents, starts, ends, carries, strict=True):
+        # Laid out together (setting up a document costs more than laying out a letter) and
+        # written apart: each file holds its letter's pages, its title, and only the glyphs
+        # of the fonts it uses.
+        part = rendered.copy(rendered.pages[start:end])
+        part.metadata = copy.copy(rendered.metadata)
+        title = _TITLE.search(document)
+        part.metadata.title = html.unescape(title.group(1)) if title else None
+        data = part.write_pdf()
+        printed.append(append_after_each(data, [0], appended) if appended and carry else (data, end - start))
+    return printed
+
+
+def _render(documents: list[str], font_config: Any = None) -> tuple[Any, list[int]]:
+    """Letter documents (same layout) laid out by WeasyPrint as one document, each letter from
+    a new page; and the page each letter starts on."""
     # Loaded here: it loads Pango, which most commands never need.
     HTML = system.weasyprint().HTML  # noqa: N806
 
     if len(documents) == 1:
-        rendered = HTML(string=documents[0]).render()
-        starts = [0]
-    else:
-        # One document with page breaks renders several times faster than one per letter. The
-        # layout's named page starts a page group at each forced break, so page numbers and the
-        # first-page look restart with each letter.
-        head = documents[0].split("<body", 1)[0]
-        bodies = []
-        for i, document in enumerate(documents):
-            match = _BODY.search(document)
-            inner = match.group(1) if match else document
-            brk = ' style="page-break-after: always"' if i < len(documents) - 1 else ""
-            bodies.append(f'<section id="printed-letter-{i}"{brk}>{inner}</section>')
-        rendered = HTML(string=f"{head}<body>{''.join(bodies)}</body></html>").render()
-        starts = _letter_starts(rendered.pages, len(documents)) if appended else []
-    data = rendered.write_pdf()
-    if not appended:
-        return data, len(rendered.pages)
-    return append_after_each(data, starts, appended)
+        return HTML(string=documents[0]).render(font_config=font_config), [0]
+    # One document with page breaks renders several times faster than one per letter. The
+    # layout's named page starts a page group at each forced break, so page numbers and the
+    # first-page look restart with each letter.
+    head = documents[0].split("<body", 1)[0]
+    bodies = []
+    for i, document in enumerate(documents):
+        match = _BODY.search(document)
+        inner = match.group(1) if match else document
+        brk = ' style="page-break-after: always"' if i < len(documents) - 1 else ""
+        bodies.append(f'<section id="printed-letter-{i}"{brk}>{inner}</section>')
+    rendered = HTML(string=f"{head}<body>{''.join(bodies)}</body></html>").render(font_config=font_config)
+    return rendered, _letter_starts(rendered.pages, len(documents))
 
 
 def _letter_starts(pages: list[Any], letters: int) -> list[int]:
@@ -220,21 +273,24 @@ def _letter_starts(pages: list[Any], letters: int) -> list[int]:
     return [starts[i] for i in range(letters)]
 
 
-def append_after_each(letters_pdf: bytes, starts: list[int], appended: bytes) -> tuple[bytes, int]:
-    """The letters' PDF with `appended` after each letter (each starting at a page in `starts`);
-    returns the PDF and its number of pages. The appended pages' fonts and images are written
-    once and shared by every copy."""
+def append_after_each(
+    letters_pdf: bytes, starts: list[int], appended: bytes, carries: list[bool] | None = None
+) -> tuple[bytes, int]:
+    """The letters' PDF with `appended` after each letter (each starting at a page in `starts`;
+    with `carries`, only after those it marks); returns the PDF and its number of pages. The
+    appended pages' fonts and images are written once and shared by every copy."""
     from pypdf import PdfReader, PdfWriter  # loaded here: only print runs with attachments need it
 
     letters = PdfReader(io.BytesIO(letters_pdf))
     extra = PdfReader(io.BytesIO(appended))
     writer = PdfWriter()
     ends = [*starts[1:], len(letters.pages)]
-    for start, end in zip(starts, ends, strict=True):
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         for number in range(start, end):
             writer.add_page(letters.pages[number])
-        for page in extra.pages:
-            writer.add_page(page)
+        if carries is None or carries[i]:
+            for page in extra.pages:
+                writer.add_page(page)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue(), len(writer.pages)
@@ -324,10 +380,15 @@ def write_wave_pdfs(
     references: list[str] | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    parallel: bool | None = None,
 ) -> PrintRun:
-    """PDFs of a launched wave's letters, one per letter or one per 200 for a print run with
-    `combined`: the letters due on paper, or those in `states` ("all": every letter). Says what
-    it left out and why."""
+    """PDFs of a launched wave's letters, one per letter or, for a print run with `combined`,
+    one per 200 or fewer (shared out evenly): the letters due on paper, or those in `states`
+    ("all": every letter). Says what it left out and why.
+
+    With `parallel` (by default for large runs on a machine with more than one core) worker
+    processes print some of the files while this one prints others. (The workers are spawned:
+    a script that calls this must guard its own code with `if __name__ == "__main__":`.)"""
     for state in states or ():
         if state not in (*LETTER_STATES, "all"):
             raise CampaignError(f"--state: {state!r} is not one of {', '.join(LETTER_STATES)}")
@@ -370,43 +431,115 @@ def write_wave_pdfs(
     renderer = WaveRenderer(wave["frozen"])
     # Rendered once for the run, and put after every first letter (attachments.carries_attachments).
     appended = wave_attachments_pdf(engine, wave["id"])
-    batch_size = 200  # a print run's files, and letters read at once: bounds the memory used
-    for start in range(0, len(chosen), batch_size):
-        letters = _letters_by_id(engine, chosen[start : start + batch_size])
-        if combined:
-            suffix = f"-{start // batch_size + 1:03d}" if len(chosen) > batch_size else ""
-            files = [(out / f"{_slug(wave_name)}-letters{suffix}.pdf", letters)]
-        else:
-            files = [(out / f"{letter['reference']}.pdf", [letter]) for letter in letters]
-        for path, printed in files:
-            documents = [letter_document(letter, renderer) for letter in printed]
-            if appended and all(carries_attachments(letter) for letter in printed):
-                data, pages = render_pdf(documents, appended)
-            elif appended:
-                data, pages = _mixed_run(printed, documents, appended)
+    jobs = _print_jobs(chosen, combined)
+    if parallel is None:
+        parallel = len(chosen) >= _PARALLEL_FROM
+    workers = min(_WORKERS, (os.cpu_count() or 1) - 1, len(jobs) - 1) if parallel else 0
+    with ExitStack() as stack:
+        pool = None
+        if workers > 0:
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_print_worker,
+                initargs=(os.getpid(), appended),
+            )
+            # On a failure, the jobs not yet started are dropped rather than printed.
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        font_config = None
+        # Jobs in order, done or in a worker; each is written once those before it are.
+        in_flight: deque[tuple[list[Path], int, Future[list[tuple[bytes, int]]]]] = deque()
+        for number, ids in enumerate(jobs, 1):
+            # A job's letters are read when it is handed out, which bounds the memory used.
+            letters = _letters_by_id(engine, ids)
+            if combined:
+                suffix = f"-{number:03d}" if len(jobs) > 1 else ""
+                paths = [out / f"{_slug(wave_name)}-letters{suffix}.pdf"]
             else:
-                data, pages = render_pdf(documents)
-            write_atomically(path, data)
-            run.files.append(path)
-            run.letters += len(printed)
-            run.pages += pages
-            if progress is not None:
-                progress(len(printed))
+                paths = [out / f"{letter['reference']}.pdf" for letter in letters]
+            documents = [letter_document(letter, renderer) for letter in letters]
+            carries = [appended is not None and carries_attachments(letter) for letter in letters]
+            busy = sum(1 for _, _, job in in_flight if not job.done())
+            if pool is not None and busy < workers:
+                job = pool.submit(_print_in_worker, documents, carries, not combined)
+            else:
+                # Every worker is busy: this process prints the job itself.
+                if font_config is None:
+                    font_config = system.weasyprint().text.fonts.FontConfiguration()
+                job = Future()
+                job.set_result(
+                    print_letters(
+                        documents, carries, appended, one_per_letter=not combined, font_config=font_config
+                    )
+                )
+            in_flight.append((paths, len(letters), job))
+            while in_flight and in_flight[0][2].done():
+                _write_printed(run, *in_flight.popleft(), progress)
+        while in_flight:
+            _write_printed(run, *in_flight.popleft(), progress)
     return run
 
 
-def _mixed_run(printed: list[dict[str, Any]], documents: list[str], appended: bytes) -> tuple[bytes, int]:
-    """A run of first letters with follow-ups or chasers among them: the attachments after the
-    first letters only."""
-    from pypdf import PdfWriter
+# A print run's files hold at most this many letters, shared out evenly; letters printed one
+# per file are laid out up to this many at a time. Either way it bounds a job's memory.
+_FILE_LETTERS = 200
+_SINGLE_LETTERS = 50
+# A run this large is printed by this process and worker processes together, one job each at
+# a time, one process per core: a worker's start-up (about 2 s of loading) is not worth it
+# for fewer letters.
+_PARALLEL_FROM = 100
+_WORKERS = 3
+_worker_appended: bytes | None = None
+_worker_font_config: Any = None
 
-    writer = PdfWriter()
-    for letter, document in zip(printed, documents, strict=True):
-        data, _ = render_pdf([document], appended if carries_attachments(letter) else None)
-        writer.append(io.BytesIO(data))
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue(), len(writer.pages)
+
+def _print_jobs(ids: list[int], combined: bool) -> list[list[int]]:
+    """The chosen letters shared into jobs: one per file of a print run, or runs of letters
+    printed one per file, the same size give or take one so that processes finish together."""
+    if not ids:
+        return []
+    size = _FILE_LETTERS if combined else min(_SINGLE_LETTERS, -(-len(ids) // (_WORKERS + 1)))
+    count = -(-len(ids) // size)
+    step, extra = divmod(len(ids), count)
+    jobs, start = [], 0
+    for number in range(count):
+        end = start + step + (1 if number < extra else 0)
+        jobs.append(ids[start:end])
+        start = end
+    return jobs
+
+
+def _start_print_worker(parent_pid: int, appended: bytes | None) -> None:
+    global _worker_appended, _worker_font_config
+    exit_with_parent(parent_pid)
+    _worker_appended = appended
+    _worker_font_config = system.weasyprint().text.fonts.FontConfiguration()
+
+
+def _print_in_worker(
+    documents: list[str], carries: list[bool], one_per_letter: bool
+) -> list[tuple[bytes, int]]:
+    return print_letters(
+        documents, carries, _worker_appended, one_per_letter=one_per_letter, font_config=_worker_font_config
+    )
+
+
+def _write_printed(
+    run: PrintRun,
+    paths: list[Path],
+    letters: int,
+    job: Future[list[tuple[bytes, int]]],
+    progress: Callable[[int], None] | None,
+) -> None:
+    """A job's PDFs written to their files, whole or not at all, and counted."""
+    printed = job.result()
+    for path, (data, pages) in zip(paths, printed, strict=True):
+        write_atomically(path, data)
+        run.files.append(path)
+        run.pages += pages
+    run.letters += letters
+    if progress is not None:
+        progress(letters)
 
 
 def _letters_by_id(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:
