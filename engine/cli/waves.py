@@ -621,7 +621,11 @@ def wave_reinvite(app: App, name: str, as_json: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the PDFs.",
 )
-@click.option("--combined", is_flag=True, help="One PDF for a print run (a file per 200 letters).")
+@click.option(
+    "--combined",
+    is_flag=True,
+    help="One PDF for a print run (a file per 200 letters or fewer, shared out evenly).",
+)
 @click.option(
     "--state",
     "states",

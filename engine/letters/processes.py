@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -38,3 +39,28 @@ def exit_with_parent(parent_pid: int) -> None:
 def _exit_when_closed(sentinel: int) -> None:
     multiprocessing.connection.wait([sentinel])
     os._exit(1)
+
+
+def idle_cores(sample: float = 0.2) -> int:
+    """Cores no process is using now, judged over `sample` seconds (elsewhere than Linux: by
+    the last minute's load average, as `make -l` judges it). A worker process on a machine
+    already busy only adds its start-up to the work."""
+    cores = os.cpu_count() or 1
+    try:
+        before = _cpu_times()
+        time.sleep(sample)
+        after = _cpu_times()
+    except (OSError, ValueError):
+        try:
+            return max(0, int(cores - os.getloadavg()[0] + 0.5))
+        except OSError:  # neither: take every core as free
+            return cores
+    idle, total = (a - b for a, b in zip(after, before, strict=True))
+    return int(cores * idle / total + 0.5) if total > 0 else cores
+
+
+def _cpu_times() -> tuple[int, int]:
+    """All cores' idle time (idle and waiting for I/O) and total time, in ticks, from Linux."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks[:8])  # user nice system idle iowait irq softirq steal
