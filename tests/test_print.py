@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -12,14 +13,17 @@ import pytest
 from conftest import ROOT
 from sqlalchemy import select
 from test_browser import browser, site  # noqa: F401  (fixtures for the download test)
+from test_campaign_letters import FIRST_LETTERS
 from test_waves import EMPLOYER_WAVE, MP_WAVE, SETTINGS, load_sample
 
+from engine.followup.drafts import draft_letter
+from engine.followup.drafts import load_wave as load_followup_wave
 from engine.letters.documents import iter_letters, letter_document, pdf_bytes, write_wave_pdfs
 from engine.letters.launch import launch_wave
 from engine.letters.render import WaveRenderer
 from engine.letters.waves import create_wave
 from engine.store.db import init_db, open_engine
-from engine.store.models import letter_table, wave_table
+from engine.store.models import letter_table, utcnow, wave_table
 
 
 def pages_of(path: Path | bytes) -> list[str]:
@@ -167,6 +171,60 @@ def test_letters_printed_one_per_file_each_hold_their_own_letter_and_title(print
         assert reader.metadata.title == letter["subject"]
     # Each file carries only the glyphs its letter uses, not whole fonts.
     assert max(path.stat().st_size for path in run.files) < 40_000
+
+
+@pytest.fixture(scope="module")
+def every_template(tmp_path_factory):
+    """A wave of each bundled first letter on the sample, with a follow-up (to a supportive
+    reply and to a refusal) and a chaser drafted for the first letters that have them."""
+    tmp = tmp_path_factory.mktemp("templates")
+    engine = open_engine(f"sqlite:///{tmp}/templates.db")
+    init_db(engine)
+    load_sample(engine, tmp)
+    specs = {
+        **FIRST_LETTERS,
+        "jcnc-agenda": dataclasses.replace(
+            FIRST_LETTERS["jcnc-agenda"], chaser="jcnc-chaser", meeting_date="2031-03-20"
+        ),
+    }
+    for name, spec in specs.items():
+        create_wave(engine, name, spec, SETTINGS)
+        launch_wave(engine, name, SETTINGS)
+    with engine.begin() as conn:
+        for name in ("employer-wellbeing", "jcnc-agenda"):
+            wave_id = conn.execute(select(wave_table.c.id).where(wave_table.c.name == name)).scalar_one()
+            wave = load_followup_wave(conn, wave_id, SETTINGS)
+            firsts = conn.execute(
+                select(letter_table).where(letter_table.c.wave_id == wave_id).order_by(letter_table.c.id)
+            ).all()
+            for i, first in enumerate(dict(row._mapping) for row in firsts[:2]):
+                draft_letter(conn, wave, first, "chaser", SETTINGS, utcnow())
+                if name == "employer-wellbeing":
+                    outcome = ("supportive", "refusal")[i]
+                    reply = {"author": "Jo Head", "date": "3 March 2031", "excerpt": "", "text": ""}
+                    draft_letter(
+                        conn, wave, first, "follow_up", SETTINGS, utcnow(), {**reply, "outcome": outcome}
+                    )
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "template, wave, kind",
+    [
+        *((name, name, "letter") for name in sorted(FIRST_LETTERS)),
+        ("employer-follow-up", "employer-wellbeing", "follow_up"),
+        ("employer-chaser", "employer-wellbeing", "chaser"),
+        ("jcnc-chaser", "jcnc-agenda", "chaser"),
+    ],
+)
+def test_every_bundled_letter_prints_on_one_page(every_template, tmp_path, template, wave, kind):
+    references = [r["reference"] for r in iter_letters(every_template, wave=wave, kind=kind)][:3]
+    assert len(references) >= 2
+    run = write_wave_pdfs(
+        every_template, wave, tmp_path, combined=True, states=["all"], references=references
+    )
+    assert (run.letters, run.pages) == (len(references), len(references)), template
 
 
 # Long enough to run onto a second page at a point where, unless kept together, the
