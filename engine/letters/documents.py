@@ -387,8 +387,8 @@ def write_wave_pdfs(
     ("all": every letter). Says what it left out and why.
 
     With `parallel` (by default for large runs when a core is idle) worker processes print some
-    of the files while this one prints others. (The workers are spawned:
-    a script that calls this must guard its own code with `if __name__ == "__main__":`.)"""
+    of the files while this one prints others. (The workers are spawned: a script that calls
+    this must guard its own code with `if __name__ == "__main__":`.)"""
     for state in states or ():
         if state not in (*LETTER_STATES, "all"):
             raise CampaignError(f"--state: {state!r} is not one of {', '.join(LETTER_STATES)}")
