@@ -8,26 +8,31 @@ run; pages per second, CPU, pages per letter, and the files' sizes.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import prepare  # noqa: E402
-from results import stage  # noqa: E402
+from results import peak_rss_mb, stage  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from engine import system  # noqa: E402
-from engine.letters.documents import letter_document, write_wave_pdfs  # noqa: E402
+from engine.letters.documents import PrintRun, letter_document, write_wave_pdfs  # noqa: E402
 from engine.letters.render import WaveRenderer  # noqa: E402
 from engine.store.db import open_engine  # noqa: E402
 from engine.store.models import letter_table, wave_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 class Clock:
@@ -46,6 +51,53 @@ class Clock:
         return time.perf_counter() - self.wall, self._cpu() - self.cpu
 
 
+def bare_weasyprint(url: str, limit: int) -> tuple[int, float, float, int, float]:
+    """The anchor: WeasyPrint alone, the same letters' documents in one HTML document, one PDF;
+    (pages, seconds, CPU seconds, bytes, peak MB)."""
+    engine = open_engine(url)
+    with engine.connect() as conn:
+        frozen = conn.execute(select(wave_table.c.frozen).where(wave_table.c.name == "bench")).scalar_one()
+        letters = [
+            dict(r._mapping)
+            for r in conn.execute(select(letter_table).order_by(letter_table.c.id).limit(limit))
+        ]
+    engine.dispose()
+    renderer = WaveRenderer(frozen)
+    HTML = system.weasyprint().HTML  # noqa: N806
+    documents = [letter_document(letter, renderer) for letter in letters]
+    head = documents[0].split("<body", 1)[0]
+    inner = [d.split("<body", 1)[1].split(">", 1)[1].rsplit("</body>", 1)[0] for d in documents]
+    bodies = "".join(f'<section style="page-break-after: always">{body}</section>' for body in inner)
+    clock = Clock()
+    rendered = HTML(string=f"{head}<body>{bodies}</body></html>").render()
+    size = len(rendered.write_pdf())
+    seconds, cpu = clock.read()
+    return len(rendered.pages), seconds, cpu, size, peak_mb()
+
+
+def print_run(url: str, limit: int, out: Path, combined: bool) -> tuple[PrintRun, float, float, float]:
+    """`wave pdf` (with or without --combined) on the same letters; (run, seconds, CPU seconds,
+    peak MB)."""
+    engine = open_engine(url)
+    clock = Clock()
+    run = write_wave_pdfs(engine, "bench", out, combined=combined, states=["all"], limit=limit)
+    seconds, cpu = clock.read()
+    engine.dispose()
+    return run, seconds, cpu, peak_mb()
+
+
+def peak_mb() -> float:
+    """The peak memory of this process or of the largest of its workers."""
+    return max(peak_rss_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+def in_own_process(function: Callable[..., T], *args: object) -> T:
+    """`function(*args)` in a process of its own, as a command runs: neither side of the
+    comparison inherits the other's heap (a 300-page layout leaves one behind)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -58,46 +110,23 @@ def main() -> int:
     url = f"sqlite:///{work}/pdf.db"
     members = max(args.members or 0, args.letters)
     prepare(url, members, work)
-    engine = open_engine(url)
-    with engine.connect() as conn:
-        frozen = conn.execute(select(wave_table.c.frozen).where(wave_table.c.name == "bench")).scalar_one()
-        letters = [
-            dict(r._mapping)
-            for r in conn.execute(select(letter_table).order_by(letter_table.c.id).limit(args.letters))
-        ]
-    renderer = WaveRenderer(frozen)
-    HTML = system.weasyprint().HTML  # noqa: N806
 
-    # The anchor: WeasyPrint alone, the same letters' documents in one HTML document, one PDF.
-    documents = [letter_document(letter, renderer) for letter in letters]
-    head = documents[0].split("<body", 1)[0]
-    inner = [d.split("<body", 1)[1].split(">", 1)[1].rsplit("</body>", 1)[0] for d in documents]
-    bodies = "".join(f'<section style="page-break-after: always">{body}</section>' for body in inner)
-    clock = Clock()
-    rendered = HTML(string=f"{head}<body>{bodies}</body></html>").render()
-    bare_size = len(rendered.write_pdf())
-    bare_s, bare_cpu = clock.read()
-    bare_pages = len(rendered.pages)
-    del rendered  # not kept alive (and walked by the garbage collector) while the runs are timed
+    bare_pages, bare_s, bare_cpu, bare_size, bare_mb = in_own_process(bare_weasyprint, url, args.letters)
     bare_rate = bare_pages / bare_s
     print(
         f"bare WeasyPrint: {bare_pages:,} pages in {bare_s:.1f} s = {bare_rate:,.1f} pages/s "
-        f"(CPU {bare_cpu:.1f} s), {bare_size / 1024:,.0f} KB"
+        f"(CPU {bare_cpu:.1f} s), {bare_size / 1024:,.0f} KB, peak {bare_mb:,.0f} MB"
     )
 
     for combined, name in ((True, "PDF print run"), (False, "PDF, one per letter")):
-        clock = Clock()
-        run = write_wave_pdfs(
-            engine, "bench", work / name, combined=combined, states=["all"], limit=args.letters
-        )
-        run_s, run_cpu = clock.read()
+        run, run_s, run_cpu, run_mb = in_own_process(print_run, url, args.letters, work / name, combined)
         size = sum(path.stat().st_size for path in run.files)
         rate = run.pages / run_s
         print(
             f"{name + ':':<21}{run.letters:,} letters, {run.pages:,} pages in {run_s:.1f} s = "
             f"{rate:,.1f} pages/s (CPU {run_cpu:.1f} s, workers' included); {run.pages / run.letters:.2f} "
             f"pages a letter; {len(run.files)} file(s), {size / 1024:,.0f} KB "
-            f"({size / 1024 / len(run.files):,.1f} KB a file)"
+            f"({size / 1024 / len(run.files):,.1f} KB a file); peak {run_mb:,.0f} MB"
         )
         print(
             f"{'':<21}{rate / bare_rate:.0%} of bare WeasyPrint's pages/s; "
@@ -109,6 +138,7 @@ def main() -> int:
             members,
             run.pages,
             run_s,
+            peak_mb=run_mb,
             anchor="WeasyPrint, the same letters in one document",
             anchor_per_s=bare_rate,
             unit="pages",
@@ -119,7 +149,6 @@ def main() -> int:
             cpu_s=round(run_cpu, 1),
             anchor_cpu_s=round(bare_cpu, 1),
         )
-    engine.dispose()
     return 0
 
 
