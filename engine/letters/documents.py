@@ -23,7 +23,7 @@ from engine import system
 from engine.errors import CampaignError
 from engine.letters.attachments import attachments_pdf, carries_attachments, wave_attachments
 from engine.letters.merge import letter_words, member_from_snapshot, sharing_context
-from engine.letters.processes import exit_with_parent, idle_cores
+from engine.letters.processes import exit_with_parent, idle_core
 from engine.letters.render import WaveRenderer
 from engine.store.files import make_folder, write_atomically
 from engine.store.models import LETTER_STATES, letter_table, member_table, wave_table
@@ -433,10 +433,8 @@ def write_wave_pdfs(
     appended = wave_attachments_pdf(engine, wave["id"])
     jobs = _print_jobs(chosen, combined)
     if parallel is None:
-        # This process prints too, so a worker needs a core of its own.
-        workers = min(_WORKERS, idle_cores() - 1) if len(chosen) >= _PARALLEL_FROM else 0
-    else:
-        workers = min(_WORKERS, (os.cpu_count() or 1) - 1) if parallel else 0
+        parallel = len(chosen) >= _PARALLEL_FROM and idle_core()
+    workers = min(_WORKERS, (os.cpu_count() or 1) - 1) if parallel else 0
     workers = min(workers, len(jobs) - 1)
     with ExitStack() as stack:
         pool = None
@@ -488,7 +486,7 @@ def write_wave_pdfs(
 _FILE_LETTERS = 200
 _SINGLE_LETTERS = 50
 # A run this large is printed by this process and worker processes together, one job each at
-# a time, one process per idle core: a worker's start-up (about 1.5 s of CPU, loading
+# a time, when a core is idle: a worker's start-up (about 1.5 s of CPU, loading
 # WeasyPrint and this package) is not worth it for fewer letters.
 _PARALLEL_FROM = 100
 _WORKERS = 3

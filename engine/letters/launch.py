@@ -11,13 +11,8 @@ the main one are one pipeline tuned together (see bench/bench_launch.py).
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
-import multiprocessing.connection
 import os
-import signal
-import sys
-import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -51,6 +46,7 @@ from engine.letters.merge import (
     sharing_context,
     wave_context,
 )
+from engine.letters.processes import exit_with_parent, idle_core
 from engine.letters.render import WaveRenderer, freeze_templates
 from engine.letters.similarity import similar_letters
 from engine.letters.targeting import outside_nations, outside_where
@@ -474,53 +470,13 @@ _PARALLEL_FROM = 20_000
 _WORKERS = 1
 
 
-def idle_core() -> bool:
-    """Whether a core waits idle for a worker process: more than one core is ours, and the
-    1-minute load average (this process counted in it) leaves one free.
-
-    On cores other programs keep busy, a worker only takes turns with this process, and
-    handing every page to it and back made a launch slower than merging here.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores > 1 and os.getloadavg()[0] < cores - 0.5
-
-
 _worker_merger: Merger | None = None
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _start_worker(wave: dict[str, Any], settings: Settings, parent_pid: int) -> None:
     global _worker_merger
-    _exit_with_parent(parent_pid)
+    exit_with_parent(parent_pid)
     _worker_merger = Merger(wave, settings, wave["launched_at"])
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """End this worker process as soon as the launching one ends, however it ends.
-
-    Workers wait for pages on a queue each other holds open, so a launch killed
-    with SIGKILL would leave them blocked for ever, about 100 MB each.
-    """
-    if sys.platform.startswith("linux"):
-        # The kernel kills this process when its parent dies, busy or not.
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0))
-    if os.getppid() != parent_pid:
-        os._exit(1)  # the parent died before it could be told to signal us
-    # Elsewhere, and as a second guard: spawn started us with a pipe from the parent, and
-    # the parent's end closes when it dies, which wakes this thread.
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(
-            target=_exit_when_closed, args=(parent.sentinel,), name="exit-with-parent", daemon=True
-        ).start()
-
-
-def _exit_when_closed(sentinel: int) -> None:
-    multiprocessing.connection.wait([sentinel])
-    os._exit(1)
 
 
 def _merge_in_worker(

@@ -1,4 +1,5 @@
-"""Worker processes that end with the process that started them, however it ends."""
+"""Worker processes (a launch's, a print run's): started only when a core is idle, and ended
+with the process that started them, however it ends."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 import signal
 import sys
 import threading
-import time
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -41,26 +41,13 @@ def _exit_when_closed(sentinel: int) -> None:
     os._exit(1)
 
 
-def idle_cores(sample: float = 0.2) -> int:
-    """Cores no process is using now, judged over `sample` seconds (elsewhere than Linux: by
-    the last minute's load average, as `make -l` judges it). A worker process on a machine
-    already busy only adds its start-up to the work."""
-    cores = os.cpu_count() or 1
-    try:
-        before = _cpu_times()
-        time.sleep(sample)
-        after = _cpu_times()
-    except (OSError, ValueError):
-        try:
-            return max(0, int(cores - os.getloadavg()[0] + 0.5))
-        except OSError:  # neither: take every core as free
-            return cores
-    idle, total = (a - b for a, b in zip(after, before, strict=True))
-    return int(cores * idle / total + 0.5) if total > 0 else cores
+def idle_core() -> bool:
+    """Whether a core waits idle for a worker process: more than one core is ours, and the
+    1-minute load average (this process counted in it) leaves one free.
 
-
-def _cpu_times() -> tuple[int, int]:
-    """All cores' idle time (idle and waiting for I/O) and total time, in ticks, from Linux."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        ticks = [int(field) for field in stat.readline().split()[1:]]
-    return ticks[3] + ticks[4], sum(ticks[:8])  # user nice system idle iowait irq softirq steal
+    On cores other programs keep busy, a worker only takes turns with this process, and
+    handing every page to it and back made a launch slower than merging here (and a print run
+    slower by the worker's start-up).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores > 1 and os.getloadavg()[0] < cores - 0.5
