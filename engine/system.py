@@ -33,7 +33,9 @@ class Need:
 PDF_LIBRARIES = {
     "pango-1.0": Need("libpango-1.0-0", "printable letters (PDF): text layout"),
     "pangoft2-1.0": Need("libpangoft2-1.0-0", "printable letters (PDF): fonts"),
-    "harfbuzz-subset": Need("libharfbuzz-subset0", "printable letters (PDF): smaller files", optional=True),
+    "harfbuzz-subset": Need(
+        "libharfbuzz-subset0", "printable letters (PDF): fonts subset at a quarter of the CPU", optional=True
+    ),
 }
 FONT = Need("fonts-dejavu-core", "printable letters (PDF): a font with every member's name (Łukasz, Siân)")
 FONT_FILE = "DejaVuSerif.ttf"
