@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, func, select
-from sqlalchemy.exc import DBAPIError
 
 from engine.errors import CampaignError, RowErrors
 from engine.members.csvfile import CsvRow, CsvSource, header_key, write_csv
@@ -28,6 +27,7 @@ from engine.members.emails import EmailNotValidError, normalise_email
 from engine.members.postcode import normalise_postcode
 from engine.members.rights import number_hash
 from engine.members.validation import header_problems
+from engine.store.db import copy_values
 from engine.store.events import record_event
 from engine.store.models import forgotten_table, member_table, utcnow
 
@@ -306,11 +306,6 @@ class _MemberWriter:
             self.insert_order = (
                 None if order == _INSERT_KEYS else operator.itemgetter(*map(_INSERT_KEYS.index, order))
             )
-        elif self.postgresql:
-            # COPY: an INSERT a row, even pipelined, cost psycopg ten times the database's work.
-            quote = dialect.identifier_preparer.quote
-            columns = ", ".join(quote(name) for name in _INSERT_KEYS)
-            self.copy_sql = f"COPY {quote(member_table.name)} ({columns}) FROM STDIN"
 
     def existing(self, numbers: set[str]) -> dict[str, tuple[int, str, str, str]]:
         """(id, row hash, postcode, school URN) of the stored members with these numbers."""
@@ -379,21 +374,8 @@ class _MemberWriter:
             order = self.insert_order
             self.conn.exec_driver_sql(self.insert_sql, params if order is None else list(map(order, params)))
             return
-        # Inside the import's transaction, on its connection.
-        dialect = self.conn.dialect
-        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cursor.copy(self.copy_sql) as copy:
-                for values in params:
-                    copy.write_row(values)
-        except dialect.loaded_dbapi.Error as exc:
-            # As Core would raise it, so that a lost connection reads "re-run to continue"; the
-            # values (members' data) stay out of the message.
-            raise DBAPIError.instance(
-                self.copy_sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
-            ) from exc
-        finally:
-            cursor.close()
+        # COPY: an INSERT a row, even pipelined, cost psycopg ten times the database's work.
+        copy_values(self.conn, member_table, _INSERT_KEYS, params)
 
 
 def _batches(rows: Iterator[CsvRow], size: int) -> Iterator[list[CsvRow]]:

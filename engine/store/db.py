@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -296,9 +296,6 @@ def copy_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> Non
     """
     if not rows:
         return
-    from psycopg import Error as PsycopgError
-    from psycopg import sql
-
     columns = list(rows[0])
     # Defaults SQLAlchemy fills in on the client for columns an INSERT leaves out.
     defaults = [
@@ -306,8 +303,29 @@ def copy_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> Non
         for column in table.c
         if column.name not in rows[0] and column.default is not None and not column.default.is_sequence
     ]
-    names = columns + [column.name for column in defaults]
     json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
+
+    def values(row: dict[str, Any]) -> list[Any]:
+        found = [
+            _compact_json(row[name]) if name in json_columns and row[name] is not None else row[name]
+            for name in columns
+        ]
+        for column in defaults:
+            default = column.default
+            found.append(default.arg(None) if default.is_callable else default.arg)  # type: ignore[union-attr]
+        return found
+
+    copy_values(conn, table, columns + [column.name for column in defaults], map(values, rows))
+
+
+def copy_values(conn: Connection, table: Table, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """COPY rows of values (in the order of `names`, ready for the driver) into a PostgreSQL
+    table, in the caller's transaction. A database error is raised as SQLAlchemy's, with the
+    values (members' data) left out of its message, so that a lost connection reads "re-run to
+    continue" as it does for Core's statements."""
+    from psycopg import Error as PsycopgError
+    from psycopg import sql
+
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names))
     )
@@ -316,14 +334,7 @@ def copy_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> Non
     try:
         with cursor.copy(statement) as copy:
             for row in rows:
-                values = [
-                    _compact_json(row[name]) if name in json_columns and row[name] is not None else row[name]
-                    for name in columns
-                ]
-                for column in defaults:
-                    default = column.default
-                    values.append(default.arg(None) if default.is_callable else default.arg)  # type: ignore[union-attr]
-                copy.write_row(values)
+                copy.write_row(row)
     except PsycopgError as exc:
         invalidated = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
         raise DBAPIError.instance(
