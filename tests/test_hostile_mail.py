@@ -7,6 +7,7 @@ real .eml file against a sent wave, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from datetime import timedelta
@@ -248,7 +249,7 @@ def test_only_our_own_servers_verdicts_are_read_when_its_authserv_id_is_set(sent
 
     engine, letters = sent
     letter = letters["spare1"]
-    settings = SETTINGS.__class__(**{**SETTINGS.__dict__, "authserv_id": "mx.elsewhere.example"})
+    settings = dataclasses.replace(SETTINGS, authserv_id="mx.elsewhere.example")
     # mx.union.example is not our receiving server here: its header could have been written by anyone.
     inbound_id = Ingester(engine, settings).record(fill_with("hostile-dmarc-fail", letter, {}), "eml")
     row = stored(engine, inbound_id)

@@ -267,6 +267,17 @@ def test_a_control_character_in_an_extra_column_is_refused_too(engine, write_csv
     assert caught.value.problems == [f"{path}:2: years_in_post: contains a control character (U+0000)"]
 
 
+def test_a_nul_in_a_membership_number_is_refused_by_line_on_import_and_reimport(engine, write_csv):
+    # The importer looks stored members up by number before checking rows; PostgreSQL refuses a
+    # NUL even in a query, so such a number must reach the checks, not the database.
+    text = GOOD + "M1\x002,Dev,Patel,dev@members.example.org,TN13 1AS,1,,,,,\n"
+    path = write_csv("members.csv", text)
+    for _ in range(2):  # a first import, then a re-import with the others stored
+        result = import_members(engine, path, skip_invalid=True)
+        assert result.rejected == 1
+    assert result.unchanged == count(engine) == 2
+
+
 def test_skip_invalid_puts_rows_with_control_characters_in_the_rejects_file(engine, write_csv, tmp_path):
     path = write_csv("members.csv", POISONED)
     rejects = tmp_path / "rejects.csv"

@@ -225,7 +225,10 @@ def import_members(
         cells_of = _cell_reader(source.fields)
         for batch in _batches(source.rows(progress), _CHUNK):
             # Read first: a row exactly as stored is skipped without checking it again.
-            existing = writer.existing({row.values.get("membership_no", "") for row in batch})
+            # Not looked up: a number with a NUL, which PostgreSQL refuses even in a query; the
+            # checks refuse its row.
+            numbers = {row.values.get("membership_no", "") for row in batch}
+            existing = writer.existing({number for number in numbers if "\x00" not in number})
             chunk: list[tuple[Any, ...]] = []
             for row in batch:
                 found = existing.get(row.values.get("membership_no", ""))
