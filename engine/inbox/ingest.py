@@ -27,7 +27,7 @@ from engine.inbox.match import MESSAGE_ID, Analysis, Matcher, header_value
 from engine.inbox.outcomes import suggest_outcome
 from engine.inbox.sources import CONNECTION_ERRORS, MailSource
 from engine.settings import Settings
-from engine.store.db import without_nul
+from engine.store.db import FastInsert, FastQuery, without_nul
 from engine.store.models import (
     inbound_table,
     utcnow,
@@ -90,6 +90,8 @@ class Ingester:
         self.engine = engine
         self.settings = settings
         self.matcher = Matcher(settings)
+        self.stored = FastQuery(_STORED, engine.dialect)
+        self.insert = FastInsert(inbound_table, engine.dialect)
 
     def analyse(self, conn: Connection, message: Message) -> Analysis:
         """What the message is and which letter it is about (inbox.match)."""
@@ -117,7 +119,7 @@ class Ingester:
         key, message_id = dedupe_key(message, data)
         now = utcnow()
         with self.engine.begin() as conn:
-            if conn.execute(_STORED, {"key": key}).first():
+            if self.stored.rows(conn, key=key):
                 result.duplicates += 1
                 return None
             analysis = None
@@ -129,7 +131,7 @@ class Ingester:
                 except Exception as exc:  # kept and listed, never dropped
                     problem = f"cannot read: {failure_text(exc)}"
             row = message_row(data, source, message, message_id, key, analysis, problem, now)
-            inbound_id = store_raw(conn, row, key)
+            inbound_id = store_raw(conn, row, key, self.insert)
             if inbound_id is None:
                 result.duplicates += 1
                 return None
@@ -221,7 +223,9 @@ def statement_guard(conn: Connection) -> Iterator[None]:
             yield
 
 
-def store_raw(conn: Connection, row: dict[str, Any], key: str) -> int | None:
+def store_raw(
+    conn: Connection, row: dict[str, Any], key: str, insert: FastInsert | None = None
+) -> int | None:
     """The stored row's id; None when another run stored the same message a moment ago.
 
     A message the database will not take as read (a byte it refuses, a value out of
@@ -229,6 +233,8 @@ def store_raw(conn: Connection, row: dict[str, Any], key: str) -> int | None:
     """
     try:
         with statement_guard(conn):
+            if insert is not None:
+                return insert.insert(conn, row)
             return conn.execute(_INSERT, row).inserted_primary_key[0]
     except IntegrityError:
         if conn.execute(_STORED, {"key": key}).first():

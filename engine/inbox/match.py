@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,8 @@ from email.utils import getaddresses, parseaddr
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, exists, func, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import NoResultFound
 
 from engine.inbox.classify import (
     Classification,
@@ -38,6 +41,7 @@ from engine.inbox.forwards import Forwarded, body_text, find_attached, find_inli
 from engine.inbox.sender_auth import SenderAuthentication, read_authentication
 from engine.letters.links import check_token, link_token
 from engine.settings import Settings
+from engine.store.db import FastQuery
 from engine.store.models import (
     employer_table,
     letter_table,
@@ -116,6 +120,47 @@ _LATEST_SENT_TO_MEMBER = (
     .order_by(_o.id.desc())
     .limit(20)
 )
+_MP_SEATS_OF = select(mp_table.c.constituency_code).where(
+    mp_table.c.email.in_(bindparam("addresses", expanding=True))
+)
+_EMPLOYERS_OF = select(employer_table.c.employer_key).where(
+    employer_table.c.email.in_(bindparam("addresses", expanding=True))
+)
+_LAUNCHED_WAVES = select(wave_table.c.id, wave_table.c.fixed_email).where(wave_table.c.status == "launched")
+# By the (wave, target) index: a launched wave can hold 450,000 letters.
+_AWAITING_OF_TARGETS = (
+    select(letter_table)
+    .where(
+        _lt.wave_id == bindparam("wave_id"),
+        _lt.target_key.in_(bindparam("keys", expanding=True)),
+        _lt.state.in_(AWAITING),
+    )
+    .limit(2)
+)
+_AWAITING_OF_FIXED = (
+    select(letter_table)
+    .where(_lt.wave_id == bindparam("wave_id"), _lt.target_key.is_(None), _lt.state.in_(AWAITING))
+    .limit(2)
+)
+
+# Each lookup above, compiled for each database kind it has run on.
+_fast: weakref.WeakKeyDictionary[Dialect, dict[int, FastQuery]] = weakref.WeakKeyDictionary()
+
+
+def _rows(conn: Connection, statement: Any, **values: Any) -> list[dict[str, Any]]:
+    """One of the lookups above, its rows as dicts, run through the driver directly (see FastQuery)."""
+    queries = _fast.get(conn.dialect)
+    if queries is None:
+        queries = _fast[conn.dialect] = {}
+    query = queries.get(id(statement))
+    if query is None:
+        query = queries[id(statement)] = FastQuery(statement, conn.dialect)
+    return query.rows(conn, **values)
+
+
+def _first(conn: Connection, statement: Any, **values: Any) -> dict[str, Any] | None:
+    found = _rows(conn, statement, **values)
+    return found[0] if found else None
 
 
 @dataclass
@@ -269,7 +314,8 @@ class Matcher:
         """Why a reply that points to `letter` must not be acted on without staff, or None."""
         if analysis.auth.failure:
             return analysis.auth.failure
-        member_email = conn.execute(_MEMBER_EMAIL, {"id": letter["member_id"]}).scalar()
+        member = _first(conn, _MEMBER_EMAIL, id=letter["member_id"])
+        member_email = member["email"] if member else None
         by_its_member = bool(member_email) and analysis.from_addr == str(member_email).lower()
         if analysis.forwarded is not None:
             if by_its_member:
@@ -328,9 +374,9 @@ class Matcher:
         ids = self._ours(ids)
         if not ids:
             return None, None
-        row = conn.execute(_LETTER_BY_MESSAGE_IDS, {"ids": ids}).first()
-        if row is not None:
-            return dict(row._mapping), method
+        letter = _first(conn, _LETTER_BY_MESSAGE_IDS, ids=ids)
+        if letter is not None:
+            return letter, method
         # Our Message-IDs begin with the letter's reference, which anyone who saw the letter knows.
         for message_id in ids:
             found = re.match(rf"<({_REF})\.", message_id, re.I)
@@ -346,17 +392,17 @@ class Matcher:
         """The message we sent that a report quotes by its exact Message-ID or VERP address."""
         ours = self._ours(ids)
         if ours:
-            row = conn.execute(_SENT_BY_MESSAGE_IDS, {"ids": ours}).first()
-            if row is not None:
-                return dict(row._mapping), "original_message"
+            sent = _first(conn, _SENT_BY_MESSAGE_IDS, ids=ours)
+            if sent is not None:
+                return sent, "original_message"
         for tag in tags:
             reference, _, rest = tag.partition(".")
             if not rest:
                 continue
             message_id = f"<{reference.upper()}.{rest.lower()}@{self.domain}>"
-            row = conn.execute(_SENT_BY_MESSAGE_ID, {"message_id": message_id}).first()
-            if row is not None:
-                return dict(row._mapping), "bounce_address"
+            sent = _first(conn, _SENT_BY_MESSAGE_ID, message_id=message_id)
+            if sent is not None:
+                return sent, "bounce_address"
         return None, None
 
     def _unsubscribed_message(
@@ -389,7 +435,10 @@ class Matcher:
         return None, None
 
     def _letter(self, conn: Connection, letter_id: int) -> dict[str, Any]:
-        return dict(conn.execute(_LETTER_BY_ID, {"id": letter_id}).one()._mapping)
+        letter = _first(conn, _LETTER_BY_ID, id=letter_id)
+        if letter is None:  # as Core's .one() says
+            raise NoResultFound("No row was found when one was required")
+        return letter
 
     def _address_tags(self, message: Message) -> list[str]:
         """What a recipient address carries after its '+': a reference (organising+REF@…) or,
@@ -416,13 +465,13 @@ class Matcher:
         return None, None
 
     def _by_reference(self, conn: Connection, reference: str) -> dict[str, Any] | None:
-        row = conn.execute(_LETTER_BY_REFERENCE, {"reference": reference}).first()
-        return dict(row._mapping) if row else None
+        return _first(conn, _LETTER_BY_REFERENCE, reference=reference)
 
     def _is_member(self, conn: Connection, address: str) -> bool:
         if not address:
             return False
-        return bool(conn.execute(_IS_MEMBER, {"addresses": spellings(address)}).scalar())
+        found = _rows(conn, _IS_MEMBER, addresses=spellings(address))
+        return bool(found and next(iter(found[0].values())))
 
     def _by_sender(
         self, conn: Connection, message: Message, analysis: Analysis
@@ -437,7 +486,7 @@ class Matcher:
             for _, forwarded_to in getaddresses([analysis.forwarded.to]):
                 if "@" in forwarded_to:
                     senders += spellings(forwarded_to)
-        rows = [dict(r._mapping) for r in conn.execute(_OPEN_LETTERS_OF, {"addresses": senders})]
+        rows = _rows(conn, _OPEN_LETTERS_OF, addresses=senders)
         if not rows:
             rows = self._by_target_address(conn, address)
             return (rows[0], "target_address") if len(rows) == 1 else (None, None)
@@ -453,33 +502,15 @@ class Matcher:
     def _by_target_address(self, conn: Connection, address: str) -> list[dict[str, Any]]:
         """Letters awaiting a reply from this address: the target wrote to us straight."""
         addresses = spellings(address)
-        keys = set(
-            conn.execute(
-                select(mp_table.c.constituency_code).where(mp_table.c.email.in_(addresses))
-            ).scalars()
-        )
-        keys |= set(
-            conn.execute(
-                select(employer_table.c.employer_key).where(employer_table.c.email.in_(addresses))
-            ).scalars()
-        )
-        w, lt = wave_table.c, letter_table.c
+        keys = {r["constituency_code"] for r in _rows(conn, _MP_SEATS_OF, addresses=addresses)}
+        keys |= {r["employer_key"] for r in _rows(conn, _EMPLOYERS_OF, addresses=addresses)}
         rows: list[dict[str, Any]] = []
-        for wave_id, fixed_email in conn.execute(select(w.id, w.fixed_email).where(w.status == "launched")):
-            # By the (wave, target) index: a launched wave can hold 450,000 letters.
-            condition = lt.target_key.in_(keys) if keys else None
+        for wave in _rows(conn, _LAUNCHED_WAVES):
+            fixed_email = wave["fixed_email"]
             if fixed_email and fixed_email.lower() == address.lower():
-                condition = lt.target_key.is_(None)
-            if condition is None:
-                continue
-            rows += [
-                dict(r._mapping)
-                for r in conn.execute(
-                    select(letter_table)
-                    .where(lt.wave_id == wave_id, condition, lt.state.in_(AWAITING))
-                    .limit(2)
-                )
-            ]
+                rows += _rows(conn, _AWAITING_OF_FIXED, wave_id=wave["id"])
+            elif keys:
+                rows += _rows(conn, _AWAITING_OF_TARGETS, wave_id=wave["id"], keys=list(keys))
         return rows
 
     def message_to(
@@ -488,10 +519,9 @@ class Matcher:
         """The message of `letter` (else of the member with that address) we last sent to `address`:
         only a suggestion, as anyone can name an address or a reference."""
         if letter is not None:
-            rows = conn.execute(_LATEST_SENT_OF_LETTER, {"letter_id": letter["id"]})
+            candidates = _rows(conn, _LATEST_SENT_OF_LETTER, letter_id=letter["id"])
         else:
-            rows = conn.execute(_LATEST_SENT_TO_MEMBER, {"addresses": spellings(address)})
-        candidates = [dict(r._mapping) for r in rows]
+            candidates = _rows(conn, _LATEST_SENT_TO_MEMBER, addresses=spellings(address))
         return _sent_to(address, candidates)
 
     def messages_to(

@@ -393,6 +393,132 @@ class FastStatement:
         return cursor
 
 
+class FastQuery:
+    """A Core select compiled once for a dialect and run through the driver directly, its rows
+    the dicts Core's rows would give (each column's own result processor applied).
+
+    For the reads ingest makes for every message, where SQLAlchemy's per-execution work
+    (above all laying out an IN list's values again each time) costs several times the
+    database's. A list value of an IN is laid out once per length and remembered.
+    """
+
+    def __init__(self, statement: Any, dialect: Dialect):
+        self.compiled = statement.compile(dialect=dialect)
+        self.bind_processors = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for bind, name in self.compiled.bind_names.items()
+        }
+        columns = statement.selected_columns
+        self.keys = list(columns.keys())
+        self.result_processors = [
+            (i, process)
+            for i, column in enumerate(columns)
+            if (process := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+        ]
+        # Per set of list lengths: the SQL, and where each driver parameter's value comes from.
+        self.layouts: dict[tuple[tuple[str, int], ...], tuple[str, list[tuple[str, str, int, Any]]]] = {}
+
+    def _layout(self, values: dict[str, Any]) -> tuple[str, list[tuple[str, str, int, Any]]]:
+        lengths = tuple(sorted((k, len(v)) for k, v in values.items() if isinstance(v, list)))
+        layout = self.layouts.get(lengths)
+        if layout is None:
+            state = self.compiled.construct_expanded_state(self.compiled.construct_params(values))
+            # (driver's name, name in `values` or "" for a constant, index in a list or -1, constant)
+            sources: list[tuple[str, str, int, Any]] = []
+            for name in state.positiontup or list(state.parameters):
+                base, _, index = name.rpartition("_")
+                if name in values:
+                    sources.append((name, name, -1, None))
+                elif isinstance(values.get(base), list):
+                    sources.append((name, base, int(index) - 1, None))
+                else:  # a constant of the statement, such as a fixed IN list's values
+                    process = self.bind_processors.get(base) or self.bind_processors.get(name)
+                    value = state.parameters[name]
+                    sources.append((name, "", -1, process(value) if process else value))
+            layout = self.layouts[lengths] = (state.statement, sources)
+        return layout
+
+    def rows(self, conn: Connection, **values: Any) -> list[dict[str, Any]]:
+        sql, sources = self._layout(values)
+        params = []
+        for _, name, index, constant in sources:
+            if not name:
+                params.append(constant)
+                continue
+            value = values[name] if index < 0 else values[name][index]
+            process = self.bind_processors.get(name)
+            params.append(process(value) if process is not None else value)
+        driver_params: Any = (
+            tuple(params)
+            if self.compiled.positional
+            else {driver_name: value for (driver_name, *_), value in zip(sources, params, strict=True)}
+        )
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, driver_params)
+            fetched = cursor.fetchall()
+        except conn.dialect.loaded_dbapi.Error as exc:  # as Core raises it
+            raise DBAPIError.instance(sql, driver_params, exc, conn.dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
+        keys, processors = self.keys, self.result_processors
+        found = []
+        for raw in fetched:
+            row = list(raw)
+            for i, process in processors:
+                row[i] = process(row[i])
+            found.append(dict(zip(keys, row, strict=True)))
+        return found
+
+    def first(self, conn: Connection, **values: Any) -> dict[str, Any] | None:
+        found = self.rows(conn, **values)
+        return found[0] if found else None
+
+
+class FastInsert:
+    """One row into `table` through the driver directly, its new id returned: the insert Core
+    would run for the row's columns (compiled once per set of columns), each value through its
+    column's bind processor. A failure is raised as Core raises it (IntegrityError...).
+    Columns the row leaves out get no Python-side default: give every column that has one."""
+
+    def __init__(self, table: Table, dialect: Dialect):
+        self.table, self.dialect = table, dialect
+        self.returning = dialect.name != "sqlite"  # SQLite tells the new row's id itself
+        self.shapes: dict[tuple[str, ...], tuple[str, list[str], list[Any]]] = {}
+
+    def _shape(self, columns: tuple[str, ...]) -> tuple[str, list[str], list[Any]]:
+        shape = self.shapes.get(columns)
+        if shape is None:
+            statement = self.table.insert()
+            if self.returning:
+                statement = statement.returning(*self.table.primary_key.columns)
+            compiled = statement.compile(dialect=self.dialect, column_keys=list(columns))
+            order = [compiled.binds[key].key for key in compiled.positiontup or compiled.binds]
+            processors = [
+                self.table.c[name].type.dialect_impl(self.dialect).bind_processor(self.dialect)
+                for name in order
+            ]
+            shape = self.shapes[columns] = (str(compiled), order, processors)
+        return shape
+
+    def insert(self, conn: Connection, row: dict[str, Any]) -> Any:
+        sql, order, processors = self._shape(tuple(row))
+        values = [
+            row[name] if process is None else process(row[name])
+            for name, process in zip(order, processors, strict=True)
+        ]
+        params: Any = tuple(values) if self.dialect.positional else dict(zip(order, values, strict=True))
+        dbapi = self.dialect.loaded_dbapi
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0] if self.returning else cursor.lastrowid
+        except dbapi.Error as exc:  # as Core raises it
+            raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
+
+
 def without_nul(row: dict[str, Any]) -> dict[str, Any]:
     """A row's text without NUL characters, which PostgreSQL refuses in text (raw bytes keep them)."""
     return {k: v.replace("\0", "") if isinstance(v, str) else v for k, v in row.items()}
