@@ -4,11 +4,13 @@ invitation), a complaint suppresses its recipient."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam
+from sqlalchemy.engine import Dialect
 
 from engine.followup.chase import restart_reply_clock
 from engine.followup.drafts import answers_letter, draft_follow_up
@@ -17,7 +19,7 @@ from engine.inbox.match import AWAITING, Analysis, Matcher
 from engine.mail.outbox import INVITATIONS
 from engine.mail.send import address_of
 from engine.settings import Settings
-from engine.store.db import without_nul
+from engine.store.db import FastQuery, without_nul
 from engine.store.models import (
     failure_table,
     letter_table,
@@ -180,10 +182,15 @@ _MARK_REPLIED = (
     .where(letter_table.c.id.in_(bindparam("ids", expanding=True)), letter_table.c.state.in_(AWAITING))
     .values(state="replied", replied_at=bindparam("at"), updated_at=bindparam("now"))
 )
+# Compiled for each database kind it has run on (see FastQuery).
+_mark_replied: weakref.WeakKeyDictionary[Dialect, FastQuery] = weakref.WeakKeyDictionary()
 
 
 def mark_replied(conn: Connection, letter: dict[str, Any], replied_at: datetime, now: datetime) -> int:
     """sent/self-sent/overdue → replied, for the letter and, for a chaser, the letter it chased."""
     ids = [letter["id"]] + ([letter["parent_id"]] if letter.get("parent_id") else [])
-    done = conn.execute(_MARK_REPLIED, {"ids": ids, "at": replied_at, "now": now}).rowcount
+    queries = _mark_replied.get(conn.dialect)
+    if queries is None:
+        queries = _mark_replied[conn.dialect] = FastQuery(_MARK_REPLIED, conn.dialect)
+    done = queries.execute(conn, ids=ids, at=replied_at, now=now)
     return 1 if done else 0

@@ -394,10 +394,11 @@ class FastStatement:
 
 
 class FastQuery:
-    """A Core select compiled once for a dialect and run through the driver directly, its rows
-    the dicts Core's rows would give (each column's own result processor applied).
+    """A Core statement compiled once for a dialect and run through the driver directly: a
+    select's rows as the dicts Core's rows would give (each column's own result processor
+    applied), or an update's count of rows.
 
-    For the reads ingest makes for every message, where SQLAlchemy's per-execution work
+    For the statements ingest runs for every message, where SQLAlchemy's per-execution work
     (above all laying out an IN list's values again each time) costs several times the
     database's. A list value of an IN is laid out once per length and remembered.
     """
@@ -408,8 +409,8 @@ class FastQuery:
             name: bind.type.dialect_impl(dialect).bind_processor(dialect)
             for bind, name in self.compiled.bind_names.items()
         }
-        columns = statement.selected_columns
-        self.keys = list(columns.keys())
+        columns = statement.selected_columns if statement.is_select else []
+        self.keys = [column.key for column in columns]
         self.result_processors = [
             (i, process)
             for i, column in enumerate(columns)
@@ -439,6 +440,25 @@ class FastQuery:
         return layout
 
     def rows(self, conn: Connection, **values: Any) -> list[dict[str, Any]]:
+        fetched = self._run(conn, values, fetch=True)
+        keys, processors = self.keys, self.result_processors
+        found = []
+        for raw in fetched:
+            row = list(raw)
+            for i, process in processors:
+                row[i] = process(row[i])
+            found.append(dict(zip(keys, row, strict=True)))
+        return found
+
+    def first(self, conn: Connection, **values: Any) -> dict[str, Any] | None:
+        found = self.rows(conn, **values)
+        return found[0] if found else None
+
+    def execute(self, conn: Connection, **values: Any) -> int:
+        """Run a write: how many rows it changed."""
+        return self._run(conn, values, fetch=False)
+
+    def _run(self, conn: Connection, values: dict[str, Any], fetch: bool) -> Any:
         sql, sources = self._layout(values)
         params = []
         for _, name, index, constant in sources:
@@ -456,23 +476,11 @@ class FastQuery:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, driver_params)
-            fetched = cursor.fetchall()
+            return cursor.fetchall() if fetch else cursor.rowcount
         except conn.dialect.loaded_dbapi.Error as exc:  # as Core raises it
             raise DBAPIError.instance(sql, driver_params, exc, conn.dialect.loaded_dbapi.Error) from exc
         finally:
             cursor.close()
-        keys, processors = self.keys, self.result_processors
-        found = []
-        for raw in fetched:
-            row = list(raw)
-            for i, process in processors:
-                row[i] = process(row[i])
-            found.append(dict(zip(keys, row, strict=True)))
-        return found
-
-    def first(self, conn: Connection, **values: Any) -> dict[str, Any] | None:
-        found = self.rows(conn, **values)
-        return found[0] if found else None
 
 
 class FastInsert:
