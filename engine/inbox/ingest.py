@@ -142,7 +142,7 @@ class Ingester:
                 result.problems.append(f"message {inbound_id} ({source}): {problem}")
             if analysis is not None and row["kind"] == analysis.kind and acts_on(analysis):
                 try:
-                    with conn.begin_nested():
+                    with act_guard(conn):
                         self.act(conn, inbound_id, analysis, result, now)
                 except Exception as exc:  # the message stays stored, with what went wrong
                     problem = f"stored, but acting on it failed: {failure_text(exc)}"
@@ -221,6 +221,29 @@ def statement_guard(conn: Connection) -> Iterator[None]:
     else:
         with conn.begin_nested():
             yield
+
+
+@contextlib.contextmanager
+def act_guard(conn: Connection) -> Iterator[None]:
+    """A savepoint, so that acting on a message undoes all its writes when it fails and the
+    message stays stored. On SQLite set straight on the driver: SQLAlchemy's own savepoint
+    cost more than the writes it guards (the same SQL, inside the message's transaction)."""
+    if conn.dialect.name != "sqlite":
+        with conn.begin_nested():
+            yield
+        return
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("SAVEPOINT act")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO SAVEPOINT act")
+            cursor.execute("RELEASE SAVEPOINT act")
+            raise
+        cursor.execute("RELEASE SAVEPOINT act")
+    finally:
+        cursor.close()
 
 
 def store_raw(
