@@ -568,6 +568,43 @@ def test_a_message_is_kept_even_when_acting_on_it_fails(sent, monkeypatch):
     assert state_of(engine, letters["fwd-gmail-en"]["id"]) == "sent"
 
 
+def test_acting_on_a_message_that_fails_part_way_undoes_what_it_wrote(sent, monkeypatch):
+    """A reply's letter is changed (marked replied, or its reply clock restarted) before anything
+    else is done: when a later step fails, the letter is as it was, and the message is kept
+    with why."""
+    from engine.inbox import act
+
+    engine, letters = sent
+    letter_id = letters["fwd-attached"]["id"]
+    with engine.connect() as conn:
+        before = dict(conn.execute(select(letter_table).where(letter_table.c.id == letter_id)).one()._mapping)
+
+    def writes_then_fails(real):
+        def step(*args, **kwargs):
+            real(*args, **kwargs)
+            raise RuntimeError("the follow-up template is missing")
+
+        return step
+
+    monkeypatch.setattr(act, "mark_replied", writes_then_fails(act.mark_replied))
+    monkeypatch.setattr(act, "restart_reply_clock", writes_then_fails(act.restart_reply_clock))
+    data = fill("fwd-attached", letters["fwd-attached"])
+    inbound_id = Ingester(engine, SETTINGS).record(data, "eml")
+    row = stored(engine, inbound_id)
+    assert row["raw"] == data and row["letter_id"] == letter_id
+    assert (
+        row["problem"] == "stored, but acting on it failed: RuntimeError: the follow-up template is missing"
+    )
+    with engine.connect() as conn:
+        after = dict(conn.execute(select(letter_table).where(letter_table.c.id == letter_id)).one()._mapping)
+    assert after == before
+    monkeypatch.undo()
+    # The next copy with another Message-ID acts in full: the transaction was left usable.
+    again = Ingester(engine, SETTINGS).record(data.replace(b"Message-ID: <", b"Message-ID: <again-"), "eml")
+    assert stored(engine, again)["problem"] is None
+    assert state_of(engine, letter_id) == "replied"
+
+
 def test_cli_match_log_outcome_and_chase(sent, tmp_path, db_url):
     import json
 
