@@ -336,18 +336,26 @@ def copy_values(conn: Connection, table: Table, names: Sequence[str], rows: Iter
             for row in rows:
                 copy.write_row(row)
     except PsycopgError as exc:
-        invalidated = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
-        raise DBAPIError.instance(
-            statement.as_string(dbapi_connection),
-            None,
-            exc,
-            PsycopgError,
-            hide_parameters=True,
-            connection_invalidated=invalidated,
-            dialect=conn.dialect,
-        ) from exc
+        raise driver_error(conn, cursor, statement.as_string(dbapi_connection), exc) from exc
     finally:
         cursor.close()
+
+
+def driver_error(conn: Connection, cursor: Any, sql: str, exc: Exception) -> DBAPIError:
+    """A driver's error on a statement run past SQLAlchemy, as SQLAlchemy would raise it: its own
+    class (IntegrityError, OperationalError…), the parameters (members' data) left out of its
+    text, and a lost connection marked as one, which callers turn into "re-run to continue"."""
+    dbapi_connection = conn.connection.dbapi_connection
+    invalidated = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
+    return DBAPIError.instance(
+        sql,
+        None,
+        exc,
+        conn.dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=invalidated,
+        dialect=conn.dialect,
+    )
 
 
 class FastStatement:
@@ -477,8 +485,8 @@ class FastQuery:
         try:
             cursor.execute(sql, driver_params)
             return cursor.fetchall() if fetch else cursor.rowcount
-        except conn.dialect.loaded_dbapi.Error as exc:  # as Core raises it
-            raise DBAPIError.instance(sql, driver_params, exc, conn.dialect.loaded_dbapi.Error) from exc
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise driver_error(conn, cursor, sql, exc) from exc
         finally:
             cursor.close()
 
@@ -521,8 +529,8 @@ class FastInsert:
         try:
             cursor.execute(sql, params)
             return cursor.fetchone()[0] if self.returning else cursor.lastrowid
-        except dbapi.Error as exc:  # as Core raises it
-            raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+        except dbapi.Error as exc:
+            raise driver_error(conn, cursor, sql, exc) from exc
         finally:
             cursor.close()
 
