@@ -115,6 +115,23 @@ I am away from the office until Monday.
 """
 
 
+def mbox_of_replies(path: Path, rows: list, kinds: tuple[str, ...]) -> None:
+    """An mbox of incoming mail about these letters (rows with reference, first_name,
+    last_name, email, message_id), the templates taken in turn from `kinds`."""
+    box = mailbox.mbox(path)
+    for i, row in enumerate(rows):
+        text = kinds[i % len(kinds)].format(
+            n=i,
+            ref=row.reference,
+            name=f"{row.first_name} {row.last_name}",
+            email=row.email,
+            message_id=row.message_id,
+        )
+        box.add(text.encode())
+    box.flush()
+    box.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,19 +169,8 @@ def main() -> int:
             .join(outbox_table, outbox_table.c.letter_id == letter_table.c.id)
             .order_by(letter_table.c.id)
         ).all()
-    box = mailbox.mbox(work / "in.mbox")
-    templates = (FORWARD, FORWARD, FORWARD, FORWARD, DIRECT, DIRECT, DIRECT, BOUNCE, BOUNCE, AUTO)
-    for i, row in enumerate(rows[:n]):
-        text = templates[i % len(templates)].format(
-            n=i,
-            ref=row.reference,
-            name=f"{row.first_name} {row.last_name}",
-            email=row.email,
-            message_id=row.message_id,
-        )
-        box.add(text.encode())
-    box.flush()
-    box.close()
+    kinds = (FORWARD, FORWARD, FORWARD, FORWARD, DIRECT, DIRECT, DIRECT, BOUNCE, BOUNCE, AUTO)
+    mbox_of_replies(work / "in.mbox", rows[:n], kinds)
     settings = Settings.from_env({"CAMPAIGN_SECRET": BENCH_SECRET})
     # The anchor: the same messages parsed by the standard library alone, in the same run.
     raw_messages = [message.as_bytes() for message in mailbox.mbox(work / "in.mbox")]

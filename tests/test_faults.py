@@ -16,7 +16,6 @@ CI runs KILLS=1 kill per command per backend; `FAULTS_FULL=1` runs 20, and
 from __future__ import annotations
 
 import json
-import mailbox
 import os
 import random
 import signal
@@ -53,7 +52,7 @@ from engine.store.models import (
 )
 
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_ingest import AUTO, BOUNCE, DIRECT, FORWARD  # noqa: E402
+from bench_ingest import AUTO, BOUNCE, DIRECT, FORWARD, mbox_of_replies  # noqa: E402
 
 FULL = os.environ.get("FAULTS_FULL") == "1"
 KILLS = 20 if FULL else 1
@@ -209,19 +208,7 @@ def write_mbox(url: str, path: Path) -> None:
             .limit(INCOMING)
         ).all()
     engine.dispose()
-    box = mailbox.mbox(path)
-    kinds = (FORWARD, FORWARD, FORWARD, DIRECT, DIRECT, BOUNCE, AUTO)
-    for i, row in enumerate(rows):
-        text = kinds[i % len(kinds)].format(
-            n=i,
-            ref=row.reference,
-            name=f"{row.first_name} {row.last_name}",
-            email=row.email,
-            message_id=row.message_id,
-        )
-        box.add(text.encode())
-    box.flush()
-    box.close()
+    mbox_of_replies(path, rows, (FORWARD, FORWARD, FORWARD, DIRECT, DIRECT, BOUNCE, AUTO))
 
 
 def snapshot(url: str) -> dict[str, Any]:
